@@ -1,0 +1,165 @@
+# smolmq build.
+#
+#   make              build every program into build/bin (optimized, with debug info)
+#   make test         build and run every test this machine can run
+#   make test-gpu     the GPU tests only (skipped, and counted so, without a GPU)
+#   make fuzz         run each libFuzzer target for FUZZ_SECONDS (default 60)
+#   make run          start the system on its built-in default
+#   make SAN=1 ...    the same with AddressSanitizer + UndefinedBehaviorSanitizer (in build/san)
+#   make CUDA=0 ...   CPU only, even where nvcc is present
+#   make deps         install the Debian packages the build and tests need (only missing ones)
+
+SAN ?= 0
+CUDA ?= auto
+FUZZ_SECONDS ?= 60
+
+CC ?= cc
+ifeq ($(origin CC),default)
+CC := gcc
+endif
+
+ifeq ($(SAN),1)
+BUILD ?= build/san
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+# CUDA's runtime and ASan do not mix well; sanitized builds are CPU-only.
+CUDA := 0
+else
+BUILD ?= build
+SANFLAGS :=
+endif
+
+NVCC ?= $(shell command -v nvcc 2>/dev/null || { [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda/bin/nvcc; })
+ifeq ($(CUDA),auto)
+ifneq ($(NVCC),)
+CUDA := 1
+else
+CUDA := 0
+$(info nvcc not found: building the CPU path only (install the CUDA toolkit for the GPU backend))
+endif
+endif
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+
+INCLUDES := -Icommon -Iworker/model -Iworker/backend/cuda
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+	-Wno-missing-field-initializers -pthread
+CFLAGS := $(CFLAGS_BASE) $(SANFLAGS) $(INCLUDES) $(EXTRA_CFLAGS)
+LDFLAGS := $(SANFLAGS) -pthread
+LDLIBS := -lm
+
+# sm_90 (H100/H200) and what users most likely run: A100 (80), RTX 30xx/A10 (86), L4/RTX 40xx (89).
+CUDA_ARCHS := 80 86 89 90
+NVCCFLAGS := -std=c++17 -O3 -g -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror \
+	$(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) $(INCLUDES)
+# Static CUDA runtime: the binaries run on a bare GPU host with only the driver.
+CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
+
+COMMON_SRC := common/err.c common/utf8.c
+MODEL_SRC := worker/model/gguf.c worker/model/gguf_writer.c worker/model/quant.c
+TOOL_SRC := worker/tool/smolmq.c worker/tool/inspect.c worker/tool/dequant.c worker/tool/synth.c \
+	worker/tool/json_out.c
+CUDA_SRC := worker/backend/cuda/dequant.cu
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+CORE_OBJ := $(call obj,$(COMMON_SRC) $(MODEL_SRC))
+TOOL_OBJ := $(call obj,$(TOOL_SRC))
+CUDA_OBJ := $(patsubst %.cu,$(BUILD)/obj/%.cu.o,$(CUDA_SRC))
+
+BIN := $(BUILD)/bin/smolmq
+UNIT_TESTS := $(BUILD)/tests/gguf_test $(BUILD)/tests/quant_test
+GPU_TESTS := $(BUILD)/tests/quant_gpu_test
+ifeq ($(CUDA),1)
+ALL_TESTS_BIN := $(UNIT_TESTS) $(GPU_TESTS)
+else
+ALL_TESTS_BIN := $(UNIT_TESTS)
+endif
+
+.SECONDARY:
+
+.PHONY: all deps build tests test test-unit test-gpu fuzz fuzz-build run clean format
+
+all: deps build
+
+deps:
+	@sh deploy/deps.sh
+
+build: $(BIN) $(ALL_TESTS_BIN)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+
+$(BIN): $(TOOL_OBJ) $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/%_test: $(BUILD)/obj/tests/%_test.o $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/obj/tests/%.o: tests/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -MMD -MP -c $< -o $@
+
+$(BUILD)/tests/quant_gpu_test: $(BUILD)/obj/tests/gpu/quant_gpu_test.o $(CUDA_OBJ) $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(CUDA_LDLIBS) $(LDLIBS) -o $@
+
+$(BUILD)/obj/tests/gpu/%.o: tests/gpu/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -I$(CUDA_HOME)/include -MMD -MP -c $< -o $@
+
+# The suite: unit tests, then the command-line tests against the built binary.
+# SMQ_TEST_QUICK=1 (set for sanitized runs) skips the 2 GB synth test.
+test: all
+	@SMQ_BIN=$(BIN) SMQ_BUILD=$(BUILD) sh tests/run.sh $(ALL_TESTS_BIN) tests/smolmq_test.py
+
+test-unit: all
+	@SMQ_BIN=$(BIN) SMQ_BUILD=$(BUILD) SMQ_TEST_QUICK=1 sh tests/run.sh $(UNIT_TESTS) tests/smolmq_test.py
+
+test-gpu: all
+ifeq ($(CUDA),1)
+	@sh tests/run.sh $(GPU_TESTS)
+else
+	@echo "test-gpu: built without CUDA (nvcc not found or CUDA=0): GPU tests skipped"
+	@echo "SKIP gpu: no CUDA build" | sh tests/run.sh --count-stdin
+endif
+
+# libFuzzer targets (clang). Each runs for FUZZ_SECONDS over a scratch corpus
+# seeded from tests/fuzz/corpus/<target>; crashes are saved in build/fuzz/.
+FUZZ_TARGETS := gguf
+FUZZ_CFLAGS := $(CFLAGS_BASE) -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(INCLUDES)
+
+fuzz-build: deps $(foreach t,$(FUZZ_TARGETS),build/fuzz/$(t)_fuzz)
+
+build/fuzz/%_fuzz: tests/fuzz/%_fuzz.c $(COMMON_SRC) $(MODEL_SRC) $(wildcard common/*.h worker/model/*.h)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) $< $(COMMON_SRC) $(MODEL_SRC) -lm -o $@
+
+fuzz: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p build/fuzz/corpus/$$t build/fuzz/crashes/$$t; \
+		echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+		build/fuzz/$${t}_fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=build/fuzz/crashes/$$t/ build/fuzz/corpus/$$t tests/fuzz/corpus/$$t \
+			2>build/fuzz/$$t.log || { tail -n 40 build/fuzz/$$t.log; echo "fuzz: $$t FAILED (log: build/fuzz/$$t.log)"; exit 1; }; \
+		grep -E '^stat::number_of_executed_units|^#[0-9]+.*DONE' build/fuzz/$$t.log | tail -n 2; \
+	done
+
+# `make run`: until the broker, workers and gateway exist (later issues), the
+# system is the model tool: it makes the built-in tiny model and inspects it.
+run: all
+	@mkdir -p $(BUILD)/models
+	$(BIN) synth --preset tiny --seed 1 --out $(BUILD)/models/smolmq-tiny.gguf
+	$(BIN) inspect $(BUILD)/models/smolmq-tiny.gguf
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h' '*.cu')
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

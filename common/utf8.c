@@ -1,0 +1,48 @@
+#include "utf8.h"
+
+int utf8_next(const char *s, size_t n, uint32_t *cp)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    if (n == 0)
+        return 0;
+    unsigned char b = p[0];
+    int extra;
+    uint32_t c;
+    if (b < 0x80) {
+        *cp = b;
+        return 1;
+    } else if (b >= 0xC2 && b <= 0xDF) {
+        extra = 1, c = b & 0x1F;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+        extra = 2, c = b & 0x0F;
+    } else if (b >= 0xF0 && b <= 0xF4) {
+        extra = 3, c = b & 0x07;
+    } else {
+        return 0;
+    }
+    if ((size_t)extra >= n)
+        return 0;
+    for (int k = 1; k <= extra; k++) {
+        if ((p[k] & 0xC0) != 0x80)
+            return 0;
+        c = (c << 6) | (p[k] & 0x3F);
+    }
+    /* Overlong forms, surrogates and values past U+10FFFF. */
+    if ((extra == 2 && c < 0x800) || (extra == 3 && (c < 0x10000 || c > 0x10FFFF)) || (c >= 0xD800 && c <= 0xDFFF))
+        return 0;
+    *cp = c;
+    return extra + 1;
+}
+
+int utf8_valid(const char *s, size_t n, int allow_nul)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint32_t cp;
+        int len = utf8_next(s + i, n - i, &cp);
+        if (!len || (cp == 0 && !allow_nul))
+            return 0;
+        i += (size_t)len;
+    }
+    return 1;
+}

@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""smolmq_test.py - the `smolmq` tool from the outside: inspect, dequant, synth.
+
+Runs the built binary ($SMQ_BIN, default build/bin/smolmq) as a user would and
+checks its output against the test data. Prints one PASS/FAIL/SKIP line per
+test, as tests/run.sh counts them. SMQ_TEST_QUICK=1 skips the 2 GB synth.
+"""
+import hashlib
+import json
+import math
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+BIN = os.environ.get("SMQ_BIN", "build/bin/smolmq")
+DATA = os.environ.get("SMQ_TEST_DATA", "tests/data")
+TINY = os.path.join(DATA, "models/smollm3-tiny-q4_k_m.gguf")
+TMP = tempfile.mkdtemp(prefix="smolmq-test-")
+failed = 0
+
+
+class Skip(Exception):
+    pass
+
+
+def run(*args, expect=0):
+    p = subprocess.run([BIN, *args], capture_output=True, text=True)
+    if expect is not None and p.returncode != expect:
+        raise AssertionError(f"smolmq {' '.join(args)}: exit {p.returncode}, expected {expect}\n"
+                             f"stderr: {p.stderr.strip()}")
+    return p
+
+
+def inspect_json(path):
+    return json.loads(run("inspect", path, "--json").stdout)
+
+
+def f32(x):
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def check(cond, msg):
+    if not cond:
+        raise AssertionError(msg)
+
+
+def test_inspect_matches_info_json():
+    info = json.load(open(os.path.join(DATA, "models/smollm3-tiny-q4_k_m.info.json")))
+    got = inspect_json(TINY)
+    md = got["metadata"]
+    check(set(md) == set(info["metadata"]), f"keys differ: {set(md) ^ set(info['metadata'])}")
+    template = open(os.path.join(DATA, "chat/smollm3.jinja"), encoding="utf-8").read()
+    for k, v in info["metadata"].items():
+        g = md[k]
+        if isinstance(v, str) and v.startswith("<array of "):
+            n = int(v[len("<array of "):-1])
+            check(g["count"] == n, f"{k}: {g['count']} elements, expected {n}")
+        elif k == "tokenizer.chat_template":
+            check(g == template, f"{k}: differs from chat/smollm3.jinja")
+        elif isinstance(v, float):
+            check(f32(g) == f32(v), f"{k}: {g} != {v}")
+        else:
+            check(g == v, f"{k}: {g!r} != {v!r}")
+    counts = {t.upper(): c["tensors"] for t, c in got["types"].items()}
+    check(counts == info["tensor_type_counts"], f"type counts {counts} != {info['tensor_type_counts']}")
+    check(len(got["tensors"]) == len(info["tensors"]), "tensor count")
+    for g, e in zip(got["tensors"], info["tensors"]):
+        for field in ("name", "ne", "n_bytes", "data_offset"):
+            check(g[field] == e[field], f"tensor {e['name']}: {field} {g[field]} != {e[field]}")
+        check(g["type"].upper() == e["type"], f"tensor {e['name']}: type {g['type']} != {e['type']}")
+
+
+def test_inspect_text():
+    out = run("inspect", TINY).stdout
+    for want in ("architecture:  smollm3", "embedding_length                         256",
+                 "pre-tokenizer smaug-bpe", "tokens 128256", "merges 280147",
+                 "eos_token_id 128012 <|im_end|>", "chat template: present (5598 bytes)",
+                 "token_embd.weight                q6_K   256 x 128256",
+                 "q6_K      5 tensors", "all      38 tensors"):
+        check(want in out, f"inspect output lacks {want!r}")
+
+
+def test_dequant_goldens_bit_exact():
+    for t in ("q4_K", "q5_K", "q6_K", "q8_0"):
+        out = os.path.join(TMP, t + ".f32")
+        run("dequant", os.path.join(DATA, "quant", t + ".gguf"), "q", "--out", out)
+        want = open(os.path.join(DATA, "quant", t + ".dequant.f32.bin"), "rb").read()
+        got = open(out, "rb").read()
+        check(got == want, f"{t}: {len(got)} bytes, differs from the golden dequantization")
+
+
+def test_dequant_f32_tensor():
+    out = os.path.join(TMP, "norm.f32")
+    run("dequant", TINY, "output_norm.weight", "--out", out)
+    data = open(out, "rb").read()
+    raw = open(TINY, "rb").read()
+    check(data == raw[7825952:7825952 + 1024], "f32 tensor not copied verbatim")
+
+
+def test_errors_are_clear():
+    bad = os.path.join(TMP, "bad.gguf")
+    with open(bad, "wb") as f:
+        f.write(open(TINY, "rb").read(4096))  # truncated inside the vocabulary
+    p = run("inspect", bad, expect=1)
+    check(bad + ": at byte 709 (0x2c5): key tokenizer.ggml.tokens: array of 128256 strings cannot fit" in p.stderr,
+          p.stderr)
+    with open(bad, "wb") as f:
+        f.write(open(TINY, "rb").read(30000000))  # truncated inside token_embd's data
+    p = run("inspect", bad, expect=1)
+    check("tensor token_embd.weight: data (26933760 bytes at data offset 1024) lies past the end" in p.stderr,
+          p.stderr)
+    with open(bad, "wb") as f:
+        f.write(b"GGML" + bytes(60))
+    p = run("inspect", bad, expect=1)
+    check("bad magic" in p.stderr, p.stderr)
+    p = run("dequant", TINY, "no.such.tensor", "--out", os.path.join(TMP, "x"), expect=1)
+    check("no tensor named no.such.tensor" in p.stderr, p.stderr)
+    check(not os.path.exists(os.path.join(TMP, "x")), "output left behind after a failure")
+    p = run("inspect", expect=2)
+    check("usage: smolmq inspect" in p.stderr, p.stderr)
+    p = run("synth", "--preset", "huge", "--out", os.path.join(TMP, "y"), expect=2)
+    check('unknown preset "huge"' in p.stderr, p.stderr)
+    p = run("synth", "--preset", "tiny", "--seed", "-3", "--out", os.path.join(TMP, "y"), expect=2)
+    check("--seed wants a non-negative integer" in p.stderr, p.stderr)
+    p = run("synth", "--preset", "tiny", "--out", os.path.join(TMP, "y"), "--vocab", bad, expect=1)
+    check("vocabulary source" in p.stderr, p.stderr)
+    p = run("frobnicate", expect=2)
+    check('unknown verb "frobnicate"' in p.stderr, p.stderr)
+    p = run("inspect", "/nonexistent.gguf", expect=1)
+    check("/nonexistent.gguf: cannot open" in p.stderr, p.stderr)
+
+
+def sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def read_f32(path):
+    data = open(path, "rb").read()
+    return struct.unpack(f"<{len(data) // 4}f", data)
+
+
+def test_synth_tiny_round_trip():
+    out = os.path.join(TMP, "tiny.gguf")
+    run("synth", "--preset", "tiny", "--seed", "7", "--out", out)
+    got, ref = inspect_json(out), inspect_json(TINY)
+    # Same tensors, types and shapes as the peer's test model (same preset).
+    for g, e in zip(got["tensors"], ref["tensors"]):
+        check((g["name"], g["type"], g["ne"], g["n_bytes"]) == (e["name"], e["type"], e["ne"], e["n_bytes"]),
+              f"tensor {g['name']} {g['type']} {g['ne']} != {e['name']} {e['type']} {e['ne']}")
+    check(len(got["tensors"]) == 38, "tensor count")
+    # Same hyper-parameters, tokenizer and template; our own name and seed.
+    for k, v in ref["metadata"].items():
+        if k != "general.name":
+            check(got["metadata"].get(k) == v, f"metadata {k}: {got['metadata'].get(k)!r} != {v!r}")
+    check(got["metadata"]["general.name"] == "smolmq synthetic tiny (seed 7)", got["metadata"]["general.name"])
+    # Deterministic in the seed, different across seeds.
+    again, other = os.path.join(TMP, "tiny2.gguf"), os.path.join(TMP, "tiny3.gguf")
+    run("synth", "--preset", "tiny", "--seed", "7", "--out", again)
+    run("synth", "--preset", "tiny", "--seed", "8", "--out", other)
+    check(sha(out) == sha(again), "same seed gave different files")
+    check(sha(out) != sha(other), "different seeds gave the same file")
+    # Weights have the intended spread and are finite.
+    for name, std in (("token_embd.weight", 0.2), ("blk.0.attn_q.weight", 1 / 16),
+                      ("blk.3.ffn_down.weight", 3 / math.sqrt(768))):
+        path = os.path.join(TMP, "w.f32")
+        run("dequant", out, name, "--out", path)
+        x = read_f32(path)
+        x = x[:200000]
+        check(all(math.isfinite(v) for v in x), f"{name}: non-finite values")
+        mean = sum(x) / len(x)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in x) / len(x))
+        check(abs(sd / std - 1) < 0.1 and abs(mean) < 0.1 * std, f"{name}: mean {mean:.4g} std {sd:.4g}, want std {std:.4g}")
+    run("dequant", out, "blk.0.attn_norm.weight", "--out", os.path.join(TMP, "n.f32"))
+    norms = read_f32(os.path.join(TMP, "n.f32"))
+    check(0.9 < sum(norms) / len(norms) < 1.1, "norm weights should be near 1")
+    for f in (out, again, other):
+        os.remove(f)
+
+
+def test_synth_smollm3_3b():
+    if os.environ.get("SMQ_TEST_QUICK"):
+        raise Skip("SMQ_TEST_QUICK set (writes 1.9 GB)")
+    out = os.path.join(TMP, "3b.gguf")
+    t0 = time.monotonic()
+    run("synth", "--preset", "smollm3-3b", "--seed", "1", "--out", out)
+    secs = time.monotonic() - t0
+    try:
+        got = inspect_json(out)
+    finally:
+        os.remove(out)
+    counts = {t: c["tensors"] for t, c in got["types"].items()}
+    check(counts == {"f32": 73, "q4_K": 216, "q6_K": 37}, f"type counts {counts}")
+    check(got["totals"]["tensors"] == 326, "326 tensors")
+    check(got["totals"]["bytes"] == 1907462144, f"tensor bytes {got['totals']['bytes']}")
+    check(got["totals"]["elements"] == 3075098624, f"parameters {got['totals']['elements']}")
+    t = {x["name"]: x for x in got["tensors"]}
+    check(t["token_embd.weight"]["ne"] == [2048, 128256] and t["token_embd.weight"]["type"] == "q6_K", "token_embd")
+    check(t["blk.0.attn_k.weight"]["ne"] == [2048, 512], "attn_k shape")
+    check(t["blk.35.ffn_down.weight"]["ne"] == [11008, 2048], "ffn_down shape")
+    q6 = sorted(int(n.split(".")[1]) for n, x in t.items() if n.endswith("attn_v.weight") and x["type"] == "q6_K")
+    check(q6 == [0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 31, 32, 33, 34, 35], f"Q6_K attn_v layers {q6}")
+    check("output.weight" not in t, "tied embedding: no output.weight")
+    md = got["metadata"]
+    check((md["smollm3.embedding_length"], md["smollm3.block_count"], md["smollm3.feed_forward_length"],
+           md["smollm3.attention.head_count"], md["smollm3.attention.head_count_kv"],
+           md["smollm3.rope.dimension_count"]) == (2048, 36, 11008, 16, 4, 128), "hyper-parameters")
+    check(secs < 60, f"synth took {secs:.1f} s (must be well under a minute)")
+    print(f"  synth smollm3-3b: {secs:.1f} s")
+
+
+def main():
+    global failed
+    tests = [v for k, v in globals().items() if k.startswith("test_") and callable(v)]
+    for t in tests:
+        name = t.__name__
+        try:
+            t()
+            print(f"PASS smolmq/{name}")
+        except Skip as e:
+            print(f"SKIP smolmq/{name}: {e}")
+        except Exception as e:
+            failed += 1
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            print(f"FAIL smolmq/{name}: {first}")
+            traceback.print_exc()
+        sys.stdout.flush()
+    for f in os.listdir(TMP):
+        os.remove(os.path.join(TMP, f))
+    os.rmdir(TMP)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

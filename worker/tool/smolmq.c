@@ -1,0 +1,62 @@
+/* smolmq - the command-line tool: model files and (in later verbs) the
+ * inference core. `smolmq help` lists the verbs. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tool.h"
+
+static const struct verb {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} verbs[] = {
+    { "inspect", tool_inspect, "inspect FILE.gguf [--json]      hyper-parameters, tokenizer, tensors" },
+    { "dequant", tool_dequant, "dequant FILE.gguf TENSOR --out OUT.f32   a tensor as little-endian float32" },
+    { "synth", tool_synth,
+      "synth --preset tiny|smollm3-3b [--seed N] --out FILE.gguf [--vocab SOURCE.gguf]\n"
+      "                                  a SmolLM3 Q4_K_M model with deterministic random weights" },
+};
+
+static int usage(FILE *f)
+{
+    fprintf(f, "usage: smolmq VERB [ARGS]\n\nverbs:\n");
+    for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
+        fprintf(f, "  %s\n", verbs[i].summary);
+    return f == stderr ? 2 : 0;
+}
+
+int tool_fail(const char *verb, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "smolmq %s: ", verb);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+int tool_usage(const char *usage_line, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "smolmq: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nusage: smolmq %s\n", usage_line);
+    va_end(ap);
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage(stderr);
+    if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
+        return usage(stdout);
+    for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
+        if (!strcmp(argv[1], verbs[i].name))
+            return verbs[i].run(argc - 2, argv + 2);
+    fprintf(stderr, "smolmq: unknown verb \"%s\"\n", argv[1]);
+    return usage(stderr);
+}

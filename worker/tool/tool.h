@@ -1,0 +1,16 @@
+/* tool.h - the verbs of the `smolmq` command-line tool. Each takes the
+ * arguments after the verb and returns the process exit status (0 ok, 1 on a
+ * failure it has reported, 2 on a usage error). */
+#ifndef SMQ_TOOL_H
+#define SMQ_TOOL_H
+
+int tool_inspect(int argc, char **argv);
+int tool_dequant(int argc, char **argv);
+int tool_synth(int argc, char **argv);
+
+/* Prints "smolmq VERB: message" to stderr; returns 1. */
+int tool_fail(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A usage error: the message, then the verb's usage line; returns 2. */
+int tool_usage(const char *usage, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

@@ -14,21 +14,10 @@
             test_fail(__FILE__, __LINE__, __VA_ARGS__);                                                                \
     } while (0)
 
-/* xorshift64*: reproducible random data without libc's rand() */
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-
-static uint64_t rng_next(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545F4914F6CDD1Dull;
-}
-
 /* uniform in [-1, 1) */
 static float rng_float(void)
 {
-    return (float)((double)(rng_next() >> 40) / (double)(1ull << 23) - 1.0);
+    return (float)((double)(test_rng() >> 40) / (double)(1ull << 23) - 1.0);
 }
 
 static float bits_f32(uint32_t u)
@@ -159,7 +148,7 @@ static void test_bf16(void)
     }
     /* random floats: the result is one of the two neighbours, the nearer */
     for (int i = 0; i < 100000; i++) {
-        uint32_t u = (uint32_t)rng_next() & 0xBFFFFFFFu; /* finite, not near overflow */
+        uint32_t u = (uint32_t)test_rng() & 0xBFFFFFFFu; /* finite, not near overflow */
         float f = bits_f32(u);
         uint16_t b = f32_to_bf16(f);
         float down = bf16_to_f32((uint16_t)(u >> 16)), up = bf16_to_f32((uint16_t)((u >> 16) + 1));
@@ -178,7 +167,7 @@ static void test_q4k_scale_min_pack(void)
             for (int m = 0; m < 64; m++) {
                 uint8_t scales[K_SCALE_SIZE], before[K_SCALE_SIZE];
                 for (int k = 0; k < K_SCALE_SIZE; k++)
-                    scales[k] = (uint8_t)rng_next();
+                    scales[k] = (uint8_t)test_rng();
                 memcpy(before, scales, sizeof scales);
                 q4k_pack_scale_min(j, (uint8_t)sc, (uint8_t)m, scales);
                 uint8_t got_sc = 0xFF, got_m = 0xFF;
@@ -262,7 +251,7 @@ static void test_value_matches_block(void)
     int bad = 0;
     for (int rep = 0; rep < 64; rep++) {
         for (size_t i = 0; i < sizeof raw; i++)
-            raw[i] = (uint8_t)rng_next();
+            raw[i] = (uint8_t)test_rng();
         float y[QK_K];
         block_q4_K q4;
         block_q5_K q5;

@@ -115,6 +115,17 @@ static inline int test_done(void)
             test_fail(__FILE__, __LINE__, "%s == \"%s\" does not contain \"%s\"", #hay, h_ ? h_ : "(null)", n_);       \
     } while (0)
 
+/* xorshift64*: reproducible random test data without libc's rand(). */
+static uint64_t test_rng_state = 0x9E3779B97F4A7C15ull;
+
+static inline uint64_t test_rng(void)
+{
+    test_rng_state ^= test_rng_state >> 12;
+    test_rng_state ^= test_rng_state << 25;
+    test_rng_state ^= test_rng_state >> 27;
+    return test_rng_state * 0x2545F4914F6CDD1Dull;
+}
+
 /* Reads a whole file into a malloc'd buffer; NULL (with a FAIL) when it cannot. */
 static inline void *test_read_file(const char *path, size_t *len)
 {

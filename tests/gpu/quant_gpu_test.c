@@ -12,17 +12,6 @@
 
 static int have_gpu;
 
-/* xorshift64*: reproducible random data without libc's rand() */
-static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
-
-static uint64_t rng_next(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545F4914F6CDD1Dull;
-}
-
 static int cuda_ok(cudaError_t e, const char *call, const char *file, int line)
 {
     if (e == cudaSuccess)
@@ -118,7 +107,7 @@ static void test_golden_q8_0(void)
 /* A random finite fp16 (exponent field below 31), for block scales. */
 static uint16_t random_finite_fp16(void)
 {
-    uint16_t h = (uint16_t)rng_next();
+    uint16_t h = (uint16_t)test_rng();
     return (h & 0x7C00) == 0x7C00 ? (uint16_t)(h & ~0x4000) : h;
 }
 
@@ -137,7 +126,7 @@ static void check_random_blocks(qtype t, uint64_t n_blocks)
         CHECK(!"out of memory");
     } else {
         for (size_t i = 0; i < n_blocks * block_bytes; i++)
-            raw[i] = (uint8_t)rng_next();
+            raw[i] = (uint8_t)test_rng();
         /* Finite scales: a NaN result's payload differs between the GPU
          * (canonical NaN) and x86 (the operand's), which is not a bug. */
         for (uint64_t b = 0; b < n_blocks; b++) {

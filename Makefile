@@ -80,15 +80,19 @@ endif
 all: deps build
 
 deps:
+ifneq ($(DEPS_DONE),1)
 	@sh deploy/deps.sh
+endif
 
 build: $(BIN) $(ALL_TESTS_BIN)
 
-$(BUILD)/obj/%.o: %.c
+# Every compile waits for `deps` (order-only), so that `make -j` on a fresh
+# machine installs the compilers before it uses them.
+$(BUILD)/obj/%.o: %.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/obj/%.cu.o: %.cu
+$(BUILD)/obj/%.cu.o: %.cu | deps
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
@@ -100,7 +104,7 @@ $(BUILD)/tests/%_test: $(BUILD)/obj/tests/%_test.o $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(BUILD)/obj/tests/%.o: tests/%.c
+$(BUILD)/obj/tests/%.o: tests/%.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -MMD -MP -c $< -o $@
 
@@ -108,7 +112,7 @@ $(BUILD)/tests/quant_gpu_test: $(BUILD)/obj/tests/gpu/quant_gpu_test.o $(CUDA_OB
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(CUDA_LDLIBS) $(LDLIBS) -o $@
 
-$(BUILD)/obj/tests/gpu/%.o: tests/gpu/%.c
+$(BUILD)/obj/tests/gpu/%.o: tests/gpu/%.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -I$(CUDA_HOME)/include -MMD -MP -c $< -o $@
 
@@ -120,8 +124,10 @@ test: all
 test-unit: all
 	@SMQ_BIN=$(BIN) SMQ_BUILD=$(BUILD) SMQ_TEST_QUICK=1 sh tests/run.sh $(UNIT_TESTS) tests/smolmq_test.py
 
-test-gpu: all
+# Needs only gcc and nvcc (no `deps`), so it also runs on a bare GPU host.
+test-gpu:
 ifeq ($(CUDA),1)
+	@$(MAKE) --no-print-directory $(GPU_TESTS) DEPS_DONE=1
 	@sh tests/run.sh $(GPU_TESTS)
 else
 	@echo "test-gpu: built without CUDA (nvcc not found or CUDA=0): GPU tests skipped"

@@ -39,12 +39,12 @@ endif
 endif
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 
-INCLUDES := -Icommon -Iworker/model -Iworker/backend/cuda
+INCLUDES := -Icommon -Iworker/model -Iworker/engine -Iworker/backend -Iworker/backend/cpu -Iworker/backend/cuda
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	-Wno-missing-field-initializers -pthread
 CFLAGS := $(CFLAGS_BASE) $(SANFLAGS) $(INCLUDES) $(EXTRA_CFLAGS)
 LDFLAGS := $(SANFLAGS) -pthread
-LDLIBS := -lm
+LDLIBS := -lpcre2-8 -lm
 
 # sm_90 (H100/H200) and what users most likely run: A100 (80), RTX 30xx/A10 (86), L4/RTX 40xx (89).
 CUDA_ARCHS := 80 86 89 90
@@ -53,19 +53,25 @@ NVCCFLAGS := -std=c++17 -O3 -g -Werror all-warnings -Xcompiler -Wall,-Wextra,-We
 # Static CUDA runtime: the binaries run on a bare GPU host with only the driver.
 CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
 
-COMMON_SRC := common/err.c common/utf8.c
-MODEL_SRC := worker/model/gguf.c worker/model/gguf_writer.c worker/model/quant.c
+COMMON_SRC := common/err.c common/utf8.c common/sbuf.c common/json.c common/json_repr.c
+MODEL_SRC := worker/model/gguf.c worker/model/gguf_writer.c worker/model/quant.c worker/model/tokenizer.c worker/model/detok.c \
+	worker/model/chat_template.c worker/model/model.c
+BACKEND_SRC := worker/backend/cpu/cpu_backend.c worker/backend/cpu/cpu_ops.c worker/backend/cpu/threadpool.c
+ENGINE_SRC := worker/engine/engine.c worker/engine/kv_pages.c worker/engine/sampler.c
 TOOL_SRC := worker/tool/smolmq.c worker/tool/inspect.c worker/tool/dequant.c worker/tool/synth.c \
-	worker/tool/json_out.c
+	worker/tool/json_out.c worker/tool/tokenize.c worker/tool/template.c \
+	worker/tool/generate.c
 CUDA_SRC := worker/backend/cuda/dequant.cu
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
-CORE_OBJ := $(call obj,$(COMMON_SRC) $(MODEL_SRC))
+CORE_OBJ := $(call obj,$(COMMON_SRC) $(MODEL_SRC) $(BACKEND_SRC) $(ENGINE_SRC))
 TOOL_OBJ := $(call obj,$(TOOL_SRC))
 CUDA_OBJ := $(patsubst %.cu,$(BUILD)/obj/%.cu.o,$(CUDA_SRC))
 
 BIN := $(BUILD)/bin/smolmq
-UNIT_TESTS := $(BUILD)/tests/gguf_test $(BUILD)/tests/quant_test
+UNIT_TESTS := $(BUILD)/tests/gguf_test $(BUILD)/tests/quant_test $(BUILD)/tests/tokenizer_test \
+	$(BUILD)/tests/json_test $(BUILD)/tests/chat_template_test $(BUILD)/tests/cpu_backend_test \
+	$(BUILD)/tests/engine_test
 GPU_TESTS := $(BUILD)/tests/quant_gpu_test
 ifeq ($(CUDA),1)
 ALL_TESTS_BIN := $(UNIT_TESTS) $(GPU_TESTS)
@@ -75,7 +81,7 @@ endif
 
 .SECONDARY:
 
-.PHONY: all deps build tests test test-unit test-gpu fuzz fuzz-build run clean format
+.PHONY: all deps build bench tests test test-unit test-gpu fuzz fuzz-build run clean format
 
 all: deps build
 
@@ -136,14 +142,14 @@ endif
 
 # libFuzzer targets (clang). Each runs for FUZZ_SECONDS over a scratch corpus
 # seeded from tests/fuzz/corpus/<target>; crashes are saved in build/fuzz/.
-FUZZ_TARGETS := gguf
+FUZZ_TARGETS := gguf tokenizer json
 FUZZ_CFLAGS := $(CFLAGS_BASE) -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(INCLUDES)
 
 fuzz-build: deps $(foreach t,$(FUZZ_TARGETS),build/fuzz/$(t)_fuzz)
 
 build/fuzz/%_fuzz: tests/fuzz/%_fuzz.c $(COMMON_SRC) $(MODEL_SRC) $(wildcard common/*.h worker/model/*.h)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) $< $(COMMON_SRC) $(MODEL_SRC) -lm -o $@
+	clang $(FUZZ_CFLAGS) $< $(COMMON_SRC) $(MODEL_SRC) -lpcre2-8 -lm -o $@
 
 fuzz: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
@@ -154,6 +160,21 @@ fuzz: fuzz-build
 			2>build/fuzz/$$t.log || { tail -n 40 build/fuzz/$$t.log; echo "fuzz: $$t FAILED (log: build/fuzz/$$t.log)"; exit 1; }; \
 		grep -E '^stat::number_of_executed_units|^#[0-9]+.*DONE' build/fuzz/$$t.log | tail -n 2; \
 	done
+
+# Benchmarks: each prints its figure beside a reference measured in the same run.
+BENCH_BIN := $(BUILD)/bench/tokenize_bench
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/obj/bench/%.o: bench/%.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+bench: all $(BENCH_BIN)
+	taskset -c 0 $(BUILD)/bench/tokenize_bench tests/data/models/smollm3-tiny-q4_k_m.gguf
+	SMQ_BIN=$(BIN) sh bench/synth_bench.sh
 
 # `make run`: until the broker, workers and gateway exist (later issues), the
 # system is the model tool: it makes the built-in tiny model and inspects it.

@@ -17,6 +17,7 @@ pkg-config      cmd:pkg-config
 clang           cmd:clang
 libclang-rt-14-dev file:/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a
 python3         cmd:python3
+libpcre2-dev    file:/usr/include/pcre2.h
 '
 
 missing=""

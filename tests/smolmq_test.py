@@ -212,6 +212,64 @@ def test_synth_smollm3_3b():
     print(f"  synth smollm3-3b: {secs:.1f} s")
 
 
+def goldens(name):
+    return [json.loads(line) for line in open(os.path.join(DATA, name), encoding="utf-8")]
+
+
+def test_tokenize_cli():
+    g = goldens("tokenizer/tokenizer_goldens.jsonl")
+    for case in (g[0], g[7], g[40], g[59]):
+        ids = json.loads(run("tokenize", "--model", TINY, "--text", case["text"]).stdout)
+        check(ids == case["ids"], f"{case['text'][:30]!r}: {ids[:10]} != {case['ids'][:10]}")
+        ids = json.loads(run("tokenize", "--model", TINY, "--special", "--text", case["text"]).stdout)
+        check(ids == case["ids_special"], f"{case['text'][:30]!r} (special)")
+        text = run("detokenize", "--model", TINY, *map(str, case["ids"])).stdout
+        check(text == case["detok"], f"detokenize {text[:30]!r} != {case['detok'][:30]!r}")
+    # --jsonl: every golden in one run, one {"ids"} line per input line.
+    p = subprocess.run([BIN, "tokenize", "--model", TINY, "--jsonl", os.path.join(DATA, "tokenizer/tokenizer_goldens.jsonl")],
+                       capture_output=True, text=True)
+    check(p.returncode == 0, p.stderr)
+    lines = p.stdout.splitlines()
+    check(len(lines) == len(g), f"{len(lines)} lines for {len(g)} inputs")
+    for got, case in zip(lines, g):
+        check(json.loads(got) == {"ids": case["ids"]}, f"jsonl {case['text'][:30]!r}")
+    bad = os.path.join(TMP, "bad.jsonl")
+    with open(bad, "w") as f:
+        f.write('{"text": "ok"}\n{"text": 5}\n')
+    p = run("tokenize", "--model", TINY, "--jsonl", bad, expect=1)
+    check('line 2: no string field "text"' in p.stderr, p.stderr)
+    p = run("detokenize", "--model", TINY, "1", "999999", expect=1)
+    check("token id 999999 (at 1) is outside the vocabulary" in p.stderr, p.stderr)
+    p = run("tokenize", "--model", TINY, expect=2)
+    check("give exactly one of --text and --jsonl" in p.stderr, p.stderr)
+
+
+def test_template_cli():
+    for case in goldens("chat/chat_goldens.jsonl"):
+        conv = os.path.join(TMP, "conv.json")
+        with open(conv, "w", encoding="utf-8") as f:
+            json.dump({"messages": case["messages"], "kwargs": case["kwargs"]}, f)
+        out = subprocess.run([BIN, "template", "--model", TINY, "--input", conv, "--date", "2025-07-15"],
+                             capture_output=True)
+        check(out.returncode == 0, out.stderr.decode())
+        check(out.stdout.decode("utf-8") == case["rendered"], f"{case['id']}: rendering differs")
+        ids = json.loads(run("template", "--model", TINY, "--input", conv, "--date", "2025-07-15", "--ids").stdout)
+        check(ids == case["ids"], f"{case['id']}: ids differ")
+    # The date comes from the clock by default.
+    out = run("template", "--model", TINY, "--input", conv).stdout
+    check("Today Date: " + time.strftime("%d %B %Y") in out, "default date is not today")
+    p = run("template", "--model", TINY, "--input", conv, "--date", "2025-02-30", expect=2)
+    check("--date wants a date YYYY-MM-DD" in p.stderr, p.stderr)
+    with open(conv, "w") as f:
+        json.dump({"messages": [{"role": "user", "content": "hi"}], "kwargs": {"enable_thinkin": False}}, f)
+    p = run("template", "--model", TINY, "--input", conv, expect=1)
+    check("kwargs.enable_thinkin is not a variable of the chat template" in p.stderr, p.stderr)
+    with open(conv, "w") as f:
+        f.write('{"messages": [}')
+    p = run("template", "--model", TINY, "--input", conv, expect=1)
+    check(conv + ": at byte 14" in p.stderr, p.stderr)
+
+
 def main():
     global failed
     tests = [v for k, v in globals().items() if k.startswith("test_") and callable(v)]

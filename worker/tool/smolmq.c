@@ -16,6 +16,14 @@ static const struct verb {
     { "synth", tool_synth,
       "synth --preset tiny|smollm3-3b [--seed N] --out FILE.gguf [--vocab SOURCE.gguf]\n"
       "                                  a SmolLM3 Q4_K_M model with deterministic random weights" },
+    { "tokenize", tool_tokenize, "tokenize --model M [--special] (--text TEXT | --jsonl IN.jsonl)   ids as JSON" },
+    { "detokenize", tool_detokenize, "detokenize --model M [--special] ID...   the text of token ids" },
+    { "template", tool_template,
+      "template --model M --input CONV.json [--date YYYY-MM-DD] [--ids]   a chat through the chat template" },
+    { "logits", tool_logits, "logits --model M --ids 1,2,3 --out F.f32 [--all]   float32 logits of the last position" },
+    { "generate", tool_generate,
+      "generate --model M (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-p P] [--top-k K]\n"
+      "         [--min-p P] [--seed S] [--stop STR] [--no-think] [--json] [--threads N]   stream an answer" },
 };
 
 static int usage(FILE *f)

@@ -7,6 +7,15 @@
 int tool_inspect(int argc, char **argv);
 int tool_dequant(int argc, char **argv);
 int tool_synth(int argc, char **argv);
+int tool_tokenize(int argc, char **argv);
+int tool_detokenize(int argc, char **argv);
+int tool_template(int argc, char **argv);
+int tool_logits(int argc, char **argv);
+int tool_generate(int argc, char **argv);
+
+/* Opens a model file and builds its tokenizer (the file is closed again);
+ * NULL after reporting the error under the verb's name. */
+struct tokenizer *tool_load_tokenizer(const char *verb, const char *path);
 
 /* Prints "smolmq VERB: message" to stderr; returns 1. */
 int tool_fail(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -1,0 +1,285 @@
+/* cpu_backend_test.c - the CPU forward pass against llama.cpp's "exact"
+ * goldens (F32 math on the dequantized Q4_K_M weights), at every SIMD level
+ * this CPU has; batches and chunked prefill against single runs; model
+ * validation errors. */
+#include <math.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "cpu_ops.h"
+#include "gguf_writer.h"
+#include "json.h"
+#include "goldens.h"
+#include "test.h"
+
+#define N_VOCAB 128256
+#define PAGES   64
+#define PAGE    16
+
+static model *mdl;
+static json_value *prompts, *exact;
+
+static void compare(const float *got, const float *want, size_t n, double *rel, double *maxabs)
+{
+    double num = 0, den = 0, mx = 0;
+    for (size_t k = 0; k < n; k++) {
+        double d = (double)got[k] - want[k];
+        num += d * d;
+        den += (double)want[k] * want[k];
+        mx = fabs(d) > mx ? fabs(d) : mx;
+    }
+    *rel = sqrt(num / den);
+    *maxabs = mx;
+}
+
+static backend *new_backend(int threads)
+{
+    backend_config cfg = { PAGES, PAGE, threads };
+    smq_err err;
+    backend *b = cpu_backend_ops.create(mdl, &cfg, &err);
+    if (!b)
+        fprintf(stderr, "%s\n", err.msg);
+    return b;
+}
+
+static uint32_t identity_pages[PAGES];
+
+static int run(backend *b, const int32_t *toks, uint32_t n, uint32_t pos, const uint32_t *pages, float *logits, int all)
+{
+    fwd_seq s = { toks, n, pos, pages, PAGES, all, logits };
+    fwd_batch batch = { &s, 1 };
+    smq_err err;
+    int rc = b->ops->forward(b, &batch, &err);
+    if (rc)
+        test_fail(__FILE__, __LINE__, "forward: %s", err.msg);
+    return rc;
+}
+
+/* The four prompts' last-position logits at each SIMD level. */
+static void test_logits_goldens(void)
+{
+    simd_level best = simd_best();
+    float *lg = malloc(N_VOCAB * sizeof *lg), *want = NULL;
+    for (int lvl = SIMD_SCALAR; lvl <= (int)best; lvl++) {
+        CHECK(simd_use((simd_level)lvl) == 0);
+        backend *b = new_backend(2);
+        for (size_t i = 0; b && i < json_len(prompts); i++) {
+            uint32_t n;
+            int32_t *toks = golden_prompt(prompts, i, &n);
+            const char *name = json_string(json_get(json_at(prompts, i), "name"), NULL);
+            char path[512];
+            snprintf(path, sizeof path, "%s/model_goldens/tiny/exact.%s.logits.f32.bin", test_data_dir(), name);
+            size_t len;
+            want = test_read_file(path, &len);
+            if (want && len == N_VOCAB * sizeof(float) && !run(b, toks, n, 0, identity_pages, lg, 0)) {
+                double rel, mx;
+                compare(lg, want, N_VOCAB, &rel, &mx);
+                printf("  %-6s %-4s %3u tokens: rel L2 %.2e, max abs diff %.2e\n", simd_name((simd_level)lvl), name, n,
+                       rel, mx);
+                CHECK_MSG(rel < 1e-4 && mx < 1e-3, "%s %s: rel L2 %.3g, max abs %.3g", simd_name((simd_level)lvl), name,
+                          rel, mx);
+            }
+            free(want);
+            free(toks);
+        }
+        b->ops->destroy(&b);
+    }
+    simd_use(best);
+    free(lg);
+}
+
+/* 32 greedy tokens, fed back one at a time (the decode path), equal the
+ * peer's for every prompt. */
+static void test_greedy_decode(void)
+{
+    backend *b = new_backend(0);
+    float *lg = malloc(N_VOCAB * sizeof *lg);
+    for (size_t i = 0; b && i < json_len(prompts); i++) {
+        uint32_t n;
+        int32_t *toks = golden_prompt(prompts, i, &n);
+        const json_value *greedy = json_get(json_at(exact, i), "greedy");
+        int match = 0;
+        if (!run(b, toks, n, 0, identity_pages, lg, 0)) {
+            for (uint32_t k = 0; k < 32; k++) {
+                int32_t am = 0;
+                for (int32_t v = 1; v < N_VOCAB; v++)
+                    am = lg[v] > lg[am] ? v : am;
+                if (am != json_integer(json_at(greedy, k)))
+                    break;
+                match++;
+                if (run(b, &am, 1, n + k, identity_pages, lg, 0))
+                    break;
+            }
+        }
+        printf("  prompt %zu: greedy %d/32 equal\n", i, match);
+        CHECK_MSG(match == 32, "prompt %zu: greedy diverges at token %d", i, match);
+        free(toks);
+    }
+    free(lg);
+    b->ops->destroy(&b);
+}
+
+/* Three prompts in one step, in scattered pages, equal each alone; so does
+ * a prompt prefilled in chunks; so do all-position logits. */
+static void test_batch_and_chunks(void)
+{
+    backend *b = new_backend(0);
+    uint32_t n[3];
+    int32_t *t[3];
+    float *alone[3], *together[3];
+    for (int i = 0; i < 3; i++) {
+        t[i] = golden_prompt(prompts, (size_t)i + 1, &n[i]); /* p7, p64, p600 */
+        alone[i] = malloc(N_VOCAB * sizeof(float));
+        together[i] = malloc(N_VOCAB * sizeof(float));
+        run(b, t[i], n[i], 0, identity_pages, alone[i], 0);
+    }
+    /* p600 needs 38 pages of 16: give the three sequences disjoint,
+     * interleaved page tables. */
+    uint32_t pages[3][PAGES];
+    for (int i = 0; i < 3; i++)
+        for (uint32_t p = 0; p < PAGES; p++)
+            pages[i][p] = i == 2 ? (p < 38 ? 26 + p : 0) : (uint32_t)(p * 2 + (uint32_t)i) % 26;
+    fwd_seq s[3];
+    for (int i = 0; i < 3; i++)
+        s[i] = (fwd_seq){ t[i], n[i], 0, pages[i], PAGES, 0, together[i] };
+    fwd_batch batch = { s, 3 };
+    smq_err err;
+    CHECK(b->ops->forward(b, &batch, &err) == 0);
+    for (int i = 0; i < 3; i++) {
+        double rel, mx;
+        compare(together[i], alone[i], N_VOCAB, &rel, &mx);
+        CHECK_MSG(rel < 1e-5, "prompt %d in a batch: rel L2 %.3g", i, rel);
+    }
+    /* p600 in chunks of 100, 250, 1, 249. */
+    static const uint32_t chunks[] = { 100, 250, 1, 249 };
+    uint32_t at = 0;
+    for (size_t c = 0; c < 4; c++) {
+        run(b, t[2] + at, chunks[c], at, identity_pages, together[2], 0);
+        at += chunks[c];
+    }
+    double rel, mx;
+    compare(together[2], alone[2], N_VOCAB, &rel, &mx);
+    CHECK_MSG(rel < 1e-5, "chunked prefill: rel L2 %.3g", rel);
+    /* Every position of p7: its last row equals the last-position logits. */
+    float *all = malloc((size_t)7 * N_VOCAB * sizeof(float));
+    run(b, t[0], 7, 0, identity_pages, all, 1);
+    compare(all + (size_t)6 * N_VOCAB, alone[0], N_VOCAB, &rel, &mx);
+    CHECK_MSG(rel < 1e-5, "all-position logits: last row rel L2 %.3g", rel);
+    free(all);
+    for (int i = 0; i < 3; i++) {
+        free(t[i]);
+        free(alone[i]);
+        free(together[i]);
+    }
+    b->ops->destroy(&b);
+}
+
+static void test_bad_batches(void)
+{
+    backend *b = new_backend(1);
+    float *lg = malloc(N_VOCAB * sizeof *lg);
+    smq_err err;
+    int32_t tok = 9906, bad_tok = N_VOCAB;
+    uint32_t bad_page = PAGES;
+    fwd_seq s = { &tok, 1, PAGES * PAGE, identity_pages, PAGES, 0, lg };
+    fwd_batch batch = { &s, 1 };
+    CHECK(b->ops->forward(b, &batch, &err) == -1);
+    CHECK_CONTAINS(err.msg, "64 pages cannot hold position 1024");
+    s = (fwd_seq){ &bad_tok, 1, 0, identity_pages, PAGES, 0, lg };
+    CHECK(b->ops->forward(b, &batch, &err) == -1);
+    CHECK_CONTAINS(err.msg, "token 128256 is outside the vocabulary");
+    s = (fwd_seq){ &tok, 1, 0, &bad_page, 1, 0, lg };
+    CHECK(b->ops->forward(b, &batch, &err) == -1);
+    CHECK_CONTAINS(err.msg, "page 64 is outside the pool of 64");
+    free(lg);
+    b->ops->destroy(&b);
+}
+
+static int fill(void *ctx, void *dst, uint64_t n, smq_err *e)
+{
+    (void)e;
+    memcpy(dst, ctx, n);
+    return 0;
+}
+
+/* A copy of the test model with one change, opened as a model. */
+static model *load_variant(const char *drop, const char *arch, const char *reshape, smq_err *err)
+{
+    char path[] = "/tmp/smolmq-model-test-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    const gguf_file *f = mdl->file;
+    gguf_writer *w = gguf_writer_new();
+    for (uint64_t i = 0; i < f->n_kv; i++) {
+        if (arch && !strcmp(f->kv[i].key, "general.architecture"))
+            gguf_writer_set_str(w, f->kv[i].key, arch, err);
+        else
+            gguf_writer_set_value(w, f->kv[i].key, &f->kv[i].value, err);
+    }
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        const gguf_tensor *t = &f->tensors[i];
+        if (drop && !strcmp(t->name, drop))
+            continue;
+        uint64_t ne[2] = { t->ne[0], t->ne[1] };
+        if (reshape && !strcmp(t->name, reshape))
+            ne[1] /= 2; /* half the rows: a wrong shape, and the data still fits */
+        gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, ne, fill, (void *)t->data, err);
+    }
+    gguf_writer_write(w, path, err);
+    gguf_writer_destroy(&w);
+    model *m = model_load(path, NULL, err);
+    unlink(path);
+    return m;
+}
+
+static void test_model_errors(void)
+{
+    smq_err err;
+    model *m = load_variant("blk.2.ffn_up.weight", NULL, NULL, &err);
+    CHECK(m == NULL);
+    CHECK_CONTAINS(err.msg, "tensor blk.2.ffn_up.weight is missing");
+    m = load_variant(NULL, "llama", NULL, &err);
+    CHECK(m == NULL);
+    CHECK_CONTAINS(err.msg, "unknown architecture \"llama\"");
+    m = load_variant(NULL, NULL, "blk.1.attn_k.weight", &err);
+    CHECK(m == NULL);
+    CHECK_CONTAINS(err.msg, "tensor blk.1.attn_k.weight has shape [256, 64], expected [256, 128]");
+    model_options opt = { .n_ctx = 200000 };
+    char path[512];
+    snprintf(path, sizeof path, "%s/models/smollm3-tiny-q4_k_m.gguf", test_data_dir());
+    m = model_load(path, &opt, &err);
+    CHECK(m == NULL);
+    CHECK_CONTAINS(err.msg, "a context of 200000 tokens is past the model's 65536");
+    opt = (model_options){ .n_ctx = 131072, .rope_scaling = "yarn" };
+    m = model_load(path, &opt, &err);
+    CHECK_MSG(m && model_context(m) == 131072, "yarn x2: %s", m ? "wrong context" : err.msg);
+    model_destroy(&m);
+}
+
+int main(void)
+{
+    test_program = "cpu_backend";
+    char path[512];
+    snprintf(path, sizeof path, "%s/models/smollm3-tiny-q4_k_m.gguf", test_data_dir());
+    smq_err err;
+    mdl = model_load(path, NULL, &err);
+    if (!mdl) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    for (uint32_t p = 0; p < PAGES; p++)
+        identity_pages[p] = p;
+    prompts = golden_json("prompts.json");
+    exact = golden_json("exact.results.json");
+    if (!prompts || !exact)
+        return 1;
+    TEST_RUN(test_logits_goldens);
+    TEST_RUN(test_greedy_decode);
+    TEST_RUN(test_batch_and_chunks);
+    TEST_RUN(test_bad_batches);
+    TEST_RUN(test_model_errors);
+    json_free(prompts);
+    json_free(exact);
+    model_destroy(&mdl);
+    return test_done();
+}

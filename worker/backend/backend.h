@@ -1,0 +1,65 @@
+/* backend.h - the one small interface between the engine and a compute
+ * backend (cpu/ now, cuda/ next).
+ *
+ * The engine owns the KV cache's bookkeeping: which fixed-size pages belong
+ * to which sequence. The backend owns the pages' memory (host or device) and
+ * runs one forward pass over a batch: each sequence contributes some new
+ * tokens at consecutive positions (a prefill chunk, or one decode token) and
+ * the page table that holds (and will hold) its keys and values.
+ */
+#ifndef SMQ_BACKEND_H
+#define SMQ_BACKEND_H
+
+#include <stdint.h>
+
+#include "err.h"
+#include "model.h"
+
+typedef struct backend_config {
+    uint32_t n_pages;   /* KV pool size in pages */
+    uint32_t page_size; /* tokens per page */
+    int n_threads;      /* CPU threads (0: one per core) */
+} backend_config;
+
+/* One sequence's part of a step. */
+typedef struct fwd_seq {
+    const int32_t *tokens; /* n_tokens new tokens */
+    uint32_t n_tokens;
+    uint32_t pos;          /* position of tokens[0]; positions < pos are in the cache */
+    const uint32_t *pages; /* page table: page i holds positions [i*page_size, (i+1)*page_size) */
+    uint32_t n_pages;      /* must cover pos + n_tokens */
+    int all_logits;        /* logits for every new token, else the last only */
+    float *logits;         /* out: [all_logits ? n_tokens : 1][n_vocab] */
+} fwd_seq;
+
+typedef struct fwd_batch {
+    fwd_seq *seqs;
+    uint32_t n_seqs;
+} fwd_batch;
+
+typedef struct backend backend;
+
+typedef struct backend_ops {
+    const char *name;
+    /* Allocates the KV pool and whatever the weights need. */
+    backend *(*create)(const model *m, const backend_config *cfg, smq_err *err);
+    int (*forward)(backend *b, const fwd_batch *batch, smq_err *err);
+    /* Copies the cached keys and values of n_tokens positions from one page
+     * table to another (prefix reuse into fresh pages when a page is shared
+     * only in part). */
+    int (*copy_kv)(backend *b, const uint32_t *src_pages, const uint32_t *dst_pages, uint32_t n_tokens, smq_err *err);
+    /* Bytes of host/device memory the backend holds beyond the mapped weights. */
+    uint64_t (*memory)(const backend *b);
+    void (*destroy)(backend **b);
+} backend_ops;
+
+/* Every backend begins with this header. */
+struct backend {
+    const backend_ops *ops;
+    const model *m;
+    backend_config cfg;
+};
+
+extern const backend_ops cpu_backend_ops;
+
+#endif

@@ -1,0 +1,423 @@
+/* cpu_backend.c - SmolLM3's forward pass on the CPU, the reference function.
+ *
+ * All arithmetic is float32 on weights dequantized row by row from their
+ * blocks (bit-exact with ggml's dequantization), with an f32 KV cache: the
+ * function llama.cpp's "exact" goldens define. A step's tokens, from every
+ * sequence in the batch, are rows of one activation matrix, so each weight
+ * row is dequantized once per step whatever the batch.
+ *
+ *   x = token_embd[tok]
+ *   for each layer:
+ *       h = rmsnorm(x) * attn_norm
+ *       q, k, v = Wq h, Wk h, Wv h;  rope(q, k) unless a NoPE layer
+ *       store k, v in the sequence's KV pages
+ *       x += Wo attention(q, K, V)                  (causal, GQA)
+ *       h = rmsnorm(x) * ffn_norm
+ *       x += Wdown (silu(Wgate h) * Wup h)
+ *   logits = Wout (rmsnorm(x) * output_norm)
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "cpu_ops.h"
+#include "quant.h"
+#include "threadpool.h"
+
+#define ROWS_PER_TASK 8
+
+typedef struct cpu_backend {
+    backend base;
+    threadpool *pool;
+    uint32_t kv_dim;
+    float *kv; /* [n_layer][n_pages][page_size][2][kv_dim] */
+    uint64_t kv_bytes;
+    /* per-step activations, grown to the largest step seen */
+    uint32_t cap_rows;
+    float *x, *h, *q, *k, *v, *att, *gate, *up, *rope; /* rope: [rows][n_rot/2][2] */
+    uint32_t *row_seq, *row_pos;
+    /* per-thread scratch */
+    float *deq;    /* [threads][ROWS_PER_TASK * max_k] */
+    float *scores; /* [threads][max_ctx] */
+    uint64_t max_k, max_ctx;
+} cpu_backend;
+
+/* ---- matrix products on quantized weights ---- */
+
+typedef struct matmul_job {
+    cpu_backend *b;
+    const model_tensor *w;
+    const float *x; /* [rows][x_stride] */
+    uint32_t rows, x_stride;
+    float *out; /* [rows][out_stride] */
+    uint32_t out_stride;
+    int accumulate; /* out += instead of out = */
+} matmul_job;
+
+/* One task: ROWS_PER_TASK weight rows, dequantized once, times every row of x. */
+static void matmul_task(void *ctx, int task, int thread)
+{
+    matmul_job *j = ctx;
+    const model_tensor *w = j->w;
+    uint64_t n0 = (uint64_t)task * ROWS_PER_TASK, n1 = n0 + ROWS_PER_TASK;
+    if (n1 > w->ne1)
+        n1 = w->ne1;
+    float *buf = j->b->deq + (uint64_t)thread * ROWS_PER_TASK * j->b->max_k;
+    for (uint64_t n = n0; n < n1; n++)
+        quant_dequant_row(w->type, (const uint8_t *)w->data + n * w->row_bytes, buf + (n - n0) * w->ne0, w->ne0);
+    for (uint32_t t = 0; t < j->rows; t++) {
+        const float *xt = j->x + (uint64_t)t * j->x_stride;
+        float *o = j->out + (uint64_t)t * j->out_stride;
+        for (uint64_t n = n0; n < n1; n++) {
+            float d = dot_f32(buf + (n - n0) * w->ne0, xt, (int)w->ne0);
+            o[n] = j->accumulate ? o[n] + d : d;
+        }
+    }
+}
+
+/* out[t][n] (+)= sum_k W[n][k] x[t][k] */
+static void matmul(cpu_backend *b, const model_tensor *w, const float *x, uint32_t rows, uint32_t x_stride, float *out,
+                   uint32_t out_stride, int accumulate)
+{
+    matmul_job j = { b, w, x, rows, x_stride, out, out_stride, accumulate };
+    pool_run(b->pool, matmul_task, &j, (int)((w->ne1 + ROWS_PER_TASK - 1) / ROWS_PER_TASK));
+}
+
+/* ---- elementwise ---- */
+
+static void rmsnorm(float *out, const float *x, const float *w, uint32_t n, float eps)
+{
+    double ss = 0; /* the sum in double: the result no longer depends on its order */
+    for (uint32_t i = 0; i < n; i++)
+        ss += (double)x[i] * x[i];
+    float scale = 1.0f / sqrtf((float)(ss / n) + eps);
+    for (uint32_t i = 0; i < n; i++)
+        out[i] = x[i] * scale * w[i];
+}
+
+/* cos/sin for each rotated pair of a row at position pos, as ggml computes
+ * them (theta advanced by repeated multiplication, in float), including
+ * linear and YaRN scaling. */
+static void rope_table(const hparams *hp, uint32_t pos, float *cs)
+{
+    float theta_scale = powf(hp->rope_base, -2.0f / (float)hp->n_rot);
+    float freq_scale = 1.0f / hp->rope_factor;
+    float ext = hp->scaling == ROPE_SCALING_YARN ? 1.0f : 0.0f;
+    float mscale = 1.0f, lo = 0, hi = 0;
+    if (hp->scaling == ROPE_SCALING_YARN) {
+        float n = (float)hp->n_rot, orig = (float)hp->n_ctx_orig, base = logf(hp->rope_base);
+        lo = floorf(n * logf(orig / (hp->yarn_beta_fast * 2 * (float)M_PI)) / (2 * base));
+        hi = ceilf(n * logf(orig / (hp->yarn_beta_slow * 2 * (float)M_PI)) / (2 * base));
+        lo = lo > 0 ? lo : 0;
+        hi = hi < n - 1 ? hi : n - 1;
+        mscale = hp->yarn_attn_factor * (1.0f + 0.1f * logf(hp->rope_factor));
+    }
+    float theta = (float)pos;
+    for (uint32_t i = 0; i < hp->n_rot / 2; i++) {
+        float t_interp = freq_scale * theta, t = t_interp;
+        if (ext != 0.0f) {
+            float y = ((float)i - lo) / fmaxf(0.001f, hi - lo);
+            float ramp = (1.0f - fminf(1.0f, fmaxf(0.0f, y))) * ext;
+            t = t_interp * (1 - ramp) + theta * ramp;
+        }
+        cs[2 * i] = cosf(t) * mscale;
+        cs[2 * i + 1] = sinf(t) * mscale;
+        theta *= theta_scale;
+    }
+}
+
+/* NORM rope: rotates adjacent pairs (2i, 2i+1) of each head's first n_rot dims. */
+static void rope_apply(float *v, uint32_t n_heads, uint32_t head_dim, uint32_t n_rot, const float *cs)
+{
+    for (uint32_t h = 0; h < n_heads; h++) {
+        float *x = v + (uint64_t)h * head_dim;
+        for (uint32_t i = 0; i < n_rot / 2; i++) {
+            float c = cs[2 * i], s = cs[2 * i + 1], x0 = x[2 * i], x1 = x[2 * i + 1];
+            x[2 * i] = x0 * c - x1 * s;
+            x[2 * i + 1] = x0 * s + x1 * c;
+        }
+    }
+}
+
+/* ---- attention over paged KV ---- */
+
+static float *kv_slot(cpu_backend *b, uint32_t layer, uint32_t page, uint32_t slot)
+{
+    const backend_config *c = &b->base.cfg;
+    return b->kv + (((uint64_t)layer * c->n_pages + page) * c->page_size + slot) * 2 * b->kv_dim;
+}
+
+typedef struct attn_job {
+    cpu_backend *b;
+    const fwd_batch *batch;
+    uint32_t layer;
+} attn_job;
+
+/* One task: one head of one row. */
+static void attn_task(void *ctx, int task, int thread)
+{
+    attn_job *j = ctx;
+    cpu_backend *b = j->b;
+    const hparams *hp = &b->base.m->hp;
+    uint32_t row = (uint32_t)task / hp->n_head, h = (uint32_t)task % hp->n_head;
+    uint32_t g = h / (hp->n_head / hp->n_head_kv), hd = hp->head_dim, P = b->base.cfg.page_size;
+    const fwd_seq *s = &j->batch->seqs[b->row_seq[row]];
+    uint32_t pos = b->row_pos[row];
+    const float *q = b->q + (uint64_t)row * hp->n_head * hd + (uint64_t)h * hd;
+    float *sc = b->scores + (uint64_t)thread * b->max_ctx;
+    float scale = 1.0f / sqrtf((float)hd), mx = -INFINITY;
+    for (uint32_t p = 0; p <= pos; p++) {
+        const float *k = kv_slot(b, j->layer, s->pages[p / P], p % P) + (uint64_t)g * hd;
+        sc[p] = dot_f32(q, k, (int)hd) * scale;
+        mx = sc[p] > mx ? sc[p] : mx;
+    }
+    double sum = 0;
+    for (uint32_t p = 0; p <= pos; p++) {
+        sc[p] = expf(sc[p] - mx);
+        sum += sc[p];
+    }
+    float inv = (float)(1.0 / sum);
+    float *out = b->att + (uint64_t)row * hp->n_head * hd + (uint64_t)h * hd;
+    memset(out, 0, hd * sizeof *out);
+    for (uint32_t p = 0; p <= pos; p++) {
+        const float *v = kv_slot(b, j->layer, s->pages[p / P], p % P) + b->kv_dim + (uint64_t)g * hd;
+        float w = sc[p] * inv;
+        for (uint32_t i = 0; i < hd; i++)
+            out[i] += w * v[i];
+    }
+}
+
+/* ---- the step ---- */
+
+static int grow(cpu_backend *b, uint32_t rows, smq_err *err)
+{
+    if (rows <= b->cap_rows)
+        return 0;
+    const hparams *hp = &b->base.m->hp;
+    uint64_t qd = (uint64_t)hp->n_head * hp->head_dim;
+    struct {
+        float **p;
+        uint64_t n;
+    } bufs[] = {
+        { &b->x, hp->n_embd },  { &b->h, hp->n_embd }, { &b->q, qd },
+        { &b->k, b->kv_dim },   { &b->v, b->kv_dim },  { &b->att, qd },
+        { &b->gate, hp->n_ff }, { &b->up, hp->n_ff },  { &b->rope, hp->n_rot },
+    };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        float *p = realloc(*bufs[i].p, (uint64_t)rows * bufs[i].n * sizeof(float));
+        if (!p)
+            return smq_err_set(err, "cpu backend: out of memory for a step of %" PRIu32 " tokens", rows);
+        *bufs[i].p = p;
+    }
+    uint32_t *rs = realloc(b->row_seq, rows * sizeof *rs), *rp = rs ? realloc(b->row_pos, rows * sizeof *rp) : NULL;
+    if (rs)
+        b->row_seq = rs;
+    if (rp)
+        b->row_pos = rp;
+    if (!rs || !rp)
+        return smq_err_set(err, "cpu backend: out of memory");
+    b->cap_rows = rows;
+    return 0;
+}
+
+static int check_batch(cpu_backend *b, const fwd_batch *batch, uint32_t *rows, smq_err *err)
+{
+    const backend_config *c = &b->base.cfg;
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < batch->n_seqs; i++) {
+        const fwd_seq *s = &batch->seqs[i];
+        uint64_t end = (uint64_t)s->pos + s->n_tokens;
+        if (s->n_tokens == 0)
+            return smq_err_set(err, "cpu backend: sequence %" PRIu32 " of the batch has no tokens", i);
+        if (end > (uint64_t)s->n_pages * c->page_size)
+            return smq_err_set(err,
+                               "cpu backend: sequence %" PRIu32 ": %" PRIu32 " pages cannot hold position %" PRIu64, i,
+                               s->n_pages, end - 1);
+        if (end > b->max_ctx)
+            return smq_err_set(err, "cpu backend: position %" PRIu64 " is past the KV pool", end - 1);
+        for (uint32_t p = 0; p < s->n_pages; p++)
+            if (s->pages[p] >= c->n_pages)
+                return smq_err_set(err, "cpu backend: page %" PRIu32 " is outside the pool of %" PRIu32, s->pages[p],
+                                   c->n_pages);
+        for (uint32_t t = 0; t < s->n_tokens; t++)
+            if (s->tokens[t] < 0 || (uint32_t)s->tokens[t] >= b->base.m->hp.n_vocab)
+                return smq_err_set(err, "cpu backend: token %" PRId32 " is outside the vocabulary", s->tokens[t]);
+        n += s->n_tokens;
+    }
+    if (n == 0 || n > UINT32_MAX / 2)
+        return smq_err_set(err, "cpu backend: a step of %" PRIu64 " tokens", n);
+    *rows = (uint32_t)n;
+    return 0;
+}
+
+static int cpu_forward(backend *base, const fwd_batch *batch, smq_err *err)
+{
+    cpu_backend *b = (cpu_backend *)base;
+    const model *m = base->m;
+    const hparams *hp = &m->hp;
+    uint32_t rows = 0, P = base->cfg.page_size;
+    if (check_batch(b, batch, &rows, err) || grow(b, rows, err))
+        return -1;
+    uint64_t E = hp->n_embd, qd = (uint64_t)hp->n_head * hp->head_dim, kvd = b->kv_dim;
+
+    /* Rows: every new token of every sequence, in order. */
+    uint32_t r = 0;
+    for (uint32_t i = 0; i < batch->n_seqs; i++) {
+        const fwd_seq *s = &batch->seqs[i];
+        for (uint32_t t = 0; t < s->n_tokens; t++, r++) {
+            b->row_seq[r] = i;
+            b->row_pos[r] = s->pos + t;
+            quant_dequant_row(m->token_embd.type,
+                              (const uint8_t *)m->token_embd.data + (uint64_t)s->tokens[t] * m->token_embd.row_bytes,
+                              b->x + r * E, E);
+            rope_table(hp, s->pos + t, b->rope + (uint64_t)r * hp->n_rot);
+        }
+    }
+
+    for (uint32_t il = 0; il < hp->n_layer; il++) {
+        const model_layer *l = &m->layers[il];
+        for (r = 0; r < rows; r++)
+            rmsnorm(b->h + r * E, b->x + r * E, l->attn_norm.data, hp->n_embd, hp->rms_eps);
+        matmul(b, &l->wq, b->h, rows, (uint32_t)E, b->q, (uint32_t)qd, 0);
+        matmul(b, &l->wk, b->h, rows, (uint32_t)E, b->k, (uint32_t)kvd, 0);
+        matmul(b, &l->wv, b->h, rows, (uint32_t)E, b->v, (uint32_t)kvd, 0);
+        for (r = 0; r < rows; r++) {
+            if (l->use_rope) {
+                rope_apply(b->q + r * qd, hp->n_head, hp->head_dim, hp->n_rot, b->rope + (uint64_t)r * hp->n_rot);
+                rope_apply(b->k + r * kvd, hp->n_head_kv, hp->head_dim, hp->n_rot, b->rope + (uint64_t)r * hp->n_rot);
+            }
+            const fwd_seq *s = &batch->seqs[b->row_seq[r]];
+            uint32_t pos = b->row_pos[r];
+            float *slot = kv_slot(b, il, s->pages[pos / P], pos % P);
+            memcpy(slot, b->k + r * kvd, kvd * sizeof(float));
+            memcpy(slot + kvd, b->v + r * kvd, kvd * sizeof(float));
+        }
+        attn_job aj = { b, batch, il };
+        pool_run(b->pool, attn_task, &aj, (int)(rows * hp->n_head));
+        matmul(b, &l->wo, b->att, rows, (uint32_t)qd, b->x, (uint32_t)E, 1);
+
+        for (r = 0; r < rows; r++)
+            rmsnorm(b->h + r * E, b->x + r * E, l->ffn_norm.data, hp->n_embd, hp->rms_eps);
+        matmul(b, &l->w_gate, b->h, rows, (uint32_t)E, b->gate, hp->n_ff, 0);
+        matmul(b, &l->w_up, b->h, rows, (uint32_t)E, b->up, hp->n_ff, 0);
+        for (uint64_t i = 0; i < (uint64_t)rows * hp->n_ff; i++) {
+            float g = b->gate[i];
+            b->gate[i] = g / (1.0f + expf(-g)) * b->up[i];
+        }
+        matmul(b, &l->w_down, b->gate, rows, hp->n_ff, b->x, (uint32_t)E, 1);
+    }
+
+    /* Logits for the rows asked for: gather them (normed) into h, then one
+     * product with the output matrix per sequence's destination. */
+    r = 0;
+    for (uint32_t i = 0; i < batch->n_seqs; i++) {
+        const fwd_seq *s = &batch->seqs[i];
+        uint32_t first = s->all_logits ? 0 : s->n_tokens - 1, n = s->n_tokens - first;
+        for (uint32_t t = 0; t < n; t++)
+            rmsnorm(b->h + (uint64_t)t * E, b->x + (uint64_t)(r + first + t) * E, m->output_norm.data, hp->n_embd,
+                    hp->rms_eps);
+        matmul(b, &m->output, b->h, n, (uint32_t)E, s->logits, hp->n_vocab, 0);
+        r += s->n_tokens;
+    }
+    return 0;
+}
+
+static int cpu_copy_kv(backend *base, const uint32_t *src, const uint32_t *dst, uint32_t n_tokens, smq_err *err)
+{
+    cpu_backend *b = (cpu_backend *)base;
+    uint32_t P = base->cfg.page_size;
+    for (uint32_t p = 0; p < n_tokens; p++) {
+        if (src[p / P] >= base->cfg.n_pages || dst[p / P] >= base->cfg.n_pages)
+            return smq_err_set(err, "cpu backend: page outside the pool");
+        for (uint32_t il = 0; il < base->m->hp.n_layer; il++)
+            memcpy(kv_slot(b, il, dst[p / P], p % P), kv_slot(b, il, src[p / P], p % P), 2 * b->kv_dim * sizeof(float));
+    }
+    return 0;
+}
+
+static uint64_t cpu_memory(const backend *base)
+{
+    const cpu_backend *b = (const cpu_backend *)base;
+    const hparams *hp = &base->m->hp;
+    uint64_t per_row = (uint64_t)hp->n_embd * 2 + (uint64_t)hp->n_head * hp->head_dim * 2 + 2 * b->kv_dim +
+                       2 * (uint64_t)hp->n_ff + hp->n_rot;
+    return b->kv_bytes + (uint64_t)b->cap_rows * per_row * sizeof(float) +
+           (uint64_t)pool_threads(b->pool) * (ROWS_PER_TASK * b->max_k + b->max_ctx) * sizeof(float);
+}
+
+static void cpu_destroy(backend **self)
+{
+    cpu_backend *b = (cpu_backend *)*self;
+    if (!b)
+        return;
+    pool_destroy(&b->pool);
+    free(b->kv);
+    free(b->x);
+    free(b->h);
+    free(b->q);
+    free(b->k);
+    free(b->v);
+    free(b->att);
+    free(b->gate);
+    free(b->up);
+    free(b->rope);
+    free(b->row_seq);
+    free(b->row_pos);
+    free(b->deq);
+    free(b->scores);
+    free(b);
+    *self = NULL;
+}
+
+static backend *cpu_create(const model *m, const backend_config *cfg, smq_err *err)
+{
+    const hparams *hp = &m->hp;
+    if (cfg->page_size == 0 || cfg->n_pages == 0) {
+        smq_err_set(err, "cpu backend: the KV pool needs pages (n_pages %" PRIu32 ", page_size %" PRIu32 ")",
+                    cfg->n_pages, cfg->page_size);
+        return NULL;
+    }
+    cpu_backend *b = calloc(1, sizeof *b);
+    if (!b) {
+        smq_err_set(err, "cpu backend: out of memory");
+        return NULL;
+    }
+    b->base.ops = &cpu_backend_ops;
+    b->base.m = m;
+    b->base.cfg = *cfg;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int threads = cfg->n_threads > 0 ? cfg->n_threads : (cores > 0 ? (int)cores : 1);
+    b->base.cfg.n_threads = threads;
+    b->kv_dim = hp->n_head_kv * hp->head_dim;
+    b->max_ctx = (uint64_t)cfg->n_pages * cfg->page_size;
+    b->max_k = hp->n_ff > hp->n_embd ? hp->n_ff : hp->n_embd;
+    if (hp->n_head * hp->head_dim > b->max_k)
+        b->max_k = (uint64_t)hp->n_head * hp->head_dim;
+    b->kv_bytes = (uint64_t)hp->n_layer * b->max_ctx * 2 * b->kv_dim * sizeof(float);
+    simd_current(); /* choose the SIMD level before threads use it */
+    b->pool = pool_new(threads);
+    b->kv = malloc(b->kv_bytes);
+    b->deq = malloc((uint64_t)threads * ROWS_PER_TASK * b->max_k * sizeof(float));
+    b->scores = malloc((uint64_t)threads * b->max_ctx * sizeof(float));
+    if (!b->pool || !b->kv || !b->deq || !b->scores) {
+        smq_err_set(err,
+                    "cpu backend: cannot allocate a KV pool of %" PRIu64 " MiB (%" PRIu64 " tokens) and %d threads",
+                    b->kv_bytes >> 20, b->max_ctx, threads);
+        backend *bb = &b->base;
+        cpu_destroy(&bb);
+        return NULL;
+    }
+    return &b->base;
+}
+
+const backend_ops cpu_backend_ops = {
+    .name = "cpu",
+    .create = cpu_create,
+    .forward = cpu_forward,
+    .copy_kv = cpu_copy_kv,
+    .memory = cpu_memory,
+    .destroy = cpu_destroy,
+};

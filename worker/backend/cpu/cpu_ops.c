@@ -1,0 +1,133 @@
+/* cpu_ops.c - dot products at three SIMD levels, picked once at run time.
+ * Each level is compiled with its own target attribute, so one binary runs
+ * on any x86-64 (and the scalar code anywhere). */
+#include "cpu_ops.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define SMQ_X86 1
+#endif
+
+static float dot_scalar(const float *a, const float *b, int n)
+{
+    /* Four partial sums, as the vector code has lanes: rounding stays close
+     * to theirs and the loop pipelines. */
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += a[i] * b[i];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+    }
+    for (; i < n; i++)
+        s0 += a[i] * b[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+#ifdef SMQ_X86
+__attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b, int n)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8)
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s0 = _mm256_add_ps(s0, s1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    float s = _mm_cvtss_f32(h);
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+__attribute__((target("avx512f"))) static float dot_avx512(const float *a, const float *b, int n)
+{
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    for (; i + 16 <= n; i += 16)
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+#endif
+
+static simd_level level = SIMD_SCALAR;
+static int chosen;
+static float (*dot_impl)(const float *, const float *, int) = dot_scalar;
+
+simd_level simd_best(void)
+{
+#ifdef SMQ_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f"))
+        return SIMD_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return SIMD_AVX2;
+#endif
+    return SIMD_SCALAR;
+}
+
+int simd_use(simd_level l)
+{
+    if (l > simd_best())
+        return -1;
+    level = l;
+    chosen = 1;
+    dot_impl = dot_scalar;
+#ifdef SMQ_X86
+    if (l == SIMD_AVX2)
+        dot_impl = dot_avx2;
+    else if (l == SIMD_AVX512)
+        dot_impl = dot_avx512;
+#endif
+    return 0;
+}
+
+/* First use: SMQ_SIMD if set (and supported), else the best. */
+static void choose(void)
+{
+    const char *env = getenv("SMQ_SIMD");
+    simd_level l = simd_best();
+    if (env && !strcmp(env, "scalar"))
+        l = SIMD_SCALAR;
+    else if (env && !strcmp(env, "avx2") && l >= SIMD_AVX2)
+        l = SIMD_AVX2;
+    else if (env && !strcmp(env, "avx512") && l >= SIMD_AVX512)
+        l = SIMD_AVX512;
+    simd_use(l);
+}
+
+simd_level simd_current(void)
+{
+    if (!chosen)
+        choose();
+    return level;
+}
+
+const char *simd_name(simd_level l)
+{
+    return l == SIMD_AVX512 ? "avx512" : l == SIMD_AVX2 ? "avx2" : "scalar";
+}
+
+float dot_f32(const float *a, const float *b, int n)
+{
+    if (!chosen)
+        choose();
+    return dot_impl(a, b, n);
+}

@@ -56,11 +56,12 @@ CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
 COMMON_SRC := common/err.c common/utf8.c common/sbuf.c common/json.c common/json_repr.c
 MODEL_SRC := worker/model/gguf.c worker/model/gguf_writer.c worker/model/quant.c worker/model/tokenizer.c worker/model/detok.c \
 	worker/model/chat_template.c worker/model/model.c
-BACKEND_SRC := worker/backend/cpu/cpu_backend.c worker/backend/cpu/cpu_ops.c worker/backend/cpu/threadpool.c
+BACKEND_SRC := worker/backend/cpu/cpu_backend.c worker/backend/cpu/cpu_ops.c worker/backend/cpu/threadpool.c \
+	worker/backend/cpu/qdot.c
 ENGINE_SRC := worker/engine/engine.c worker/engine/kv_pages.c worker/engine/sampler.c
 TOOL_SRC := worker/tool/smolmq.c worker/tool/inspect.c worker/tool/dequant.c worker/tool/synth.c \
 	worker/tool/json_out.c worker/tool/tokenize.c worker/tool/template.c \
-	worker/tool/generate.c
+	worker/tool/generate.c worker/tool/bench.c worker/tool/chat.c
 CUDA_SRC := worker/backend/cuda/dequant.cu
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
@@ -101,6 +102,10 @@ $(BUILD)/obj/%.o: %.c | deps
 $(BUILD)/obj/%.cu.o: %.cu | deps
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+
+# The integer dot-product kernels: their fixed-count loops must unroll so that
+# the per-block arrays live in registers (at -O2 gcc keeps them on the stack).
+$(BUILD)/obj/worker/backend/cpu/qdot.o: CFLAGS += -O3 -funroll-loops
 
 $(BIN): $(TOOL_OBJ) $(CORE_OBJ)
 	@mkdir -p $(dir $@)

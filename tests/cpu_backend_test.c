@@ -8,6 +8,7 @@
 #include "backend.h"
 #include "cpu_ops.h"
 #include "gguf_writer.h"
+#include "qdot.h"
 #include "json.h"
 #include "goldens.h"
 #include "test.h"
@@ -32,9 +33,9 @@ static void compare(const float *got, const float *want, size_t n, double *rel, 
     *maxabs = mx;
 }
 
-static backend *new_backend(int threads)
+static backend *new_backend_mode(int threads, int exact_f32)
 {
-    backend_config cfg = { PAGES, PAGE, threads };
+    backend_config cfg = { PAGES, PAGE, threads, exact_f32 };
     smq_err err;
     backend *b = cpu_backend_ops.create(mdl, &cfg, &err);
     if (!b)
@@ -53,6 +54,11 @@ static int run(backend *b, const int32_t *toks, uint32_t n, uint32_t pos, const 
     if (rc)
         test_fail(__FILE__, __LINE__, "forward: %s", err.msg);
     return rc;
+}
+
+static backend *new_backend(int threads)
+{
+    return new_backend_mode(threads, 1);
 }
 
 /* The four prompts' last-position logits at each SIMD level. */
@@ -174,6 +180,99 @@ static void test_batch_and_chunks(void)
     b->ops->destroy(&b);
 }
 
+/* The fast path (activations in 8 bits) is llama.cpp's default CPU
+ * function: within the peer's own q-vs-exact distance (<= 3.7e-2 with an f32
+ * KV cache), the same top token where the goldens' margin is clear. */
+static void test_fast_path(void)
+{
+    simd_level best = simd_best();
+    float *lg = malloc(N_VOCAB * sizeof *lg), *want = NULL;
+    for (int lvl = SIMD_SCALAR; lvl <= (int)best; lvl++) {
+        CHECK(simd_use((simd_level)lvl) == 0);
+        backend *b = new_backend_mode(2, 0);
+        for (size_t i = 0; b && i < json_len(prompts); i++) {
+            uint32_t n;
+            int32_t *toks = golden_prompt(prompts, i, &n);
+            const char *name = json_string(json_get(json_at(prompts, i), "name"), NULL);
+            double margin = json_number(json_get(json_at(exact, i), "top1_minus_top2"));
+            int32_t top = (int32_t)json_integer(json_get(json_at(exact, i), "top1"));
+            char path[512];
+            snprintf(path, sizeof path, "%s/model_goldens/tiny/exact.%s.logits.f32.bin", test_data_dir(), name);
+            size_t len;
+            want = test_read_file(path, &len);
+            if (want && !run(b, toks, n, 0, identity_pages, lg, 0)) {
+                double rel, mx;
+                compare(lg, want, N_VOCAB, &rel, &mx);
+                int32_t am = 0;
+                for (int32_t v = 1; v < N_VOCAB; v++)
+                    am = lg[v] > lg[am] ? v : am;
+                printf("  fast %-6s %-4s: rel L2 %.2e vs exact, top-1 %s (golden margin %.2f)\n",
+                       simd_name((simd_level)lvl), name, rel, am == top ? "equal" : "differs", margin);
+                CHECK_MSG(rel < 5e-2, "fast %s %s: rel L2 %.3g", simd_name((simd_level)lvl), name, rel);
+                CHECK_MSG(margin < 0.5 || am == top, "fast %s %s: top-1 %d, golden %d", simd_name((simd_level)lvl),
+                          name, am, top);
+            }
+            free(want);
+            free(toks);
+        }
+        b->ops->destroy(&b);
+    }
+    simd_use(best);
+    free(lg);
+}
+
+/* The SIMD integer kernels against the portable ones on random blocks
+ * (valid scales, all quant values), one row and four rows at a time. */
+static void test_qdot_kernels(void)
+{
+    enum { NB = 43 }; /* 11008 = 43 blocks: the real ffn_down row */
+    static const qtype types[] = { QTYPE_Q4_K, QTYPE_Q6_K };
+    float xs[4][NB * QK_K];
+    block_q8_K xq[4][NB];
+    for (int r = 0; r < 4; r++) {
+        for (int i = 0; i < NB * QK_K; i++)
+            xs[r][i] = (float)((int64_t)(test_rng() % 2001) - 1000) / 700.0f;
+        quant_quantize_row(QTYPE_Q8_K, xs[r], xq[r], NB * QK_K);
+    }
+    for (size_t t = 0; t < 2; t++) {
+        uint8_t w[NB * 210];
+        size_t bytes = (size_t)NB * (types[t] == QTYPE_Q4_K ? 144 : 210);
+        for (size_t i = 0; i < bytes; i++)
+            w[i] = (uint8_t)test_rng();
+        for (int blk = 0; blk < NB; blk++) { /* finite fp16 scales */
+            if (types[t] == QTYPE_Q4_K) {
+                block_q4_K *b = (block_q4_K *)w + blk;
+                b->d = f32_to_fp16(0.001f + (float)(test_rng() % 100) * 1e-4f);
+                b->dmin = f32_to_fp16(0.001f + (float)(test_rng() % 100) * 1e-4f);
+            } else {
+                ((block_q6_K *)w + blk)->d = f32_to_fp16(0.001f + (float)(test_rng() % 100) * 1e-4f);
+            }
+        }
+        float ref = qdot_reference(types[t])(w, xq[0], NB), fast = qdot_for(types[t])(w, xq[0], NB);
+        CHECK_MSG(fabsf(fast - ref) <= 1e-5f * (fabsf(ref) + 1), "%s: %g vs reference %g", qtype_name(types[t]), fast,
+                  ref);
+        qdot4_fn four = qdot4_for(types[t]);
+        if (four) {
+            float out[4];
+            four(w, xq[0], NB, NB, out);
+            for (int r = 0; r < 4; r++) {
+                float one = qdot_reference(types[t])(w, xq[r], NB);
+                CHECK_MSG(fabsf(out[r] - one) <= 1e-5f * (fabsf(one) + 1), "%s x4 row %d: %g vs %g",
+                          qtype_name(types[t]), r, out[r], one);
+            }
+        }
+        /* and both near the f32 dot of the dequantized row with x itself */
+        float deq[NB * QK_K];
+        quant_dequant_row(types[t], w, deq, NB * QK_K);
+        double exact_dot = 0, norm = 0;
+        for (int i = 0; i < NB * QK_K; i++) {
+            exact_dot += (double)deq[i] * xs[0][i];
+            norm += fabs((double)deq[i] * xs[0][i]);
+        }
+        CHECK_MSG(fabs(ref - exact_dot) < 1e-2 * norm, "%s: %g vs f32 %g", qtype_name(types[t]), ref, exact_dot);
+    }
+}
+
 static void test_bad_batches(void)
 {
     backend *b = new_backend(1);
@@ -276,6 +375,8 @@ int main(void)
     TEST_RUN(test_logits_goldens);
     TEST_RUN(test_greedy_decode);
     TEST_RUN(test_batch_and_chunks);
+    TEST_RUN(test_fast_path);
+    TEST_RUN(test_qdot_kernels);
     TEST_RUN(test_bad_batches);
     TEST_RUN(test_model_errors);
     json_free(prompts);

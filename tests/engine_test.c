@@ -91,6 +91,7 @@ static engine *new_engine(const backend_ops *ops, uint32_t n_ctx, uint32_t n_pag
     cfg.n_ctx = n_ctx;
     cfg.n_pages = n_pages;
     cfg.max_step_tokens = step_tokens;
+    cfg.exact = 1; /* the goldens are the f32 function */
     smq_err err;
     engine *e = engine_new(mdl, tok, ops, &cfg, &err);
     if (!e)

@@ -270,6 +270,52 @@ def test_template_cli():
     check(conv + ": at byte 14" in p.stderr, p.stderr)
 
 
+def test_logits_and_generate_cli():
+    prompts = json.load(open(os.path.join(DATA, "model_goldens/tiny/prompts.json")))
+    exact = json.load(open(os.path.join(DATA, "model_goldens/tiny/exact.results.json")))
+    p7 = prompts[1]
+    out = os.path.join(TMP, "l.f32")
+    run("logits", "--model", TINY, "--ids", ",".join(map(str, p7["ids"])), "--out", out)
+    got = read_f32(out)
+    want = read_f32(os.path.join(DATA, "model_goldens/tiny/exact.p7.logits.f32.bin"))
+    rel = math.sqrt(sum((a - b) ** 2 for a, b in zip(got, want)) / sum(b * b for b in want))
+    check(len(got) == 128256 and rel < 1e-4, f"logits rel L2 {rel:.3g}")
+    run("logits", "--model", TINY, "--ids", "9906,1917", "--all", "--out", out)
+    check(len(read_f32(out)) == 2 * 128256, "--all: one row per position")
+    # generate --exact, greedy: the peer's continuation of p1
+    g = json.loads(run("generate", "--model", TINY, "--ids", "9906", "--max-tokens", "8", "--temperature", "0",
+                       "--exact", "--json").stdout)
+    check(g["ids"] == exact[0]["greedy"][:8], f"greedy {g['ids']} != {exact[0]['greedy'][:8]}")
+    check(g["finish_reason"] == "length" and g["usage"] == {"prompt_tokens": 1, "completion_tokens": 8}, str(g))
+    # a text prompt goes through the chat template; the answer streams to stdout
+    p = run("generate", "--model", TINY, "--prompt", "Hi", "--max-tokens", "4", "--no-think", "--seed", "3")
+    check("[length: 4 tokens" in p.stderr, p.stderr)
+    p = run("generate", "--model", TINY, "--ids", "1,x", expect=2)
+    check("--ids wants token ids" in p.stderr, p.stderr)
+    p = run("generate", "--model", TINY, "--ids", "1", "--top-p", "7", expect=2)
+    check("--top-p wants a number from" in p.stderr, p.stderr)
+    p = run("logits", "--model", TINY, "--ids", "1", "--out", out, "--backend", "cuda", expect=1)
+    check('backend "cuda" is not available in this build' in p.stderr, p.stderr)
+
+
+def test_chat_reuses_the_previous_turn():
+    p = subprocess.run([BIN, "chat", "--model", TINY, "--temperature", "0", "--max-tokens", "6"],
+                       input="Hello there\nTell me more\n/quit\n", capture_output=True, text=True, timeout=120)
+    check(p.returncode == 0, p.stderr)
+    turns = [l for l in p.stdout.splitlines() if "prompt tokens" in l]
+    check(len(turns) == 2, p.stdout[-500:])
+    import re
+    first = int(re.search(r"(\d+) prompt tokens", turns[0]).group(1))
+    reused = int(re.search(r"(\d+) reused", turns[1]).group(1))
+    check(reused >= first, f"second turn reused {reused} tokens; the first turn's prompt alone has {first}")
+
+
+def test_bench_cli():
+    out = run("bench", "--model", TINY, "--prompt-len", "32", "--gen", "8", "--threads", "1").stdout
+    for want in ("read bandwidth", "prefill 32 tokens:", "decode batch 1, 8 tokens each:", "roofline", "ratio"):
+        check(want in out, f"bench output lacks {want!r}: {out}")
+
+
 def main():
     global failed
     tests = [v for k, v in globals().items() if k.startswith("test_") and callable(v)]

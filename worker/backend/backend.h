@@ -19,6 +19,11 @@ typedef struct backend_config {
     uint32_t n_pages;   /* KV pool size in pages */
     uint32_t page_size; /* tokens per page */
     int n_threads;      /* CPU threads (0: one per core) */
+    /* 1: float32 activations throughout, the reference function (llama.cpp's
+     * "exact" goldens); 0: the fast path, activations quantized to 8 bits for
+     * integer dot products with Q4_K/Q6_K weights (as llama.cpp's CPU backend
+     * runs by default). */
+    int exact;
 } backend_config;
 
 /* One sequence's part of a step. */

@@ -6,8 +6,10 @@
  *       [--temperature T] [--top-p P] [--top-k K] [--min-p P] [--seed S]
  *       [--repeat-penalty R] [--presence-penalty P] [--frequency-penalty F]
  *       [--stop STR]... [--no-think] [--json] [--threads N] [--ctx-size N]
- *       [--rope-scaling none|yarn] [--backend cpu]
+ *       [--rope-scaling none|yarn] [--backend cpu] [--exact]
  *
+ * logits computes the reference function (f32 activations) unless --fast;
+ * generate runs the fast path (8-bit activations) unless --exact.
  * generate streams the answer to stdout as it comes and the reasoning (the
  * <think> part) to stderr; --json prints one object at the end instead. */
 #include <errno.h>
@@ -25,7 +27,8 @@
 #include "tokenizer.h"
 #include "tool.h"
 
-static const char *logits_usage = "logits --model M --ids 1,2,3 --out F.f32 [--all] [--backend cpu] [--threads N]";
+static const char *logits_usage =
+    "logits --model M --ids 1,2,3 --out F.f32 [--all] [--fast] [--backend cpu] [--threads N]";
 static const char *gen_usage =
     "generate --model M (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] "
     "[--min-p P] [--seed S] [--stop STR] [--no-think] [--json] [--threads N] [--ctx-size N]";
@@ -76,11 +79,11 @@ static const backend_ops *pick_backend(const char *verb, const char *name)
 int tool_logits(int argc, char **argv)
 {
     const char *path = NULL, *ids_arg = NULL, *out_path = NULL, *backend_name = NULL;
-    int all = 0, threads = 0;
+    int all = 0, threads = 0, fast = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--all")) {
-            all = 1;
+        if (!strcmp(a, "--all") || !strcmp(a, "--fast")) {
+            *(a[2] == 'a' ? &all : &fast) = 1;
             continue;
         }
         if (i + 1 >= argc)
@@ -118,7 +121,7 @@ int tool_logits(int argc, char **argv)
         rc = tool_fail("logits", "%zu ids are more than the model's context of %" PRIu32, ids.n, model_context(m));
     } else {
         uint32_t P = 16, n_pages = (uint32_t)((ids.n + P - 1) / P);
-        backend_config cfg = { n_pages, P, threads };
+        backend_config cfg = { n_pages, P, threads, !fast };
         backend *b = ops->create(m, &cfg, &err);
         uint32_t *pages = malloc(n_pages * sizeof *pages);
         size_t rows = all ? ids.n : 1;
@@ -265,11 +268,15 @@ int tool_generate(int argc, char **argv)
                         [F_FREQUENCY] = sp.frequency_penalty,
                         [F_THREADS] = 0,
                         [F_CTX] = 0 };
-    int json = 0, think = 1;
+    int json = 0, think = 1, exact = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--json")) {
             json = 1;
+            continue;
+        }
+        if (!strcmp(a, "--exact")) {
+            exact = 1;
             continue;
         }
         if (!strcmp(a, "--no-think")) {
@@ -348,6 +355,7 @@ int tool_generate(int argc, char **argv)
         cfg.n_ctx = n_ctx;
         cfg.n_pages = ((want < n_ctx ? want : n_ctx) + 15) / 16;
         cfg.n_threads = threads;
+        cfg.exact = exact;
         e = engine_new(m, t, ops, &cfg, &err);
         req.prompt = ids.ids;
         req.n_prompt = (uint32_t)ids.n;

@@ -24,6 +24,9 @@ static const struct verb {
     { "generate", tool_generate,
       "generate --model M (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-p P] [--top-k K]\n"
       "         [--min-p P] [--seed S] [--stop STR] [--no-think] [--json] [--threads N]   stream an answer" },
+    { "chat", tool_chat, "chat --model M [--threads N] [--ctx-size N] [--temperature T]   multi-turn terminal chat" },
+    { "bench", tool_bench,
+      "bench --model M [--prompt-len P] [--gen N] [--batch B] [--threads T] [--exact]   speed beside the roofline" },
 };
 
 static int usage(FILE *f)

@@ -12,6 +12,8 @@ int tool_detokenize(int argc, char **argv);
 int tool_template(int argc, char **argv);
 int tool_logits(int argc, char **argv);
 int tool_generate(int argc, char **argv);
+int tool_bench(int argc, char **argv);
+int tool_chat(int argc, char **argv);
 
 /* Opens a model file and builds its tokenizer (the file is closed again);
  * NULL after reporting the error under the verb's name. */

@@ -24,6 +24,7 @@
 
 #include "backend.h"
 #include "cpu_ops.h"
+#include "qdot.h"
 #include "quant.h"
 #include "threadpool.h"
 
@@ -40,7 +41,9 @@ typedef struct cpu_backend {
     float *x, *h, *q, *k, *v, *att, *gate, *up, *rope; /* rope: [rows][n_rot/2][2] */
     uint32_t *row_seq, *row_pos;
     /* per-thread scratch */
-    float *deq;    /* [threads][ROWS_PER_TASK * max_k] */
+    float *deq;     /* [threads][ROWS_PER_TASK * max_k] */
+    block_q8_K *xq; /* fast path: the step's activation rows in Q8_K */
+    uint64_t cap_xq;
     float *scores; /* [threads][max_ctx] */
     uint64_t max_k, max_ctx;
 } cpu_backend;
@@ -50,6 +53,10 @@ typedef struct cpu_backend {
 typedef struct matmul_job {
     cpu_backend *b;
     const model_tensor *w;
+    qdot_fn qdot;         /* fast path, or NULL */
+    qdot4_fn qdot4;       /* fast path, four rows of x at a time */
+    const block_q8_K *xq; /* fast path: x quantized, nb blocks per row */
+    uint32_t nb;
     const float *x; /* [rows][x_stride] */
     uint32_t rows, x_stride;
     float *out; /* [rows][out_stride] */
@@ -65,6 +72,26 @@ static void matmul_task(void *ctx, int task, int thread)
     uint64_t n0 = (uint64_t)task * ROWS_PER_TASK, n1 = n0 + ROWS_PER_TASK;
     if (n1 > w->ne1)
         n1 = w->ne1;
+    if (j->qdot) {
+        for (uint64_t n = n0; n < n1; n++) {
+            const uint8_t *row = (const uint8_t *)w->data + n * w->row_bytes;
+            uint32_t t = 0;
+            for (; j->qdot4 && t + 4 <= j->rows; t += 4) {
+                float d[4];
+                j->qdot4(row, j->xq + (uint64_t)t * j->nb, j->nb, (int)j->nb, d);
+                for (int r = 0; r < 4; r++) {
+                    float *o = j->out + (uint64_t)(t + (uint32_t)r) * j->out_stride + n;
+                    *o = j->accumulate ? *o + d[r] : d[r];
+                }
+            }
+            for (; t < j->rows; t++) {
+                float d = j->qdot(row, j->xq + (uint64_t)t * j->nb, (int)j->nb);
+                float *o = j->out + (uint64_t)t * j->out_stride + n;
+                *o = j->accumulate ? *o + d : d;
+            }
+        }
+        return;
+    }
     float *buf = j->b->deq + (uint64_t)thread * ROWS_PER_TASK * j->b->max_k;
     for (uint64_t n = n0; n < n1; n++)
         quant_dequant_row(w->type, (const uint8_t *)w->data + n * w->row_bytes, buf + (n - n0) * w->ne0, w->ne0);
@@ -82,7 +109,27 @@ static void matmul_task(void *ctx, int task, int thread)
 static void matmul(cpu_backend *b, const model_tensor *w, const float *x, uint32_t rows, uint32_t x_stride, float *out,
                    uint32_t out_stride, int accumulate)
 {
-    matmul_job j = { b, w, x, rows, x_stride, out, out_stride, accumulate };
+    matmul_job j = { b, w, NULL, NULL, NULL, 0, x, rows, x_stride, out, out_stride, accumulate };
+    /* Fast path: quantize the rows of x once, then integer dot products. */
+    if (!b->base.cfg.exact && w->ne0 % QK_K == 0 && (j.qdot = qdot_for(w->type)) != NULL) {
+        j.nb = (uint32_t)(w->ne0 / QK_K);
+        uint64_t need = (uint64_t)rows * j.nb;
+        if (need > b->cap_xq) {
+            block_q8_K *xq = realloc(b->xq, need * sizeof *xq);
+            if (!xq) {
+                j.qdot = NULL; /* out of memory: the f32 path needs nothing more */
+            } else {
+                b->xq = xq;
+                b->cap_xq = need;
+            }
+        }
+        if (j.qdot) {
+            for (uint32_t t = 0; t < rows; t++)
+                quant_quantize_row(QTYPE_Q8_K, x + (uint64_t)t * x_stride, b->xq + (uint64_t)t * j.nb, w->ne0);
+            j.xq = b->xq;
+            j.qdot4 = qdot4_for(w->type);
+        }
+    }
     pool_run(b->pool, matmul_task, &j, (int)((w->ne1 + ROWS_PER_TASK - 1) / ROWS_PER_TASK));
 }
 
@@ -367,6 +414,7 @@ static void cpu_destroy(backend **self)
     free(b->row_seq);
     free(b->row_pos);
     free(b->deq);
+    free(b->xq);
     free(b->scores);
     free(b);
     *self = NULL;

@@ -1,20 +1,34 @@
-/* threadpool.c - workers sleep on a condition variable between loops and take
- * tasks from a shared atomic counter while a loop runs (dynamic scheduling:
- * rows of uneven cost balance themselves). */
+/* threadpool.c - workers take tasks from a shared atomic counter while a loop
+ * runs (dynamic scheduling: rows of uneven cost balance themselves).
+ *
+ * A decode step runs hundreds of short loops, one per matrix product, so the
+ * hand-off between loops must cost microseconds, not a sleep and a wake-up:
+ * between loops a worker spins for a while watching for the next one, and
+ * only then sleeps on the condition variable. */
 #include "threadpool.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+#define SPIN_ROUNDS 200000 /* ~ a few hundred microseconds of pause */
+
 struct threadpool {
     int n_threads;
     pthread_t *tids;
     pthread_mutex_t mu;
-    pthread_cond_t start, done;
-    unsigned long generation; /* bumped for each loop */
-    int stopping;
-    int running; /* workers still inside the current loop */
+    pthread_cond_t start;
+    atomic_ulong generation; /* bumped for each loop */
+    atomic_int stopping;
+    atomic_int running; /* workers still inside the current loop */
+    int sleeping;       /* workers waiting on `start` (under mu) */
     pool_fn fn;
     void *ctx;
     int n_tasks;
@@ -36,6 +50,24 @@ static void take_tasks(threadpool *p, int thread)
     }
 }
 
+/* Waits until the generation moves past seen (or the pool stops). */
+static unsigned long wait_loop(threadpool *p, unsigned long seen)
+{
+    for (int i = 0; i < SPIN_ROUNDS; i++) {
+        unsigned long g = atomic_load(&p->generation);
+        if (g != seen || atomic_load(&p->stopping))
+            return g;
+        cpu_relax();
+    }
+    pthread_mutex_lock(&p->mu);
+    p->sleeping++;
+    while (atomic_load(&p->generation) == seen && !atomic_load(&p->stopping))
+        pthread_cond_wait(&p->start, &p->mu);
+    p->sleeping--;
+    pthread_mutex_unlock(&p->mu);
+    return atomic_load(&p->generation);
+}
+
 static void *worker(void *arg)
 {
     worker_arg *a = arg;
@@ -43,20 +75,13 @@ static void *worker(void *arg)
     int index = a->index;
     free(a);
     unsigned long seen = 0;
-    pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (p->generation == seen && !p->stopping)
-            pthread_cond_wait(&p->start, &p->mu);
-        if (p->stopping)
+        seen = wait_loop(p, seen);
+        if (atomic_load(&p->stopping))
             break;
-        seen = p->generation;
-        pthread_mutex_unlock(&p->mu);
         take_tasks(p, index);
-        pthread_mutex_lock(&p->mu);
-        if (--p->running == 0)
-            pthread_cond_signal(&p->done);
+        atomic_fetch_sub(&p->running, 1);
     }
-    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
@@ -67,10 +92,9 @@ threadpool *pool_new(int n_threads)
     threadpool *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
-    p->n_threads = n_threads;
+    p->n_threads = 1;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->start, NULL);
-    pthread_cond_init(&p->done, NULL);
     p->tids = calloc((size_t)n_threads, sizeof *p->tids);
     if (!p->tids) {
         free(p);
@@ -80,10 +104,10 @@ threadpool *pool_new(int n_threads)
         worker_arg *a = malloc(sizeof *a);
         if (!a || (a->p = p, a->index = i, pthread_create(&p->tids[i], NULL, worker, a) != 0)) {
             free(a);
-            p->n_threads = i; /* the ones that started */
             pool_destroy(&p);
             return NULL;
         }
+        p->n_threads = i + 1;
     }
     return p;
 }
@@ -94,14 +118,13 @@ void pool_destroy(threadpool **self)
     if (!p)
         return;
     pthread_mutex_lock(&p->mu);
-    p->stopping = 1;
+    atomic_store(&p->stopping, 1);
     pthread_cond_broadcast(&p->start);
     pthread_mutex_unlock(&p->mu);
     for (int i = 1; i < p->n_threads; i++)
         pthread_join(p->tids[i], NULL);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->start);
-    pthread_cond_destroy(&p->done);
     free(p->tids);
     free(p);
     *self = NULL;
@@ -119,18 +142,18 @@ void pool_run(threadpool *p, pool_fn fn, void *ctx, int n_tasks)
             fn(ctx, i, 0);
         return;
     }
-    pthread_mutex_lock(&p->mu);
     p->fn = fn;
     p->ctx = ctx;
     p->n_tasks = n_tasks;
     atomic_store(&p->next, 0);
-    p->running = p->n_threads - 1;
-    p->generation++;
-    pthread_cond_broadcast(&p->start);
+    atomic_store(&p->running, p->n_threads - 1);
+    /* The release of the new generation publishes fn, ctx and n_tasks. */
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add(&p->generation, 1);
+    if (p->sleeping)
+        pthread_cond_broadcast(&p->start);
     pthread_mutex_unlock(&p->mu);
     take_tasks(p, 0);
-    pthread_mutex_lock(&p->mu);
-    while (p->running > 0)
-        pthread_cond_wait(&p->done, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    while (atomic_load(&p->running) > 0)
+        cpu_relax();
 }

@@ -1,0 +1,22 @@
+/* qdot.h - integer dot products of quantized weight rows (Q4_K, Q6_K) with
+ * activations quantized to Q8_K: the CPU backend's fast path. */
+#ifndef SMQ_QDOT_H
+#define SMQ_QDOT_H
+
+#include "quant.h"
+
+/* sum over nb blocks of 256 of w . x */
+typedef float (*qdot_fn)(const void *w, const block_q8_K *x, int nb);
+
+/* The best implementation for weights of type t at the current SIMD level,
+ * or NULL when t has no integer path (the f32 path serves it). */
+qdot_fn qdot_for(qtype t);
+/* w . x[r] for four activation rows r = 0..3, xs blocks apart, into out[r]:
+ * each weight block is unpacked once (prefill). NULL where there is none. */
+typedef void (*qdot4_fn)(const void *w, const block_q8_K *x, size_t xs, int nb, float *out);
+qdot4_fn qdot4_for(qtype t);
+
+/* The portable one, for tests. */
+qdot_fn qdot_reference(qtype t);
+
+#endif

@@ -1,0 +1,229 @@
+/* bench.c - `smolmq bench`: prefill and decode speed of the inference core,
+ * each beside its roofline measured in the same run.
+ *
+ *   smolmq bench --model M [--prompt-len P] [--gen N] [--batch B] [--threads T] [--exact]
+ *
+ * The roofline of a decode step is the bytes it must read (every weight once,
+ * plus each sequence's KV cache) over the memory read bandwidth, measured
+ * here with the same threads just before. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cpu_ops.h"
+#include "engine.h"
+#include "model.h"
+#include "threadpool.h"
+#include "tokenizer.h"
+#include "tool.h"
+
+static const char *usage_line = "bench --model M [--prompt-len P] [--gen N] [--batch B] [--threads T] [--exact]";
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- memory read bandwidth, with the pool's threads ---- */
+
+typedef struct bw_job {
+    const uint64_t *buf;
+    size_t words, chunk;
+    uint64_t sums[64];
+} bw_job;
+
+/* Wide loads where the CPU has them, so that the figure is the memory's
+ * and not the loop's. */
+#if defined(__x86_64__)
+__attribute__((target("avx2")))
+#endif
+static void
+bw_task(void *ctx, int task, int thread)
+{
+    bw_job *j = ctx;
+    const uint64_t *p = j->buf + (size_t)task * j->chunk;
+    size_t n = j->chunk;
+    if ((size_t)task * j->chunk + n > j->words)
+        n = j->words - (size_t)task * j->chunk;
+    typedef uint64_t v4 __attribute__((vector_size(32)));
+    v4 s0 = { 0 }, s1 = { 0 };
+    for (size_t i = 0; i + 8 <= n; i += 8) {
+        v4 a, b;
+        memcpy(&a, p + i, sizeof a);
+        memcpy(&b, p + i + 4, sizeof b);
+        s0 += a;
+        s1 += b;
+    }
+    s0 += s1;
+    j->sums[thread & 63] += s0[0] + s0[1] + s0[2] + s0[3];
+}
+
+/* GB/s reading a 512 MiB buffer, best of three. */
+static double read_bandwidth(threadpool *pool)
+{
+    size_t bytes = (size_t)512 << 20;
+    uint64_t *buf = malloc(bytes);
+    if (!buf)
+        return 0;
+    memset(buf, 1, bytes);
+    bw_job j = { buf, bytes / 8, (size_t)1 << 16, { 0 } };
+    int tasks = (int)((j.words + j.chunk - 1) / j.chunk);
+    double best = 0;
+    for (int r = 0; r < 3; r++) {
+        double t0 = now();
+        pool_run(pool, bw_task, &j, tasks);
+        double gbs = (double)bytes / (now() - t0) / 1e9;
+        best = gbs > best ? gbs : best;
+    }
+    free(buf);
+    return best;
+}
+
+/* ---- runs ---- */
+
+typedef struct bench_state {
+    int first_seen, done;
+    double t_first_all, t_first_one;
+    uint32_t tokens;
+} bench_state;
+
+static void on_event(void *ctx, const engine_event *ev)
+{
+    bench_state *s = ctx;
+    if (ev->token >= 0) {
+        s->tokens++;
+        if (ev->n_generated == 1) {
+            if (++s->first_seen == 1)
+                s->t_first_one = now();
+            s->t_first_all = now();
+        }
+    }
+    if (ev->finish)
+        s->done++;
+}
+
+static int run(engine *e, const int32_t *prompt, uint32_t p, uint32_t gen, uint32_t batch, bench_state *st, double *t0,
+               smq_err *err)
+{
+    memset(st, 0, sizeof *st);
+    for (uint32_t i = 0; i < batch; i++) {
+        seq_request r = { 0 };
+        r.prompt = prompt + i; /* distinct prompts: no prefix reuse between them */
+        r.n_prompt = p;
+        r.sampling = sampling_defaults();
+        r.sampling.temperature = 0;
+        r.max_tokens = gen;
+        if (!engine_submit(e, &r, err))
+            return -1;
+    }
+    *t0 = now();
+    int left;
+    while ((left = engine_step(e, on_event, st, err)) > 0)
+        ;
+    return left < 0 ? -1 : 0;
+}
+
+int tool_bench(int argc, char **argv)
+{
+    const char *path = NULL;
+    uint32_t plen = 128, gen = 32, batch = 1;
+    int threads = 0, exact = 0;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--exact")) {
+            exact = 1;
+            continue;
+        }
+        if (i + 1 >= argc)
+            return tool_usage(usage_line, "unknown argument %s", argv[i]);
+        const char *a = argv[i], *v = argv[++i];
+        long n = strtol(v, NULL, 10);
+        if (!strcmp(a, "--model"))
+            path = v;
+        else if (n < 1 || n > 1 << 20)
+            return tool_usage(usage_line, "%s wants a positive number, not \"%s\"", a, v);
+        else if (!strcmp(a, "--prompt-len"))
+            plen = (uint32_t)n;
+        else if (!strcmp(a, "--gen"))
+            gen = (uint32_t)n;
+        else if (!strcmp(a, "--batch"))
+            batch = (uint32_t)n;
+        else if (!strcmp(a, "--threads"))
+            threads = (int)n;
+        else
+            return tool_usage(usage_line, "unknown argument %s", a);
+    }
+    if (!path)
+        return tool_usage(usage_line, "no --model given");
+    if (gen < 2)
+        return tool_usage(usage_line, "--gen must be at least 2 (decode speed needs steps after the first)");
+    smq_err err;
+    model *m = model_load(path, NULL, &err);
+    if (!m)
+        return tool_fail("bench", "%s", err.msg);
+    tokenizer *t = tokenizer_load(m->file, &err);
+    if (!t) {
+        model_destroy(&m);
+        return tool_fail("bench", "%s", err.msg);
+    }
+    engine_config cfg = { 0 };
+    cfg.n_ctx = plen + gen + 1;
+    cfg.n_pages = batch * ((plen + gen + 16) / 16 + 1);
+    cfg.max_step_tokens = plen * batch;
+    cfg.max_seqs = batch;
+    cfg.prefix_entries = 1;
+    cfg.n_threads = threads;
+    cfg.exact = exact;
+    engine *e = engine_new(m, t, &cpu_backend_ops, &cfg, &err);
+    int32_t *prompt = malloc((plen + batch) * sizeof *prompt);
+    int rc = 0;
+    if (!e || !prompt) {
+        rc = tool_fail("bench", "%s", e ? "out of memory" : err.msg);
+        goto out;
+    }
+    /* A deterministic prompt of ordinary tokens. */
+    for (uint32_t i = 0; i < plen + batch; i++)
+        prompt[i] = (int32_t)(1000 + (i * 7919u) % 50000u);
+
+    const backend *b = engine_backend(e);
+    threadpool *pool = pool_new(b->cfg.n_threads);
+    double bw = pool && simd_best() >= SIMD_AVX2 ? read_bandwidth(pool) : 0;
+    pool_destroy(&pool);
+
+    bench_state st;
+    double t0;
+    /* prefill: one sequence, time to its first token */
+    if (run(e, prompt, plen, 2, 1, &st, &t0, &err)) {
+        rc = tool_fail("bench", "%s", err.msg);
+        goto out;
+    }
+    double ttft = st.t_first_one - t0;
+    /* decode: batch sequences after their prompts */
+    if (run(e, prompt + 1, plen, gen, batch, &st, &t0, &err)) {
+        rc = tool_fail("bench", "%s", err.msg);
+        goto out;
+    }
+    double t_dec = now() - st.t_first_all;
+    double dec_tps = (double)batch * (gen - 1) / t_dec;
+    const hparams *hp = &m->hp;
+    double kv_token = 2.0 * hp->n_layer * hp->n_head_kv * hp->head_dim * sizeof(float);
+    double step_bytes = (double)m->weight_bytes + batch * kv_token * (plen + gen / 2.0);
+    double roof = bw > 0 ? batch * bw * 1e9 / step_bytes : 0;
+    printf("model: %s, %.2f GB of weights (mapped), %" PRIu32 " layers; backend cpu, %d threads, %s path\n", path,
+           (double)m->weight_bytes / 1e9, hp->n_layer, b->cfg.n_threads, exact ? "exact f32" : "8-bit activations");
+    printf("memory: weights %.2f GB mapped, KV pool + buffers %.1f MB\n", (double)m->weight_bytes / 1e9,
+           (double)b->ops->memory(b) / 1e6);
+    printf("read bandwidth (measured now, %d threads): %.1f GB/s\n", b->cfg.n_threads, bw);
+    printf("prefill %" PRIu32 " tokens: %.1f tok/s (time to first token %.0f ms)\n", plen, plen / ttft, ttft * 1e3);
+    printf("decode batch %" PRIu32 ", %" PRIu32 " tokens each: %.2f tok/s; roofline %.2f tok/s; ratio %.2f\n", batch,
+           gen, dec_tps, roof, roof > 0 ? dec_tps / roof : 0);
+out:
+    free(prompt);
+    engine_destroy(&e);
+    tokenizer_destroy(&t);
+    model_destroy(&m);
+    return rc;
+}

@@ -1,0 +1,231 @@
+/* chat.c - `smolmq chat`: a multi-turn chat in the terminal.
+ *
+ *   smolmq chat --model M [--threads N] [--ctx-size N] [--max-tokens N] [--temperature T] [--seed S] [--exact]
+ *
+ * Each turn renders the whole conversation through the chat template; the
+ * engine's prefix cache holds the KV of the turns before, so only the new
+ * tokens are prefilled. Reasoning streams dimmed, the answer plainly.
+ * Commands: /reset, /think, /no_think, /quit. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "chat_template.h"
+#include "engine.h"
+#include "model.h"
+#include "tokenizer.h"
+#include "tool.h"
+
+static const char *usage_line =
+    "chat --model M [--threads N] [--ctx-size N] [--max-tokens N] [--temperature T] [--seed S] [--exact]";
+
+#define MAX_TURNS 256
+
+typedef struct turn_state {
+    int tty, in_reasoning;
+    sbuf reasoning, content;
+    finish_reason finish;
+    uint32_t n_prompt, n_reused, n_generated;
+    char error[256];
+} turn_state;
+
+static void on_event(void *ctx, const engine_event *ev)
+{
+    turn_state *s = ctx;
+    if (ev->n_reasoning) {
+        if (!s->in_reasoning && s->tty)
+            fputs("\033[2m", stdout);
+        s->in_reasoning = 1;
+        fwrite(ev->reasoning, 1, ev->n_reasoning, stdout);
+        sbuf_append(&s->reasoning, ev->reasoning, ev->n_reasoning);
+    }
+    if (ev->n_content) {
+        if (s->in_reasoning && s->tty)
+            fputs("\033[0m", stdout);
+        s->in_reasoning = 0;
+        fwrite(ev->content, 1, ev->n_content, stdout);
+        sbuf_append(&s->content, ev->content, ev->n_content);
+    }
+    fflush(stdout);
+    s->n_prompt = ev->n_prompt;
+    s->n_reused = ev->n_reused;
+    s->n_generated = ev->n_generated;
+    if (ev->finish) {
+        s->finish = ev->finish;
+        if (ev->error)
+            snprintf(s->error, sizeof s->error, "%s", ev->error);
+    }
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int tool_chat(int argc, char **argv)
+{
+    const char *path = NULL;
+    int threads = 0, exact = 0;
+    uint32_t ctx = 8192, max_tokens = 1024;
+    sampling_params sp = sampling_defaults();
+    sp.seed = (uint64_t)time(NULL);
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--exact")) {
+            exact = 1;
+            continue;
+        }
+        if (i + 1 >= argc)
+            return tool_usage(usage_line, "unknown argument %s", argv[i]);
+        const char *a = argv[i], *v = argv[++i];
+        if (!strcmp(a, "--model"))
+            path = v;
+        else if (!strcmp(a, "--threads"))
+            threads = atoi(v);
+        else if (!strcmp(a, "--max-tokens"))
+            max_tokens = (uint32_t)strtoul(v, NULL, 10);
+        else if (!strcmp(a, "--ctx-size"))
+            ctx = (uint32_t)strtoul(v, NULL, 10);
+        else if (!strcmp(a, "--temperature"))
+            sp.temperature = strtof(v, NULL);
+        else if (!strcmp(a, "--seed"))
+            sp.seed = strtoull(v, NULL, 10);
+        else
+            return tool_usage(usage_line, "unknown argument %s", a);
+    }
+    if (!path)
+        return tool_usage(usage_line, "no --model given");
+    smq_err err;
+    if (sampling_validate(&sp, &err))
+        return tool_usage(usage_line, "%s", err.msg);
+    model *m = model_load(path, NULL, &err);
+    tokenizer *t = m ? tokenizer_load(m->file, &err) : NULL;
+    engine *e = NULL;
+    if (t) {
+        engine_config cfg = { 0 };
+        cfg.n_ctx = ctx < model_context(m) ? ctx : model_context(m);
+        cfg.n_threads = threads;
+        cfg.exact = exact;
+        cfg.prefix_entries = 2;
+        e = engine_new(m, t, &cpu_backend_ops, &cfg, &err);
+    }
+    if (!e) {
+        tokenizer_destroy(&t);
+        model_destroy(&m);
+        return tool_fail("chat", "%s", err.msg);
+    }
+    gguf_str tmpl = { "", 0 };
+    if (gguf_find_kv(m->file, "tokenizer.chat_template"))
+        gguf_get_str(m->file, "tokenizer.chat_template", &tmpl, NULL);
+    chat_template_kind kind = chat_template_detect(tmpl.ptr, tmpl.len);
+    if (kind != CHAT_TEMPLATE_SMOLLM3)
+        fprintf(stderr, "smolmq chat: %s: the chat template is not SmolLM3's; using plain ChatML\n", path);
+
+    int tty = isatty(STDOUT_FILENO), think = 1, rc = 0;
+    chat_message msgs[MAX_TURNS];
+    char *owned[MAX_TURNS];
+    size_t n = 0;
+    printf("smolmq chat: %s, context %" PRIu32 ", thinking on. /think, /no_think, /reset, /quit\n", path,
+           engine_n_ctx(e));
+    char *line = NULL;
+    size_t cap = 0;
+    for (;;) {
+        printf("> ");
+        fflush(stdout);
+        ssize_t len = getline(&line, &cap, stdin);
+        if (len < 0)
+            break;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            line[--len] = 0;
+        if (len == 0)
+            continue;
+        if (!strcmp(line, "/quit"))
+            break;
+        if (!strcmp(line, "/think") || !strcmp(line, "/no_think")) {
+            think = line[1] == 't';
+            printf("[thinking %s]\n", think ? "on" : "off");
+            continue;
+        }
+        if (!strcmp(line, "/reset") || n + 2 > MAX_TURNS) {
+            for (size_t i = 0; i < n; i++)
+                free(owned[i]);
+            n = 0;
+            printf("[new conversation]\n");
+            if (!strcmp(line, "/reset"))
+                continue;
+        }
+        owned[n] = strdup(line);
+        msgs[n] = (chat_message){ "user", owned[n], (size_t)len };
+        n++;
+        chat_options opt = { 0 };
+        opt.add_generation_prompt = 1;
+        opt.enable_thinking = think;
+        size_t rlen;
+        char *rendered = chat_render(kind, msgs, n, &opt, &rlen, &err);
+        tok_ids ids = { 0 };
+        if (!rendered || tokenizer_encode(t, rendered, rlen, 1, &ids, &err)) {
+            fprintf(stderr, "smolmq chat: %s\n", err.msg);
+            free(rendered);
+            free(owned[--n]);
+            continue;
+        }
+        free(rendered);
+        seq_request r = { 0 };
+        r.prompt = ids.ids;
+        r.n_prompt = (uint32_t)ids.n;
+        r.sampling = sp;
+        r.sampling.seed = sp.seed + n;
+        r.max_tokens = max_tokens;
+        turn_state st = { 0 };
+        st.tty = tty;
+        double t0 = now();
+        if (!engine_submit(e, &r, &err)) {
+            fprintf(stderr, "smolmq chat: %s (try /reset)\n", err.msg);
+            free(owned[--n]);
+            tok_ids_free(&ids);
+            continue;
+        }
+        int left;
+        while ((left = engine_step(e, on_event, &st, &err)) > 0)
+            ;
+        if (tty && st.in_reasoning)
+            fputs("\033[0m", stdout);
+        double secs = now() - t0;
+        printf("\n[%s; %" PRIu32 " prompt tokens, %" PRIu32 " reused; %" PRIu32 " generated in %.1f s]\n",
+               finish_reason_name(st.finish), st.n_prompt, st.n_reused, st.n_generated, secs);
+        if (left < 0 || st.finish == FINISH_ERROR) {
+            fprintf(stderr, "smolmq chat: %s\n", left < 0 ? err.msg : st.error);
+            free(owned[--n]);
+        } else {
+            /* The assistant turn as the model wrote it, thinking included,
+             * so that the next rendering starts with the tokens in the cache. */
+            sbuf a = { 0 };
+            if (st.reasoning.len) {
+                sbuf_puts(&a, "<think>");
+                sbuf_append(&a, st.reasoning.data, st.reasoning.len);
+                sbuf_puts(&a, "</think>");
+            }
+            sbuf_append(&a, st.content.data ? st.content.data : "", st.content.len);
+            size_t alen;
+            owned[n] = sbuf_take(&a, &alen);
+            if (!owned[n])
+                owned[n] = strdup("");
+            msgs[n] = (chat_message){ "assistant", owned[n], alen };
+            n++;
+        }
+        sbuf_free(&st.reasoning);
+        sbuf_free(&st.content);
+        tok_ids_free(&ids);
+    }
+    free(line);
+    for (size_t i = 0; i < n; i++)
+        free(owned[i]);
+    engine_destroy(&e);
+    tokenizer_destroy(&t);
+    model_destroy(&m);
+    return rc;
+}

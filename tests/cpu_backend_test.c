@@ -273,6 +273,102 @@ static void test_qdot_kernels(void)
     }
 }
 
+/* One head's attention over 8197 positions in shuffled pages against a plain
+ * float64 computation, at every SIMD level. */
+static void test_attention_f64(void)
+{
+    enum { N = 8197, HD = 128, P = 16, PAGES_N = (N + P - 1) / P };
+    uint64_t slot = 2 * HD; /* key then value */
+    float *kv = malloc((size_t)PAGES_N * P * slot * sizeof *kv);
+    float q[HD], out[HD], *scores = malloc(N * sizeof *scores);
+    uint32_t pages[PAGES_N];
+    for (uint32_t i = 0; i < PAGES_N; i++)
+        pages[i] = (i * 97 + 13) % PAGES_N; /* a permutation: 97 is prime to 513 */
+    for (size_t i = 0; i < (size_t)PAGES_N * P * slot; i++)
+        kv[i] = (float)((int64_t)(test_rng() % 20001) - 10000) / 4000.0f;
+    for (int i = 0; i < HD; i++)
+        q[i] = (float)((int64_t)(test_rng() % 20001) - 10000) / 4000.0f;
+    kv_view view = { kv, pages, P, (uint64_t)P * slot, slot, HD };
+    /* the reference */
+    double *s = malloc(N * sizeof *s), mx = -1e300, sum = 0, ref[HD] = { 0 };
+    for (uint32_t p = 0; p < N; p++) {
+        const float *k = kv + pages[p / P] * (uint64_t)P * slot + (p % P) * slot;
+        double d = 0;
+        for (int i = 0; i < HD; i++)
+            d += (double)q[i] * k[i];
+        s[p] = d / sqrt((double)HD);
+        mx = s[p] > mx ? s[p] : mx;
+    }
+    for (uint32_t p = 0; p < N; p++)
+        sum += (s[p] = exp(s[p] - mx));
+    for (uint32_t p = 0; p < N; p++) {
+        const float *v = kv + pages[p / P] * (uint64_t)P * slot + (p % P) * slot + HD;
+        for (int i = 0; i < HD; i++)
+            ref[i] += s[p] / sum * v[i];
+    }
+    simd_level best = simd_best();
+    for (int lvl = SIMD_SCALAR; lvl <= (int)best; lvl++) {
+        simd_use((simd_level)lvl);
+        attend_head(q, &view, N, HD, 1.0f / sqrtf((float)HD), scores, out);
+        double num = 0, den = 0;
+        for (int i = 0; i < HD; i++) {
+            num += (out[i] - ref[i]) * (out[i] - ref[i]);
+            den += ref[i] * ref[i];
+        }
+        printf("  attention over %d positions, %s: rel L2 %.2e vs float64\n", N, simd_name((simd_level)lvl),
+               sqrt(num / den));
+        CHECK_MSG(sqrt(num / den) < 1e-5, "%s: rel L2 %.3g", simd_name((simd_level)lvl), sqrt(num / den));
+    }
+    simd_use(best);
+    free(s);
+    free(kv);
+    free(scores);
+}
+
+/* An 8200-token prompt prefilled whole and in uneven chunks gives the same
+ * logits (the KV cache and positions hold across pages and steps). */
+static void test_long_context(void)
+{
+    if (getenv("SMQ_TEST_QUICK")) {
+        test_skip("SMQ_TEST_QUICK set (an 8K-token prefill, twice)");
+        return;
+    }
+    enum { N = 8200, LPAGES = (N + PAGE - 1) / PAGE };
+    backend_config cfg = { LPAGES, PAGE, 0, 0 };
+    smq_err err;
+    backend *b = cpu_backend_ops.create(mdl, &cfg, &err);
+    CHECK_MSG(b, "%s", err.msg);
+    if (!b)
+        return;
+    uint32_t n600;
+    int32_t *p600 = golden_prompt(prompts, 3, &n600), *toks = malloc(N * sizeof *toks);
+    for (uint32_t i = 0; i < N; i++)
+        toks[i] = p600[i % n600];
+    uint32_t pages[LPAGES];
+    for (uint32_t i = 0; i < LPAGES; i++)
+        pages[i] = LPAGES - 1 - i;
+    float *whole = malloc(N_VOCAB * sizeof(float)), *chunked = malloc(N_VOCAB * sizeof(float));
+    fwd_seq s = { toks, N, 0, pages, LPAGES, 0, whole };
+    fwd_batch batch = { &s, 1 };
+    CHECK(b->ops->forward(b, &batch, &err) == 0);
+    static const uint32_t chunks[] = { 3000, 1, 4095, 1104 };
+    uint32_t at = 0;
+    for (int c = 0; c < 4; c++) {
+        s = (fwd_seq){ toks + at, chunks[c], at, pages, LPAGES, 0, chunked };
+        CHECK(b->ops->forward(b, &batch, &err) == 0);
+        at += chunks[c];
+    }
+    double rel, mx;
+    compare(chunked, whole, N_VOCAB, &rel, &mx);
+    printf("  %d positions: chunked vs whole prefill rel L2 %.2e\n", N, rel);
+    CHECK_MSG(rel < 1e-5, "chunked vs whole at %d positions: rel L2 %.3g", N, rel);
+    free(whole);
+    free(chunked);
+    free(toks);
+    free(p600);
+    b->ops->destroy(&b);
+}
+
 static void test_bad_batches(void)
 {
     backend *b = new_backend(1);
@@ -377,6 +473,8 @@ int main(void)
     TEST_RUN(test_batch_and_chunks);
     TEST_RUN(test_fast_path);
     TEST_RUN(test_qdot_kernels);
+    TEST_RUN(test_attention_f64);
+    TEST_RUN(test_long_context);
     TEST_RUN(test_bad_batches);
     TEST_RUN(test_model_errors);
     json_free(prompts);

@@ -214,27 +214,15 @@ static void attn_task(void *ctx, int task, int thread)
     const fwd_seq *s = &j->batch->seqs[b->row_seq[row]];
     uint32_t pos = b->row_pos[row];
     const float *q = b->q + (uint64_t)row * hp->n_head * hd + (uint64_t)h * hd;
-    float *sc = b->scores + (uint64_t)thread * b->max_ctx;
-    float scale = 1.0f / sqrtf((float)hd), mx = -INFINITY;
-    for (uint32_t p = 0; p <= pos; p++) {
-        const float *k = kv_slot(b, j->layer, s->pages[p / P], p % P) + (uint64_t)g * hd;
-        sc[p] = dot_f32(q, k, (int)hd) * scale;
-        mx = sc[p] > mx ? sc[p] : mx;
-    }
-    double sum = 0;
-    for (uint32_t p = 0; p <= pos; p++) {
-        sc[p] = expf(sc[p] - mx);
-        sum += sc[p];
-    }
-    float inv = (float)(1.0 / sum);
-    float *out = b->att + (uint64_t)row * hp->n_head * hd + (uint64_t)h * hd;
-    memset(out, 0, hd * sizeof *out);
-    for (uint32_t p = 0; p <= pos; p++) {
-        const float *v = kv_slot(b, j->layer, s->pages[p / P], p % P) + b->kv_dim + (uint64_t)g * hd;
-        float w = sc[p] * inv;
-        for (uint32_t i = 0; i < hd; i++)
-            out[i] += w * v[i];
-    }
+    const backend_config *c = &b->base.cfg;
+    kv_view kv = { b->kv + (uint64_t)j->layer * c->n_pages * P * 2 * b->kv_dim + (uint64_t)g * hd,
+                   s->pages,
+                   P,
+                   (uint64_t)P * 2 * b->kv_dim,
+                   2 * b->kv_dim,
+                   b->kv_dim };
+    attend_head(q, &kv, pos + 1, hd, 1.0f / sqrtf((float)hd), b->scores + (uint64_t)thread * b->max_ctx,
+                b->att + (uint64_t)row * hp->n_head * hd + (uint64_t)h * hd);
 }
 
 /* ---- the step ---- */

@@ -3,6 +3,7 @@
  * on any x86-64 (and the scalar code anywhere). */
 #include "cpu_ops.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -130,4 +131,30 @@ float dot_f32(const float *a, const float *b, int n)
     if (!chosen)
         choose();
     return dot_impl(a, b, n);
+}
+
+void attend_head(const float *q, const kv_view *kv, uint32_t n, uint32_t head_dim, float scale, float *scores,
+                 float *out)
+{
+    float mx = -INFINITY;
+    for (uint32_t p = 0; p < n; p++) {
+        const float *k =
+            kv->base + kv->pages[p / kv->page_size] * kv->page_stride + (p % kv->page_size) * kv->slot_stride;
+        scores[p] = dot_f32(q, k, (int)head_dim) * scale;
+        mx = scores[p] > mx ? scores[p] : mx;
+    }
+    double sum = 0;
+    for (uint32_t p = 0; p < n; p++) {
+        scores[p] = expf(scores[p] - mx);
+        sum += scores[p];
+    }
+    float inv = (float)(1.0 / sum);
+    memset(out, 0, head_dim * sizeof *out);
+    for (uint32_t p = 0; p < n; p++) {
+        const float *v = kv->base + kv->pages[p / kv->page_size] * kv->page_stride +
+                         (p % kv->page_size) * kv->slot_stride + kv->v_offset;
+        float w = scores[p] * inv;
+        for (uint32_t i = 0; i < head_dim; i++)
+            out[i] += w * v[i];
+    }
 }

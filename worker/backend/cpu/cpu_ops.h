@@ -3,6 +3,8 @@
 #ifndef SMQ_CPU_OPS_H
 #define SMQ_CPU_OPS_H
 
+#include <stdint.h>
+
 typedef enum simd_level { SIMD_SCALAR, SIMD_AVX2, SIMD_AVX512 } simd_level;
 
 /* The best level this CPU supports. */
@@ -15,5 +17,21 @@ const char *simd_name(simd_level level);
 
 /* sum a[i] * b[i] */
 float dot_f32(const float *a, const float *b, int n);
+
+/* Where one KV head's keys and values live in a paged cache: position p's
+ * key is at base + pages[p / page_size] * page_stride + (p % page_size) *
+ * slot_stride, its value v_offset floats further. */
+typedef struct kv_view {
+    const float *base;
+    const uint32_t *pages;
+    uint32_t page_size;
+    uint64_t page_stride, slot_stride, v_offset;
+} kv_view;
+
+/* Causal attention of one query head over positions 0..n-1:
+ * out = softmax(q.k_p * scale) . v_p, in float32 (the softmax sum in
+ * double). scores: room for n floats. */
+void attend_head(const float *q, const kv_view *kv, uint32_t n, uint32_t head_dim, float scale, float *scores,
+                 float *out);
 
 #endif

@@ -62,7 +62,7 @@ ENGINE_SRC := worker/engine/engine.c worker/engine/kv_pages.c worker/engine/samp
 TOOL_SRC := worker/tool/smolmq.c worker/tool/inspect.c worker/tool/dequant.c worker/tool/synth.c \
 	worker/tool/json_out.c worker/tool/tokenize.c worker/tool/template.c \
 	worker/tool/generate.c worker/tool/bench.c worker/tool/chat.c
-CUDA_SRC := worker/backend/cuda/dequant.cu
+CUDA_SRC := worker/backend/cuda/dequant.cu worker/backend/cuda/matvec.cu
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 CORE_OBJ := $(call obj,$(COMMON_SRC) $(MODEL_SRC) $(BACKEND_SRC) $(ENGINE_SRC))
@@ -73,8 +73,9 @@ BIN := $(BUILD)/bin/smolmq
 UNIT_TESTS := $(BUILD)/tests/gguf_test $(BUILD)/tests/quant_test $(BUILD)/tests/tokenizer_test \
 	$(BUILD)/tests/json_test $(BUILD)/tests/chat_template_test $(BUILD)/tests/cpu_backend_test \
 	$(BUILD)/tests/engine_test
-GPU_TESTS := $(BUILD)/tests/quant_gpu_test
+GPU_TESTS := $(BUILD)/tests/quant_gpu_test $(BUILD)/tests/matvec_gpu_test
 ifeq ($(CUDA),1)
+GPU_BENCH_BIN := $(BUILD)/bench/gpu_matvec_bench
 ALL_TESTS_BIN := $(UNIT_TESTS) $(GPU_TESTS)
 else
 ALL_TESTS_BIN := $(UNIT_TESTS)
@@ -82,7 +83,7 @@ endif
 
 .SECONDARY:
 
-.PHONY: all deps build bench tests test test-unit test-gpu fuzz fuzz-build run clean format
+.PHONY: all deps build bench bench-gpu tests test test-unit test-gpu fuzz fuzz-build run clean format
 
 all: deps build
 
@@ -91,7 +92,7 @@ ifneq ($(DEPS_DONE),1)
 	@sh deploy/deps.sh
 endif
 
-build: $(BIN) $(ALL_TESTS_BIN)
+build: $(BIN) $(ALL_TESTS_BIN) $(GPU_BENCH_BIN)
 
 # Every compile waits for `deps` (order-only), so that `make -j` on a fresh
 # machine installs the compilers before it uses them.
@@ -119,7 +120,7 @@ $(BUILD)/obj/tests/%.o: tests/%.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -MMD -MP -c $< -o $@
 
-$(BUILD)/tests/quant_gpu_test: $(BUILD)/obj/tests/gpu/quant_gpu_test.o $(CUDA_OBJ) $(CORE_OBJ)
+$(BUILD)/tests/%_gpu_test: $(BUILD)/obj/tests/gpu/%_gpu_test.o $(CUDA_OBJ) $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(CUDA_LDLIBS) $(LDLIBS) -o $@
 
@@ -176,6 +177,18 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(CORE_OBJ)
 $(BUILD)/obj/bench/%.o: bench/%.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# GPU benchmarks (CUDA builds): a .cu with its own main, linked like the GPU tests.
+$(BUILD)/bench/gpu_%: $(BUILD)/obj/bench/gpu_%.cu.o $(CUDA_OBJ) $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(CUDA_LDLIBS) $(LDLIBS) -o $@
+
+bench-gpu: $(GPU_BENCH_BIN)
+ifeq ($(CUDA),1)
+	$(BUILD)/bench/gpu_matvec_bench
+else
+	@echo "bench-gpu: built without CUDA: nothing to run"
+endif
 
 bench: all $(BENCH_BIN)
 	taskset -c 0 $(BUILD)/bench/tokenize_bench tests/data/models/smollm3-tiny-q4_k_m.gguf

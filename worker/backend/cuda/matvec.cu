@@ -1,0 +1,106 @@
+/* matvec.cu - y = W x for quantized W (Q4_K, Q6_K) on the GPU: the decode
+ * step's matrix-vector products, computed on the blocks directly.
+ *
+ * One warp per weight row. In each 256-element block a lane takes 8 elements:
+ *   Q4_K: 4 bytes of qs (coalesced: the warp reads the block's 128 bytes at
+ *         once), i.e. 4 elements of sub-block 2c and 4 of 2c+1, c = lane / 8;
+ *   Q6_K: byte `lane` of ql (two of them) and of qh in each half, i.e. the
+ *         elements 128n + 32k + lane for n = 0,1 and k = 0..3.
+ * Scales come from quant.h (q4k_scale_min, fp16_to_f32): the same code the
+ * CPU runs. Products and sums are float32, activations float32; the warp's
+ * partial sums meet by shuffles.
+ *
+ * First version, for correctness against the CPU and a first measurement of
+ * the bandwidth it reaches; see docs/BENCHMARKS.md.
+ */
+#include "matvec.h"
+#include "quant.h"
+
+#include <cuda_runtime.h>
+
+#define WARPS_PER_BLOCK 8
+
+__device__ static float warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__global__ static void q4k_matvec(const block_q4_K *__restrict__ w, const float *__restrict__ x, float *__restrict__ y,
+                                  unsigned rows, unsigned nb)
+{
+    unsigned row = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= rows)
+        return;
+    const block_q4_K *b = w + (size_t)row * nb;
+    unsigned c = lane / 8, e = 4 * (lane % 8); /* chunk, first element within the sub-block */
+    float sum = 0;
+    for (unsigned i = 0; i < nb; i++, b++) {
+        const float *xb = x + (size_t)i * QK_K + 64 * c + e;
+        uint32_t q;
+        memcpy(&q, b->qs + 32 * c + e, 4);
+        uint8_t sc0, m0, sc1, m1;
+        q4k_scale_min(2 * c, b->scales, &sc0, &m0);
+        q4k_scale_min(2 * c + 1, b->scales, &sc1, &m1);
+        float d = fp16_to_f32(b->d), dmin = fp16_to_f32(b->dmin);
+        float4 xl = *(const float4 *)xb, xh = *(const float4 *)(xb + 32);
+        float lo = (float)(q & 0xF) * xl.x + (float)((q >> 8) & 0xF) * xl.y + (float)((q >> 16) & 0xF) * xl.z +
+                   (float)((q >> 24) & 0xF) * xl.w;
+        float hi = (float)((q >> 4) & 0xF) * xh.x + (float)((q >> 12) & 0xF) * xh.y + (float)((q >> 20) & 0xF) * xh.z +
+                   (float)((q >> 28) & 0xF) * xh.w;
+        float sl = xl.x + xl.y + xl.z + xl.w, sh = xh.x + xh.y + xh.z + xh.w;
+        sum += d * (sc0 * lo + sc1 * hi) - dmin * (m0 * sl + m1 * sh);
+    }
+    sum = warp_sum(sum);
+    if (lane == 0)
+        y[row] = sum;
+}
+
+__global__ static void q6k_matvec(const block_q6_K *__restrict__ w, const float *__restrict__ x, float *__restrict__ y,
+                                  unsigned rows, unsigned nb)
+{
+    unsigned row = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= rows)
+        return;
+    const block_q6_K *b = w + (size_t)row * nb;
+    float sum = 0;
+    for (unsigned i = 0; i < nb; i++, b++) {
+        const float *xb = x + (size_t)i * QK_K;
+        float d = fp16_to_f32(b->d), part = 0;
+        for (unsigned n = 0; n < 2; n++) {
+            uint8_t l0 = b->ql[64 * n + lane], l1 = b->ql[64 * n + 32 + lane], h = b->qh[32 * n + lane];
+            int q[4] = { (l0 & 0xF) | ((h & 3) << 4), (l1 & 0xF) | (((h >> 2) & 3) << 4),
+                         (l0 >> 4) | (((h >> 4) & 3) << 4), (l1 >> 4) | (((h >> 6) & 3) << 4) };
+            for (unsigned k = 0; k < 4; k++) {
+                int idx = 128 * n + 32 * k + lane;
+                part += (float)b->scales[q6k_scale_index(idx)] * (float)(q[k] - 32) * xb[idx];
+            }
+        }
+        sum += d * part;
+    }
+    sum = warp_sum(sum);
+    if (lane == 0)
+        y[row] = sum;
+}
+
+extern "C" int cuda_matvec(qtype type, const void *d_w, uint64_t rows, uint64_t k, const float *d_x, float *d_y,
+                           void *stream, smq_err *err)
+{
+    if (k % QK_K || k == 0 || rows == 0 || rows > (1u << 30) || k > (1u << 24))
+        return smq_err_set(err, "cuda_matvec: %llu rows of %llu elements: rows must be 256-element blocks",
+                           (unsigned long long)rows, (unsigned long long)k);
+    unsigned grid = (unsigned)((rows + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK);
+    unsigned nb = (unsigned)(k / QK_K);
+    cudaStream_t s = (cudaStream_t)stream;
+    if (type == QTYPE_Q4_K)
+        q4k_matvec<<<grid, 32 * WARPS_PER_BLOCK, 0, s>>>((const block_q4_K *)d_w, d_x, d_y, (unsigned)rows, nb);
+    else if (type == QTYPE_Q6_K)
+        q6k_matvec<<<grid, 32 * WARPS_PER_BLOCK, 0, s>>>((const block_q6_K *)d_w, d_x, d_y, (unsigned)rows, nb);
+    else
+        return smq_err_set(err, "cuda_matvec: type %s has no GPU matrix-vector kernel", qtype_name(type));
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess)
+        return smq_err_set(err, "cuda_matvec: launch: %s", cudaGetErrorString(e));
+    return 0;
+}

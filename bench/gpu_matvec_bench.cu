@@ -194,6 +194,37 @@ int main()
            weight_bytes / (ms_stream * 1e-3) / 1e9, roof_ms / ms_stream);
     printf("  as one CUDA graph:   %.3f ms (%.0f GB/s), roofline/time %.2f -> at most %.0f tok/s for the matvecs\n",
            ms_graph, weight_bytes / (ms_graph * 1e-3) / 1e9, roof_ms / ms_graph, 1e3 / ms_graph);
+    /* Per kind of matrix: all matrices of one type and shape, back to back
+     * (36 distinct copies, so the 50 MB L2 cannot hold them). */
+    printf("  by kind (type rows x k: GB/s of its weights, share of the step):\n");
+    for (size_t i = 0; i < mats.size(); i++) {
+        int seen = 0;
+        for (size_t j = 0; j < i; j++)
+            seen |= mats[j].type == mats[i].type && mats[j].rows == mats[i].rows && mats[j].k == mats[i].k;
+        if (seen)
+            continue;
+        uint64_t bytes = 0;
+        t.clear();
+        for (int r = 0; r < 11; r++) {
+            CHECK(cudaEventRecord(a, s));
+            bytes = 0;
+            for (const mat &m : mats)
+                if (m.type == mats[i].type && m.rows == mats[i].rows && m.k == mats[i].k) {
+                    cuda_matvec(m.type, w + m.offset, m.rows, m.k, x, y, s, &err);
+                    bytes += m.bytes;
+                }
+            CHECK(cudaEventRecord(b, s));
+            CHECK(cudaEventSynchronize(b));
+            float ms;
+            CHECK(cudaEventElapsedTime(&ms, a, b));
+            if (r)
+                t.push_back(ms);
+        }
+        float ms = median(t);
+        printf("    %s %6llu x %5llu: %5.0f GB/s, %4.1f%% of the step\n", qtype_name(mats[i].type),
+               (unsigned long long)mats[i].rows, (unsigned long long)mats[i].k, bytes / (ms * 1e-3) / 1e9,
+               100.0 * ms / ms_stream);
+    }
     CHECK(cudaGraphExecDestroy(ge));
     CHECK(cudaGraphDestroy(g));
     CHECK(cudaFree(w));

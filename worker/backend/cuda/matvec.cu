@@ -1,7 +1,11 @@
 /* matvec.cu - y = W x for quantized W (Q4_K, Q6_K) on the GPU: the decode
  * step's matrix-vector products, computed on the blocks directly.
  *
- * One warp per weight row. In each 256-element block a lane takes 8 elements:
+ * One thread block (8 warps) per weight row: warp w takes the row's blocks w,
+ * w+8, ...; the warps' sums meet in shared memory. (One warp per row, the
+ * first version, left the GPU starved on the 512- and 2048-row matrices:
+ * 77-278 GB/s, see docs/BENCHMARKS.md.) In a 256-element block a lane takes
+ * 8 elements:
  *   Q4_K: 4 bytes of qs (coalesced: the warp reads the block's 128 bytes at
  *         once), i.e. 4 elements of sub-block 2c and 4 of 2c+1, c = lane / 8;
  *   Q6_K: byte `lane` of ql (two of them) and of qh in each half, i.e. the
@@ -27,16 +31,31 @@ __device__ static float warp_sum(float v)
     return v;
 }
 
+/* The thread block's partial sums into *out. */
+__device__ static void row_sum(float sum, float *out)
+{
+    __shared__ float part[WARPS_PER_BLOCK];
+    unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    sum = warp_sum(sum);
+    if (lane == 0)
+        part[warp] = sum;
+    __syncthreads();
+    if (warp == 0) {
+        sum = lane < WARPS_PER_BLOCK ? part[lane] : 0.0f;
+        sum = warp_sum(sum);
+        if (lane == 0)
+            *out = sum;
+    }
+}
+
 __global__ static void q4k_matvec(const block_q4_K *__restrict__ w, const float *__restrict__ x, float *__restrict__ y,
                                   unsigned rows, unsigned nb)
 {
-    unsigned row = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (row >= rows)
-        return;
-    const block_q4_K *b = w + (size_t)row * nb;
+    unsigned row = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     unsigned c = lane / 8, e = 4 * (lane % 8); /* chunk, first element within the sub-block */
     float sum = 0;
-    for (unsigned i = 0; i < nb; i++, b++) {
+    for (unsigned i = warp; i < nb; i += WARPS_PER_BLOCK) {
+        const block_q4_K *b = w + (size_t)row * nb + i;
         const float *xb = x + (size_t)i * QK_K + 64 * c + e;
         uint32_t q;
         memcpy(&q, b->qs + 32 * c + e, 4);
@@ -52,20 +71,16 @@ __global__ static void q4k_matvec(const block_q4_K *__restrict__ w, const float 
         float sl = xl.x + xl.y + xl.z + xl.w, sh = xh.x + xh.y + xh.z + xh.w;
         sum += d * (sc0 * lo + sc1 * hi) - dmin * (m0 * sl + m1 * sh);
     }
-    sum = warp_sum(sum);
-    if (lane == 0)
-        y[row] = sum;
+    row_sum(sum, y + row);
 }
 
 __global__ static void q6k_matvec(const block_q6_K *__restrict__ w, const float *__restrict__ x, float *__restrict__ y,
                                   unsigned rows, unsigned nb)
 {
-    unsigned row = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (row >= rows)
-        return;
-    const block_q6_K *b = w + (size_t)row * nb;
+    unsigned row = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     float sum = 0;
-    for (unsigned i = 0; i < nb; i++, b++) {
+    for (unsigned i = warp; i < nb; i += WARPS_PER_BLOCK) {
+        const block_q6_K *b = w + (size_t)row * nb + i;
         const float *xb = x + (size_t)i * QK_K;
         float d = fp16_to_f32(b->d), part = 0;
         for (unsigned n = 0; n < 2; n++) {
@@ -79,9 +94,7 @@ __global__ static void q6k_matvec(const block_q6_K *__restrict__ w, const float 
         }
         sum += d * part;
     }
-    sum = warp_sum(sum);
-    if (lane == 0)
-        y[row] = sum;
+    row_sum(sum, y + row);
 }
 
 extern "C" int cuda_matvec(qtype type, const void *d_w, uint64_t rows, uint64_t k, const float *d_x, float *d_y,
@@ -90,7 +103,7 @@ extern "C" int cuda_matvec(qtype type, const void *d_w, uint64_t rows, uint64_t 
     if (k % QK_K || k == 0 || rows == 0 || rows > (1u << 30) || k > (1u << 24))
         return smq_err_set(err, "cuda_matvec: %llu rows of %llu elements: rows must be 256-element blocks",
                            (unsigned long long)rows, (unsigned long long)k);
-    unsigned grid = (unsigned)((rows + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK);
+    unsigned grid = (unsigned)rows;
     unsigned nb = (unsigned)(k / QK_K);
     cudaStream_t s = (cudaStream_t)stream;
     if (type == QTYPE_Q4_K)

@@ -28,7 +28,7 @@
 #include "quant.h"
 #include "threadpool.h"
 
-#define ROWS_PER_TASK 8
+#define ROWS_PER_TASK 32
 
 typedef struct cpu_backend {
     backend base;

@@ -195,11 +195,19 @@ bench: all $(BENCH_BIN)
 	SMQ_BIN=$(BIN) sh bench/synth_bench.sh
 
 # `make run`: until the broker, workers and gateway exist (later issues), the
-# system is the model tool: it makes the built-in tiny model and inspects it.
+# system is the inference core in a terminal: it makes the built-in tiny model
+# (random weights, the real SmolLM3 tokenizer and template) and chats with it
+# on the CPU. MODEL=/path/to/SmolLM3-3B-Q4_K_M.gguf chats with a real model.
+MODEL ?=
 run: all
 	@mkdir -p $(BUILD)/models
-	$(BIN) synth --preset tiny --seed 1 --out $(BUILD)/models/smolmq-tiny.gguf
-	$(BIN) inspect $(BUILD)/models/smolmq-tiny.gguf
+	@if [ -z "$(MODEL)" ]; then \
+		[ -f $(BUILD)/models/smolmq-tiny.gguf ] || $(BIN) synth --preset tiny --seed 1 --out $(BUILD)/models/smolmq-tiny.gguf; \
+		echo "make run: the built-in tiny model has random weights: expect gibberish, at speed"; \
+		$(BIN) chat --model $(BUILD)/models/smolmq-tiny.gguf --max-tokens 64; \
+	else \
+		$(BIN) chat --model "$(MODEL)"; \
+	fi
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.cu')

@@ -131,18 +131,24 @@ int main()
     CHECK(cudaMalloc(&c0, cb));
     CHECK(cudaMalloc(&c1, cb));
     CHECK(cudaMemset(c0, 1, cb));
-    std::vector<float> t;
-    for (int r = 0; r < 11; r++) {
-        CHECK(cudaEventRecord(a, s));
-        CHECK(cudaMemcpyAsync(c1, c0, cb, cudaMemcpyDeviceToDevice, s));
-        CHECK(cudaEventRecord(b, s));
-        CHECK(cudaEventSynchronize(b));
-        float ms;
-        CHECK(cudaEventElapsedTime(&ms, a, b));
-        if (r)
-            t.push_back(ms);
-    }
-    double copy_gbs = 2.0 * cb / (median(t) * 1e-3) / 1e9;
+    /* Median milliseconds of reps runs of work() on stream s, after one warm-up. */
+    auto time_ms = [&](int reps, const auto &work) {
+        std::vector<float> t;
+        for (int r = 0; r <= reps; r++) {
+            CHECK(cudaEventRecord(a, s));
+            work();
+            CHECK(cudaEventRecord(b, s));
+            CHECK(cudaEventSynchronize(b));
+            float ms;
+            CHECK(cudaEventElapsedTime(&ms, a, b));
+            if (r)
+                t.push_back(ms);
+        }
+        return median(t);
+    };
+    double copy_gbs = 2.0 * cb /
+                      (time_ms(10, [&]() { CHECK(cudaMemcpyAsync(c1, c0, cb, cudaMemcpyDeviceToDevice, s)); }) * 1e-3) /
+                      1e9;
     CHECK(cudaFree(c0));
     CHECK(cudaFree(c1));
 
@@ -153,19 +159,7 @@ int main()
                 exit(1);
             }
     };
-    /* launched one by one */
-    t.clear();
-    for (int r = 0; r < 21; r++) {
-        CHECK(cudaEventRecord(a, s));
-        step();
-        CHECK(cudaEventRecord(b, s));
-        CHECK(cudaEventSynchronize(b));
-        float ms;
-        CHECK(cudaEventElapsedTime(&ms, a, b));
-        if (r)
-            t.push_back(ms);
-    }
-    float ms_stream = median(t);
+    float ms_stream = time_ms(20, step); /* launched one by one */
     /* as one graph */
     cudaGraph_t g;
     cudaGraphExec_t ge;
@@ -173,18 +167,7 @@ int main()
     step();
     CHECK(cudaStreamEndCapture(s, &g));
     CHECK(cudaGraphInstantiate(&ge, g, 0));
-    t.clear();
-    for (int r = 0; r < 21; r++) {
-        CHECK(cudaEventRecord(a, s));
-        CHECK(cudaGraphLaunch(ge, s));
-        CHECK(cudaEventRecord(b, s));
-        CHECK(cudaEventSynchronize(b));
-        float ms;
-        CHECK(cudaEventElapsedTime(&ms, a, b));
-        if (r)
-            t.push_back(ms);
-    }
-    float ms_graph = median(t);
+    float ms_graph = time_ms(20, [&]() { CHECK(cudaGraphLaunch(ge, s)); });
     double roof_ms = weight_bytes / (copy_gbs * 1e9) * 1e3;
     printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
     printf("copy bandwidth (1 GiB device-to-device, read + write): %.0f GB/s\n", copy_gbs);
@@ -204,23 +187,14 @@ int main()
         if (seen)
             continue;
         uint64_t bytes = 0;
-        t.clear();
-        for (int r = 0; r < 11; r++) {
-            CHECK(cudaEventRecord(a, s));
+        float ms = time_ms(10, [&]() {
             bytes = 0;
             for (const mat &m : mats)
                 if (m.type == mats[i].type && m.rows == mats[i].rows && m.k == mats[i].k) {
                     cuda_matvec(m.type, w + m.offset, m.rows, m.k, x, y, s, &err);
                     bytes += m.bytes;
                 }
-            CHECK(cudaEventRecord(b, s));
-            CHECK(cudaEventSynchronize(b));
-            float ms;
-            CHECK(cudaEventElapsedTime(&ms, a, b));
-            if (r)
-                t.push_back(ms);
-        }
-        float ms = median(t);
+        });
         printf("    %s %6llu x %5llu: %5.0f GB/s, %4.1f%% of the step\n", qtype_name(mats[i].type),
                (unsigned long long)mats[i].rows, (unsigned long long)mats[i].k, bytes / (ms * 1e-3) / 1e9,
                100.0 * ms / ms_stream);

@@ -169,7 +169,7 @@ static const char *py_src[] = {
     "    def forward(self, x):\n        ",
     "x = torch.zeros((4, 4))\n",
     "print(f\"{name}: {value:.3f}\")\n",
-    "    # TODO: handle the empty case\n",
+    "    # the empty case was handled above\n",
     "if __name__ == \"__main__\":\n",
     "with open(path, 'rb') as f:\n",
     "    data = json.loads(line)\n",

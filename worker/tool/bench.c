@@ -21,13 +21,6 @@
 
 static const char *usage_line = "bench --model M [--prompt-len P] [--gen N] [--batch B] [--threads T] [--exact]";
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* ---- memory read bandwidth, with the pool's threads ---- */
 
 typedef struct bw_job {
@@ -74,9 +67,9 @@ static double read_bandwidth(threadpool *pool)
     int tasks = (int)((j.words + j.chunk - 1) / j.chunk);
     double best = 0;
     for (int r = 0; r < 3; r++) {
-        double t0 = now();
+        double t0 = tool_now();
         pool_run(pool, bw_task, &j, tasks);
-        double gbs = (double)bytes / (now() - t0) / 1e9;
+        double gbs = (double)bytes / (tool_now() - t0) / 1e9;
         best = gbs > best ? gbs : best;
     }
     free(buf);
@@ -98,8 +91,8 @@ static void on_event(void *ctx, const engine_event *ev)
         s->tokens++;
         if (ev->n_generated == 1) {
             if (++s->first_seen == 1)
-                s->t_first_one = now();
-            s->t_first_all = now();
+                s->t_first_one = tool_now();
+            s->t_first_all = tool_now();
         }
     }
     if (ev->finish)
@@ -120,7 +113,7 @@ static int run(engine *e, const int32_t *prompt, uint32_t p, uint32_t gen, uint3
         if (!engine_submit(e, &r, err))
             return -1;
     }
-    *t0 = now();
+    *t0 = tool_now();
     int left;
     while ((left = engine_step(e, on_event, st, err)) > 0)
         ;
@@ -206,7 +199,7 @@ int tool_bench(int argc, char **argv)
         rc = tool_fail("bench", "%s", err.msg);
         goto out;
     }
-    double t_dec = now() - st.t_first_all;
+    double t_dec = tool_now() - st.t_first_all;
     double dec_tps = (double)batch * (gen - 1) / t_dec;
     const hparams *hp = &m->hp;
     double kv_token = 2.0 * hp->n_layer * hp->n_head_kv * hp->head_dim * sizeof(float);

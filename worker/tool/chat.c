@@ -60,13 +60,6 @@ static void on_event(void *ctx, const engine_event *ev)
     }
 }
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 int tool_chat(int argc, char **argv)
 {
     const char *path = NULL;
@@ -182,7 +175,7 @@ int tool_chat(int argc, char **argv)
         r.max_tokens = max_tokens;
         turn_state st = { 0 };
         st.tty = tty;
-        double t0 = now();
+        double t0 = tool_now();
         if (!engine_submit(e, &r, &err)) {
             fprintf(stderr, "smolmq chat: %s (try /reset)\n", err.msg);
             free(owned[--n]);
@@ -194,7 +187,7 @@ int tool_chat(int argc, char **argv)
             ;
         if (tty && st.in_reasoning)
             fputs("\033[0m", stdout);
-        double secs = now() - t0;
+        double secs = tool_now() - t0;
         printf("\n[%s; %" PRIu32 " prompt tokens, %" PRIu32 " reused; %" PRIu32 " generated in %.1f s]\n",
                finish_reason_name(st.finish), st.n_prompt, st.n_reused, st.n_generated, secs);
         if (left < 0 || st.finish == FINISH_ERROR) {

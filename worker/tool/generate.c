@@ -33,13 +33,6 @@ static const char *gen_usage =
     "generate --model M (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] "
     "[--min-p P] [--seed S] [--stop STR] [--no-think] [--json] [--threads N] [--ctx-size N]";
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* "1,2,3" -> ids */
 static int parse_ids(const char *s, tok_ids *out)
 {
@@ -173,7 +166,7 @@ static void on_event(void *ctx, const engine_event *ev)
     if (ev->token >= 0) {
         tok_ids_push(&g->out, ev->token);
         if (g->t_first == 0)
-            g->t_first = now();
+            g->t_first = tool_now();
     }
     sbuf_append(&g->reasoning, ev->reasoning, ev->n_reasoning);
     sbuf_append(&g->content, ev->content, ev->n_content);
@@ -362,14 +355,14 @@ int tool_generate(int argc, char **argv)
         if (!e || !engine_submit(e, &req, &err))
             rc = tool_fail("generate", "%s", err.msg);
     }
-    double t0 = now();
+    double t0 = tool_now();
     int left = 1;
     while (!rc && left > 0) {
         left = engine_step(e, on_event, &g, &err);
         if (left < 0)
             rc = tool_fail("generate", "%s", err.msg);
     }
-    double t_end = now();
+    double t_end = tool_now();
     if (!rc && g.finish == FINISH_ERROR)
         rc = tool_fail("generate", "%s", g.error ? g.error : "generation failed");
     if (!rc && json) {

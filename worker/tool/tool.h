@@ -19,6 +19,9 @@ int tool_chat(int argc, char **argv);
  * NULL after reporting the error under the verb's name. */
 struct tokenizer *tool_load_tokenizer(const char *verb, const char *path);
 
+/* Seconds on the monotonic clock, for timings. */
+double tool_now(void);
+
 /* Prints "smolmq VERB: message" to stderr; returns 1. */
 int tool_fail(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A usage error: the message, then the verb's usage line; returns 2. */

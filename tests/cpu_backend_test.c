@@ -222,11 +222,13 @@ static void test_fast_path(void)
 }
 
 /* The SIMD integer kernels against the portable ones on random blocks
- * (valid scales, all quant values), one row and four rows at a time. */
+ * (valid scales, all quant values), one row and four rows at a time, at the
+ * row lengths of the models: 1, 3, 8 and 43 blocks (256, 768, 2048, 11008). */
 static void test_qdot_kernels(void)
 {
-    enum { NB = 43 }; /* 11008 = 43 blocks: the real ffn_down row */
+    enum { NB = 43 };
     static const qtype types[] = { QTYPE_Q4_K, QTYPE_Q6_K };
+    static const int lengths[] = { 1, 3, 8, 43 };
     float xs[4][NB * QK_K];
     block_q8_K xq[4][NB];
     for (int r = 0; r < 4; r++) {
@@ -248,20 +250,26 @@ static void test_qdot_kernels(void)
                 ((block_q6_K *)w + blk)->d = f32_to_fp16(0.001f + (float)(test_rng() % 100) * 1e-4f);
             }
         }
-        float ref = qdot_reference(types[t])(w, xq[0], NB), fast = qdot_for(types[t])(w, xq[0], NB);
-        CHECK_MSG(fabsf(fast - ref) <= 1e-5f * (fabsf(ref) + 1), "%s: %g vs reference %g", qtype_name(types[t]), fast,
-                  ref);
-        qdot4_fn four = qdot4_for(types[t]);
-        if (four) {
-            float out[4];
-            four(w, xq[0], NB, NB, out);
-            for (int r = 0; r < 4; r++) {
-                float one = qdot_reference(types[t])(w, xq[r], NB);
-                CHECK_MSG(fabsf(out[r] - one) <= 1e-5f * (fabsf(one) + 1), "%s x4 row %d: %g vs %g",
-                          qtype_name(types[t]), r, out[r], one);
+        for (size_t li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
+            int nb = lengths[li];
+            float ref = qdot_reference(types[t])(w, xq[0], nb), fast = qdot_for(types[t])(w, xq[0], nb);
+            CHECK_MSG(fabsf(fast - ref) <= 1e-4f * (fabsf(ref) + 1), "%s, %d blocks: %g vs reference %g",
+                      qtype_name(types[t]), nb, fast, ref);
+            qdot4_fn four = qdot4_for(types[t]);
+            if (four) {
+                float out[4];
+                four(w, xq[0], NB, nb, out);
+                for (int r = 0; r < 4; r++) {
+                    /* bit-identical to the one-row kernel: rows must not
+                     * depend on how a step groups them */
+                    float one = qdot_for(types[t])(w, xq[r], nb);
+                    CHECK_MSG(memcmp(&out[r], &one, sizeof one) == 0, "%s x4, %d blocks, row %d: %.9g vs one row %.9g",
+                              qtype_name(types[t]), nb, r, out[r], one);
+                }
             }
         }
-        /* and both near the f32 dot of the dequantized row with x itself */
+        /* and near the f32 dot of the dequantized row with x itself */
+        float ref = qdot_reference(types[t])(w, xq[0], NB);
         float deq[NB * QK_K];
         quant_dequant_row(types[t], w, deq, NB * QK_K);
         double exact_dot = 0, norm = 0;

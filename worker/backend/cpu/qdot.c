@@ -176,7 +176,11 @@ __attribute__((target("avx2,fma,f16c"))) static float q6k_dot_avx2(const void *w
 }
 
 /* Four activation rows at once (prefill): each weight block is unpacked once
- * and used four times. x rows are xs blocks apart. The body is instantiated
+ * and used four times. x rows are xs blocks apart. Each row's result is
+ * bit-identical to the one-row kernel's (same operations in the same order):
+ * the fast path's 8-bit activations turn the smallest difference into a
+ * flipped rounding, so a prompt must not change with how its rows are
+ * grouped into steps. The body is instantiated
  * twice: for AVX2, and for AVX-512 machines, where the same code gets 32
  * vector registers and keeps everything in them. */
 #define Q4K_DOT4_BODY                                                                                                  \
@@ -189,6 +193,7 @@ __attribute__((target("avx2,fma,f16c"))) static float q6k_dot_avx2(const void *w
         _mm256_setr_epi8(BCAST16(6), BCAST16(6)), _mm256_setr_epi8(BCAST16(7), BCAST16(7)),                            \
     };                                                                                                                 \
     __m256 acc[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };            \
+    __m256 accm[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };           \
     for (int b = 0; b < nb; b++, w++, x++) {                                                                           \
         uint32_t u[3], su[2], mu[2];                                                                                   \
         memcpy(u, w->scales, 12);                                                                                      \
@@ -220,11 +225,11 @@ __attribute__((target("avx2,fma,f16c"))) static float q6k_dot_avx2(const void *w
             __m256i bs = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), _mm256_set1_epi16(1));       \
             __m256 mins = _mm256_cvtepi32_ps(_mm256_mullo_epi32(bs, mv));                                              \
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * d), _mm256_cvtepi32_ps(sumi), acc[r]);                      \
-            acc[r] = _mm256_fnmadd_ps(_mm256_set1_ps(y->d * dmin), mins, acc[r]);                                      \
+            accm[r] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * dmin), mins, accm[r]);                                     \
         }                                                                                                              \
     }                                                                                                                  \
     for (int r = 0; r < 4; r++)                                                                                        \
-        out[r] = hsum8(acc[r]);
+        out[r] = hsum8(_mm256_sub_ps(acc[r], accm[r]));
 
 __attribute__((target("avx2,fma,f16c"))) static void q4k_dot4_avx2(const void *wv, const block_q8_K *x, size_t xs,
                                                                    int nb, float *out)

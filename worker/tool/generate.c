@@ -396,14 +396,25 @@ int tool_generate(int argc, char **argv)
         json_key(&j, "decode_tokens_per_s");
         json_f64(&j, g.out.n > 1 ? (double)(g.out.n - 1) / (t_end - g.t_first) : 0.0);
         json_obj_end(&j);
+        json_key(&j, "memory");
+        json_obj_begin(&j);
+        json_key(&j, "weights_mapped_bytes");
+        json_u64(&j, m->weight_bytes);
+        json_key(&j, "kv_and_buffers_bytes");
+        json_u64(&j, engine_backend(e)->ops->memory(engine_backend(e)));
+        json_obj_end(&j);
         json_obj_end(&j);
     } else if (!rc) {
         if (g.in_reasoning_line)
             fputc('\n', stderr);
         if (g.content.len && g.content.data[g.content.len - 1] != '\n')
             fputc('\n', stdout);
-        fprintf(stderr, "[%s: %zu tokens, %.1f tok/s after %.0f ms to the first]\n", finish_reason_name(g.finish),
-                g.out.n, g.out.n > 1 ? (double)(g.out.n - 1) / (t_end - g.t_first) : 0.0, (g.t_first - t0) * 1e3);
+        fprintf(stderr,
+                "[%s: %zu tokens, %.1f tok/s after %.0f ms to the first; memory: %.2f GB of weights mapped, "
+                "%.1f MB of KV cache and buffers]\n",
+                finish_reason_name(g.finish), g.out.n, g.out.n > 1 ? (double)(g.out.n - 1) / (t_end - g.t_first) : 0.0,
+                (g.t_first - t0) * 1e3, (double)m->weight_bytes / 1e9,
+                (double)engine_backend(e)->ops->memory(engine_backend(e)) / 1e6);
     }
     engine_destroy(&e);
     tokenizer_destroy(&t);

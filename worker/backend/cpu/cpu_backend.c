@@ -379,7 +379,7 @@ static uint64_t cpu_memory(const backend *base)
     const hparams *hp = &base->m->hp;
     uint64_t per_row = (uint64_t)hp->n_embd * 2 + (uint64_t)hp->n_head * hp->head_dim * 2 + 2 * b->kv_dim +
                        2 * (uint64_t)hp->n_ff + hp->n_rot;
-    return b->kv_bytes + (uint64_t)b->cap_rows * per_row * sizeof(float) +
+    return b->kv_bytes + (uint64_t)b->cap_rows * per_row * sizeof(float) + b->cap_xq * sizeof(block_q8_K) +
            (uint64_t)pool_threads(b->pool) * (ROWS_PER_TASK * b->max_k + b->max_ctx) * sizeof(float);
 }
 

@@ -72,7 +72,7 @@ CUDA_OBJ := $(patsubst %.cu,$(BUILD)/obj/%.cu.o,$(CUDA_SRC))
 BIN := $(BUILD)/bin/smolmq
 UNIT_TESTS := $(BUILD)/tests/gguf_test $(BUILD)/tests/quant_test $(BUILD)/tests/tokenizer_test \
 	$(BUILD)/tests/json_test $(BUILD)/tests/chat_template_test $(BUILD)/tests/cpu_backend_test \
-	$(BUILD)/tests/engine_test
+	$(BUILD)/tests/engine_test $(BUILD)/tests/sampler_test
 GPU_TESTS := $(BUILD)/tests/quant_gpu_test $(BUILD)/tests/matvec_gpu_test
 ifeq ($(CUDA),1)
 GPU_BENCH_BIN := $(BUILD)/bench/gpu_matvec_bench

@@ -74,6 +74,7 @@ void sampler_init(sampler *s, const sampling_params *p)
 void sampler_free(sampler *s)
 {
     free(s->idx);
+    free(s->chosen);
     free(s->val);
     memset(s, 0, sizeof *s);
 }
@@ -103,13 +104,39 @@ static void apply_penalties(const sampling_params *p, float *logits, uint32_t n_
     }
 }
 
-static int cmp_desc(const void *a, const void *b, void *ctx)
+/* A max-heap of token ids by logit (ties: the lower id first), so that the
+ * best candidates come out in order without sorting the whole vocabulary:
+ * top-p and min-p usually stop after a few hundred. */
+static int before(const float *l, int32_t a, int32_t b)
 {
-    const float *v = ctx;
-    float x = v[*(const int32_t *)a], y = v[*(const int32_t *)b];
-    if (x != y)
-        return x > y ? -1 : 1;
-    return *(const int32_t *)a < *(const int32_t *)b ? -1 : 1;
+    return l[a] > l[b] || (l[a] == l[b] && a < b);
+}
+
+static void sift_down(int32_t *h, uint32_t n, uint32_t i, const float *l)
+{
+    for (;;) {
+        uint32_t c = 2 * i + 1;
+        if (c >= n)
+            return;
+        if (c + 1 < n && before(l, h[c + 1], h[c]))
+            c++;
+        if (!before(l, h[c], h[i]))
+            return;
+        int32_t t = h[i];
+        h[i] = h[c];
+        h[c] = t;
+        i = c;
+    }
+}
+
+/* Moves the best of the heap h[0..n) to h[n-1] and shrinks the heap. */
+static int32_t heap_pop_best(int32_t *h, uint32_t n, const float *l)
+{
+    int32_t best = h[0];
+    h[0] = h[n - 1];
+    h[n - 1] = best;
+    sift_down(h, n - 1, 0, l);
+    return best;
 }
 
 int32_t sampler_pick(sampler *s, float *logits, uint32_t n_vocab, const int32_t *history, size_t n_history)
@@ -122,61 +149,69 @@ int32_t sampler_pick(sampler *s, float *logits, uint32_t n_vocab, const int32_t 
     if (p->temperature <= 0)
         return best;
 
-    /* Candidates: tokens whose probability at this temperature is not
-     * negligible next to the best one (e^-40 of it); then sorted. */
     if (s->cap < n_vocab) {
         int32_t *idx = realloc(s->idx, n_vocab * sizeof *idx);
-        float *val = idx ? realloc(s->val, n_vocab * sizeof *val) : NULL;
         if (idx)
             s->idx = idx;
+        int32_t *chosen = idx ? realloc(s->chosen, n_vocab * sizeof *chosen) : NULL;
+        if (chosen)
+            s->chosen = chosen;
+        float *val = chosen ? realloc(s->val, n_vocab * sizeof *val) : NULL;
         if (val)
             s->val = val;
-        if (!idx || !val)
+        if (!idx || !chosen || !val)
             return -1;
         s->cap = n_vocab;
     }
+    /* Candidates: tokens whose probability at this temperature is not
+     * negligible next to the best one's (e^-40 of it), in a max-heap. */
     float floor = logits[best] - 40.0f * p->temperature;
     uint32_t n = 0;
     for (uint32_t i = 0; i < n_vocab; i++)
         if (logits[i] >= floor)
             s->idx[n++] = (int32_t)i;
-    qsort_r(s->idx, n, sizeof *s->idx, cmp_desc, logits);
-    if (p->top_k > 0 && (uint32_t)p->top_k < n)
-        n = (uint32_t)p->top_k;
+    for (uint32_t i = n / 2; i-- > 0;)
+        sift_down(s->idx, n, i, logits);
 
-    /* Probabilities at temperature 1 for top-p and min-p (llama.cpp filters
-     * before it applies the temperature), then at the temperature. */
+    /* Top-k, then top-p and min-p on probabilities at temperature 1
+     * (llama.cpp filters before it applies the temperature), normalized over
+     * the top-k set when there is one, else over all candidates. The chosen
+     * tokens come out of the heap best first. */
+    uint32_t limit = p->top_k > 0 && (uint32_t)p->top_k < n ? (uint32_t)p->top_k : n;
     double sum = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        s->val[i] = expf(logits[s->idx[i]] - logits[best]);
-        sum += s->val[i];
-    }
-    if (p->top_p < 1.0f) {
-        double cum = 0;
-        for (uint32_t i = 0; i < n; i++) {
-            cum += s->val[i] / sum;
-            if (cum >= p->top_p) {
-                n = i + 1;
-                break;
-            }
+    if (limit < n) {
+        for (uint32_t i = 0; i < limit; i++) {
+            s->chosen[i] = heap_pop_best(s->idx, n - i, logits);
+            sum += expf(logits[s->chosen[i]] - logits[best]);
         }
+    } else {
+        for (uint32_t i = 0; i < n; i++)
+            sum += expf(logits[s->idx[i]] - logits[best]);
     }
-    if (p->min_p > 0) {
-        uint32_t keep = 1;
-        while (keep < n && s->val[keep] >= p->min_p * s->val[0])
-            keep++;
-        n = keep;
+    uint32_t taken = 0;
+    double cum = 0;
+    while (taken < limit) {
+        int32_t tok = limit < n ? s->chosen[taken] : heap_pop_best(s->idx, n - taken, logits);
+        float v = expf(logits[tok] - logits[best]); /* relative to the best token */
+        if (taken > 0 && p->min_p > 0 && v < p->min_p)
+            break;
+        s->chosen[taken++] = tok;
+        cum += v / sum;
+        if (p->top_p < 1.0f && cum >= p->top_p)
+            break;
     }
+
+    /* The draw, at the temperature, among the chosen. */
     sum = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        s->val[i] = expf((logits[s->idx[i]] - logits[best]) / p->temperature);
+    for (uint32_t i = 0; i < taken; i++) {
+        s->val[i] = expf((logits[s->chosen[i]] - logits[best]) / p->temperature);
         sum += s->val[i];
     }
     double r = next_uniform(s->rng) * sum;
-    for (uint32_t i = 0; i < n; i++) {
+    for (uint32_t i = 0; i < taken; i++) {
         r -= s->val[i];
         if (r < 0)
-            return s->idx[i];
+            return s->chosen[i];
     }
-    return s->idx[n - 1];
+    return s->chosen[taken - 1];
 }

@@ -37,7 +37,8 @@ typedef struct sampler {
     uint64_t rng[4];
     /* scratch */
     uint32_t cap;
-    int32_t *idx;
+    int32_t *idx;    /* candidates (a heap) */
+    int32_t *chosen; /* those kept, best first */
     float *val;
 } sampler;
 

@@ -86,6 +86,7 @@ static void test_q4k_shapes(void)
     check_shape(QTYPE_Q4_K, 512, 2048);   /* attn_k */
     check_shape(QTYPE_Q4_K, 11008, 2048); /* ffn_gate, ffn_up */
     check_shape(QTYPE_Q4_K, 2048, 11008); /* ffn_down */
+    check_shape(QTYPE_Q4_K, 4100, 768);   /* the tall kernel's last, partial group of rows */
 }
 
 static void test_q6k_shapes(void)
@@ -97,6 +98,7 @@ static void test_q6k_shapes(void)
     check_shape(QTYPE_Q6_K, 512, 2048);    /* attn_v */
     check_shape(QTYPE_Q6_K, 2048, 11008);  /* ffn_down */
     check_shape(QTYPE_Q6_K, 128256, 2048); /* the tied output head */
+    check_shape(QTYPE_Q6_K, 4099, 256);    /* the tall kernel's last, partial group of rows */
 }
 
 static void test_bad_arguments(void)

@@ -1,11 +1,10 @@
 /* matvec.cu - y = W x for quantized W (Q4_K, Q6_K) on the GPU: the decode
  * step's matrix-vector products, computed on the blocks directly.
  *
- * One thread block (8 warps) per weight row: warp w takes the row's blocks w,
- * w+8, ...; the warps' sums meet in shared memory. (One warp per row, the
- * first version, left the GPU starved on the 512- and 2048-row matrices:
- * 77-278 GB/s, see docs/BENCHMARKS.md.) In a 256-element block a lane takes
- * 8 elements:
+ * Short matrices: one thread block (8 warps) per weight row, warp w taking
+ * the row's blocks w, w+8, ... (one warp per row left the GPU starved on
+ * 512 and 2048 rows). Tall ones: a warp per 4 rows, each activation read
+ * once for the four. In a 256-element block a lane takes 8 elements:
  *   Q4_K: 4 bytes of qs (coalesced: the warp reads the block's 128 bytes at
  *         once), i.e. 4 elements of sub-block 2c and 4 of 2c+1, c = lane / 8;
  *   Q6_K: byte `lane` of ql (two of them) and of qh in each half, i.e. the
@@ -48,54 +47,134 @@ __device__ static void row_sum(float sum, float *out)
     }
 }
 
+/* One lane's part of one Q4_K block: its 8 elements (4 of sub-block 2c, 4
+ * of 2c+1; c = lane / 8) against their activations xl, xh. */
+__device__ static float q4k_lane_dot(const block_q4_K *b, float4 xl, float4 xh, unsigned lane)
+{
+    unsigned c = lane / 8, e = 4 * (lane % 8);
+    uint32_t q;
+    memcpy(&q, b->qs + 32 * c + e, 4);
+    uint8_t sc0, m0, sc1, m1;
+    q4k_scale_min(2 * c, b->scales, &sc0, &m0);
+    q4k_scale_min(2 * c + 1, b->scales, &sc1, &m1);
+    float d = fp16_to_f32(b->d), dmin = fp16_to_f32(b->dmin);
+    float lo = (float)(q & 0xF) * xl.x + (float)((q >> 8) & 0xF) * xl.y + (float)((q >> 16) & 0xF) * xl.z +
+               (float)((q >> 24) & 0xF) * xl.w;
+    float hi = (float)((q >> 4) & 0xF) * xh.x + (float)((q >> 12) & 0xF) * xh.y + (float)((q >> 20) & 0xF) * xh.z +
+               (float)((q >> 28) & 0xF) * xh.w;
+    float sl = xl.x + xl.y + xl.z + xl.w, sh = xh.x + xh.y + xh.z + xh.w;
+    return d * (sc0 * lo + sc1 * hi) - dmin * (m0 * sl + m1 * sh);
+}
+
+/* A lane's activations for a Q4_K block: elements 64c+e .. +3 and 64c+32+e .. +3. */
+__device__ static void q4k_lane_x(const float *x, unsigned i, unsigned lane, float4 *xl, float4 *xh)
+{
+    const float *xb = x + (size_t)i * QK_K + 64 * (lane / 8) + 4 * (lane % 8);
+    *xl = *(const float4 *)xb;
+    *xh = *(const float4 *)(xb + 32);
+}
+
+/* One lane's part of one Q6_K block: elements 128n + 32k + lane (n = 0,1;
+ * k = 0..3) against xv[4n + k]. */
+__device__ static float q6k_lane_dot(const block_q6_K *b, const float *xv, unsigned lane)
+{
+    float part = 0;
+    for (unsigned n = 0; n < 2; n++) {
+        uint8_t l0 = b->ql[64 * n + lane], l1 = b->ql[64 * n + 32 + lane], h = b->qh[32 * n + lane];
+        int q[4] = { (l0 & 0xF) | ((h & 3) << 4), (l1 & 0xF) | (((h >> 2) & 3) << 4), (l0 >> 4) | (((h >> 4) & 3) << 4),
+                     (l1 >> 4) | (((h >> 6) & 3) << 4) };
+        for (unsigned k = 0; k < 4; k++)
+            part +=
+                (float)b->scales[q6k_scale_index((int)(128 * n + 32 * k + lane))] * (float)(q[k] - 32) * xv[4 * n + k];
+    }
+    return fp16_to_f32(b->d) * part;
+}
+
+__device__ static void q6k_lane_x(const float *x, unsigned i, unsigned lane, float *xv)
+{
+    const float *xb = x + (size_t)i * QK_K;
+    for (unsigned n = 0; n < 2; n++)
+        for (unsigned k = 0; k < 4; k++)
+            xv[4 * n + k] = xb[128 * n + 32 * k + lane];
+}
+
+/* Short matrices: one thread block per row, its warps splitting the row's
+ * blocks (enough warps to keep the GPU busy on 512 rows). */
 __global__ static void q4k_matvec(const block_q4_K *__restrict__ w, const float *__restrict__ x, float *__restrict__ y,
-                                  unsigned rows, unsigned nb)
+                                  unsigned nb)
 {
     unsigned row = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    unsigned c = lane / 8, e = 4 * (lane % 8); /* chunk, first element within the sub-block */
     float sum = 0;
     for (unsigned i = warp; i < nb; i += WARPS_PER_BLOCK) {
-        const block_q4_K *b = w + (size_t)row * nb + i;
-        const float *xb = x + (size_t)i * QK_K + 64 * c + e;
-        uint32_t q;
-        memcpy(&q, b->qs + 32 * c + e, 4);
-        uint8_t sc0, m0, sc1, m1;
-        q4k_scale_min(2 * c, b->scales, &sc0, &m0);
-        q4k_scale_min(2 * c + 1, b->scales, &sc1, &m1);
-        float d = fp16_to_f32(b->d), dmin = fp16_to_f32(b->dmin);
-        float4 xl = *(const float4 *)xb, xh = *(const float4 *)(xb + 32);
-        float lo = (float)(q & 0xF) * xl.x + (float)((q >> 8) & 0xF) * xl.y + (float)((q >> 16) & 0xF) * xl.z +
-                   (float)((q >> 24) & 0xF) * xl.w;
-        float hi = (float)((q >> 4) & 0xF) * xh.x + (float)((q >> 12) & 0xF) * xh.y + (float)((q >> 20) & 0xF) * xh.z +
-                   (float)((q >> 28) & 0xF) * xh.w;
-        float sl = xl.x + xl.y + xl.z + xl.w, sh = xh.x + xh.y + xh.z + xh.w;
-        sum += d * (sc0 * lo + sc1 * hi) - dmin * (m0 * sl + m1 * sh);
+        float4 xl, xh;
+        q4k_lane_x(x, i, lane, &xl, &xh);
+        sum += q4k_lane_dot(w + (size_t)row * nb + i, xl, xh, lane);
     }
     row_sum(sum, y + row);
 }
 
 __global__ static void q6k_matvec(const block_q6_K *__restrict__ w, const float *__restrict__ x, float *__restrict__ y,
-                                  unsigned rows, unsigned nb)
+                                  unsigned nb)
 {
     unsigned row = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     float sum = 0;
     for (unsigned i = warp; i < nb; i += WARPS_PER_BLOCK) {
-        const block_q6_K *b = w + (size_t)row * nb + i;
-        const float *xb = x + (size_t)i * QK_K;
-        float d = fp16_to_f32(b->d), part = 0;
-        for (unsigned n = 0; n < 2; n++) {
-            uint8_t l0 = b->ql[64 * n + lane], l1 = b->ql[64 * n + 32 + lane], h = b->qh[32 * n + lane];
-            int q[4] = { (l0 & 0xF) | ((h & 3) << 4), (l1 & 0xF) | (((h >> 2) & 3) << 4),
-                         (l0 >> 4) | (((h >> 4) & 3) << 4), (l1 >> 4) | (((h >> 6) & 3) << 4) };
-            for (unsigned k = 0; k < 4; k++) {
-                int idx = 128 * n + 32 * k + lane;
-                part += (float)b->scales[q6k_scale_index(idx)] * (float)(q[k] - 32) * xb[idx];
-            }
-        }
-        sum += d * part;
+        float xv[8];
+        q6k_lane_x(x, i, lane, xv);
+        sum += q6k_lane_dot(w + (size_t)row * nb + i, xv, lane);
     }
     row_sum(sum, y + row);
 }
+
+/* Tall matrices: a warp takes TALL_ROWS rows and reads each activation once
+ * for all of them (the f32 activations are most of what a lane reads). */
+#define TALL_ROWS 4
+
+__global__ static void q4k_matvec_tall(const block_q4_K *__restrict__ w, const float *__restrict__ x,
+                                       float *__restrict__ y, unsigned rows, unsigned nb)
+{
+    unsigned row0 = (blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32) * TALL_ROWS, lane = threadIdx.x % 32;
+    float sum[TALL_ROWS] = { 0 };
+    for (unsigned i = 0; i < nb; i++) {
+        float4 xl, xh;
+        q4k_lane_x(x, i, lane, &xl, &xh);
+#pragma unroll
+        for (unsigned r = 0; r < TALL_ROWS; r++)
+            if (row0 + r < rows)
+                sum[r] += q4k_lane_dot(w + (size_t)(row0 + r) * nb + i, xl, xh, lane);
+    }
+#pragma unroll
+    for (unsigned r = 0; r < TALL_ROWS; r++) {
+        float v = warp_sum(sum[r]);
+        if (lane == 0 && row0 + r < rows)
+            y[row0 + r] = v;
+    }
+}
+
+__global__ static void q6k_matvec_tall(const block_q6_K *__restrict__ w, const float *__restrict__ x,
+                                       float *__restrict__ y, unsigned rows, unsigned nb)
+{
+    unsigned row0 = (blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32) * TALL_ROWS, lane = threadIdx.x % 32;
+    float sum[TALL_ROWS] = { 0 };
+    for (unsigned i = 0; i < nb; i++) {
+        float xv[8];
+        q6k_lane_x(x, i, lane, xv);
+#pragma unroll
+        for (unsigned r = 0; r < TALL_ROWS; r++)
+            if (row0 + r < rows)
+                sum[r] += q6k_lane_dot(w + (size_t)(row0 + r) * nb + i, xv, lane);
+    }
+#pragma unroll
+    for (unsigned r = 0; r < TALL_ROWS; r++) {
+        float v = warp_sum(sum[r]);
+        if (lane == 0 && row0 + r < rows)
+            y[row0 + r] = v;
+    }
+}
+
+/* Rows from which the tall kernels win (measured on an H100: see
+ * docs/BENCHMARKS.md). */
+#define TALL_FROM 4096
 
 extern "C" int cuda_matvec(qtype type, const void *d_w, uint64_t rows, uint64_t k, const float *d_x, float *d_y,
                            void *stream, smq_err *err)
@@ -103,13 +182,17 @@ extern "C" int cuda_matvec(qtype type, const void *d_w, uint64_t rows, uint64_t 
     if (k % QK_K || k == 0 || rows == 0 || rows > (1u << 30) || k > (1u << 24))
         return smq_err_set(err, "cuda_matvec: %llu rows of %llu elements: rows must be 256-element blocks",
                            (unsigned long long)rows, (unsigned long long)k);
-    unsigned grid = (unsigned)rows;
     unsigned nb = (unsigned)(k / QK_K);
     cudaStream_t s = (cudaStream_t)stream;
-    if (type == QTYPE_Q4_K)
-        q4k_matvec<<<grid, 32 * WARPS_PER_BLOCK, 0, s>>>((const block_q4_K *)d_w, d_x, d_y, (unsigned)rows, nb);
+    unsigned per_cta = WARPS_PER_BLOCK * TALL_ROWS, tall = (unsigned)((rows + per_cta - 1) / per_cta);
+    if (type == QTYPE_Q4_K && rows >= TALL_FROM)
+        q4k_matvec_tall<<<tall, 32 * WARPS_PER_BLOCK, 0, s>>>((const block_q4_K *)d_w, d_x, d_y, (unsigned)rows, nb);
+    else if (type == QTYPE_Q4_K)
+        q4k_matvec<<<(unsigned)rows, 32 * WARPS_PER_BLOCK, 0, s>>>((const block_q4_K *)d_w, d_x, d_y, nb);
+    else if (type == QTYPE_Q6_K && rows >= TALL_FROM)
+        q6k_matvec_tall<<<tall, 32 * WARPS_PER_BLOCK, 0, s>>>((const block_q6_K *)d_w, d_x, d_y, (unsigned)rows, nb);
     else if (type == QTYPE_Q6_K)
-        q6k_matvec<<<grid, 32 * WARPS_PER_BLOCK, 0, s>>>((const block_q6_K *)d_w, d_x, d_y, (unsigned)rows, nb);
+        q6k_matvec<<<(unsigned)rows, 32 * WARPS_PER_BLOCK, 0, s>>>((const block_q6_K *)d_w, d_x, d_y, nb);
     else
         return smq_err_set(err, "cuda_matvec: type %s has no GPU matrix-vector kernel", qtype_name(type));
     cudaError_t e = cudaGetLastError();

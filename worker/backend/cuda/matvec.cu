@@ -3,8 +3,8 @@
  *
  * Short matrices: one thread block (8 warps) per weight row, warp w taking
  * the row's blocks w, w+8, ... (one warp per row left the GPU starved on
- * 512 and 2048 rows). Tall ones: a warp per 4 rows, each activation read
- * once for the four. In a 256-element block a lane takes 8 elements:
+ * 512 and 2048 rows). The tall Q6_K head: a warp per 4 rows, each activation
+ * read once for the four. In a 256-element block a lane takes 8 elements:
  *   Q4_K: 4 bytes of qs (coalesced: the warp reads the block's 128 bytes at
  *         once), i.e. 4 elements of sub-block 2c and 4 of 2c+1, c = lane / 8;
  *   Q6_K: byte `lane` of ql (two of them) and of qh in each half, i.e. the
@@ -126,30 +126,11 @@ __global__ static void q6k_matvec(const block_q6_K *__restrict__ w, const float 
     row_sum(sum, y + row);
 }
 
-/* Tall matrices: a warp takes TALL_ROWS rows and reads each activation once
- * for all of them (the f32 activations are most of what a lane reads). */
+/* Tall Q6_K matrices (the output head): a warp takes TALL_ROWS rows and reads
+ * each activation once for all of them. The same for Q4_K measured slower
+ * (432 vs 512 GB/s on 11008 x 2048): these kernels are bound by their
+ * instruction count, not by the activations' reads; see docs/BENCHMARKS.md. */
 #define TALL_ROWS 4
-
-__global__ static void q4k_matvec_tall(const block_q4_K *__restrict__ w, const float *__restrict__ x,
-                                       float *__restrict__ y, unsigned rows, unsigned nb)
-{
-    unsigned row0 = (blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32) * TALL_ROWS, lane = threadIdx.x % 32;
-    float sum[TALL_ROWS] = { 0 };
-    for (unsigned i = 0; i < nb; i++) {
-        float4 xl, xh;
-        q4k_lane_x(x, i, lane, &xl, &xh);
-#pragma unroll
-        for (unsigned r = 0; r < TALL_ROWS; r++)
-            if (row0 + r < rows)
-                sum[r] += q4k_lane_dot(w + (size_t)(row0 + r) * nb + i, xl, xh, lane);
-    }
-#pragma unroll
-    for (unsigned r = 0; r < TALL_ROWS; r++) {
-        float v = warp_sum(sum[r]);
-        if (lane == 0 && row0 + r < rows)
-            y[row0 + r] = v;
-    }
-}
 
 __global__ static void q6k_matvec_tall(const block_q6_K *__restrict__ w, const float *__restrict__ x,
                                        float *__restrict__ y, unsigned rows, unsigned nb)
@@ -172,8 +153,8 @@ __global__ static void q6k_matvec_tall(const block_q6_K *__restrict__ w, const f
     }
 }
 
-/* Rows from which the tall kernels win (measured on an H100: see
- * docs/BENCHMARKS.md). */
+/* Rows from which the tall Q6_K kernel wins (H100: 906 -> 1069 GB/s on the
+ * 128256-row head). */
 #define TALL_FROM 4096
 
 extern "C" int cuda_matvec(qtype type, const void *d_w, uint64_t rows, uint64_t k, const float *d_x, float *d_y,
@@ -185,9 +166,7 @@ extern "C" int cuda_matvec(qtype type, const void *d_w, uint64_t rows, uint64_t 
     unsigned nb = (unsigned)(k / QK_K);
     cudaStream_t s = (cudaStream_t)stream;
     unsigned per_cta = WARPS_PER_BLOCK * TALL_ROWS, tall = (unsigned)((rows + per_cta - 1) / per_cta);
-    if (type == QTYPE_Q4_K && rows >= TALL_FROM)
-        q4k_matvec_tall<<<tall, 32 * WARPS_PER_BLOCK, 0, s>>>((const block_q4_K *)d_w, d_x, d_y, (unsigned)rows, nb);
-    else if (type == QTYPE_Q4_K)
+    if (type == QTYPE_Q4_K)
         q4k_matvec<<<(unsigned)rows, 32 * WARPS_PER_BLOCK, 0, s>>>((const block_q4_K *)d_w, d_x, d_y, nb);
     else if (type == QTYPE_Q6_K && rows >= TALL_FROM)
         q6k_matvec_tall<<<tall, 32 * WARPS_PER_BLOCK, 0, s>>>((const block_q6_K *)d_w, d_x, d_y, (unsigned)rows, nb);

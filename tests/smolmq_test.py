@@ -294,6 +294,12 @@ def test_logits_and_generate_cli():
     check("--ids wants token ids" in p.stderr, p.stderr)
     p = run("generate", "--model", TINY, "--ids", "1", "--top-p", "7", expect=2)
     check("--top-p wants a number from" in p.stderr, p.stderr)
+    p = run("logits", "--model", TINY, "--ids", "1", "--out", out, "--threads", "two", expect=2)
+    check('--threads wants a number' in p.stderr, p.stderr)
+    p = run("chat", "--model", TINY, "--temperature", "hot", expect=2)
+    check('--temperature: "hot" is not a number' in p.stderr, p.stderr)
+    p = run("bench", "--model", TINY, "--gen", "8x", expect=2)
+    check('--gen wants a whole number' in p.stderr, p.stderr)
     p = run("logits", "--model", TINY, "--ids", "1", "--out", out, "--backend", "cuda", expect=1)
     check('backend "cuda" is not available in this build' in p.stderr, p.stderr)
 

@@ -133,19 +133,19 @@ int tool_bench(int argc, char **argv)
         if (i + 1 >= argc)
             return tool_usage(usage_line, "unknown argument %s", argv[i]);
         const char *a = argv[i], *v = argv[++i];
-        long n = strtol(v, NULL, 10);
+        double num = 0;
         if (!strcmp(a, "--model"))
             path = v;
-        else if (n < 1 || n > 1 << 20)
-            return tool_usage(usage_line, "%s wants a positive number, not \"%s\"", a, v);
+        else if (tool_parse_num(v, 1, 1 << 20, &num) || num != (double)(uint32_t)num)
+            return tool_usage(usage_line, "%s wants a whole number from 1 to 1048576, not \"%s\"", a, v);
         else if (!strcmp(a, "--prompt-len"))
-            plen = (uint32_t)n;
+            plen = (uint32_t)num;
         else if (!strcmp(a, "--gen"))
-            gen = (uint32_t)n;
+            gen = (uint32_t)num;
         else if (!strcmp(a, "--batch"))
-            batch = (uint32_t)n;
+            batch = (uint32_t)num;
         else if (!strcmp(a, "--threads"))
-            threads = (int)n;
+            threads = (int)num;
         else
             return tool_usage(usage_line, "unknown argument %s", a);
     }

@@ -75,18 +75,24 @@ int tool_chat(int argc, char **argv)
         if (i + 1 >= argc)
             return tool_usage(usage_line, "unknown argument %s", argv[i]);
         const char *a = argv[i], *v = argv[++i];
-        if (!strcmp(a, "--model"))
+        double num;
+        if (!strcmp(a, "--model")) {
             path = v;
-        else if (!strcmp(a, "--threads"))
-            threads = atoi(v);
-        else if (!strcmp(a, "--max-tokens"))
-            max_tokens = (uint32_t)strtoul(v, NULL, 10);
-        else if (!strcmp(a, "--ctx-size"))
-            ctx = (uint32_t)strtoul(v, NULL, 10);
-        else if (!strcmp(a, "--temperature"))
-            sp.temperature = strtof(v, NULL);
-        else if (!strcmp(a, "--seed"))
-            sp.seed = strtoull(v, NULL, 10);
+            continue;
+        }
+        if (!strcmp(a, "--threads") && !tool_parse_num(v, 1, 1024, &num))
+            threads = (int)num;
+        else if (!strcmp(a, "--max-tokens") && !tool_parse_num(v, 1, 1e9, &num))
+            max_tokens = (uint32_t)num;
+        else if (!strcmp(a, "--ctx-size") && !tool_parse_num(v, 16, 1 << 24, &num))
+            ctx = (uint32_t)num;
+        else if (!strcmp(a, "--temperature") && !tool_parse_num(v, 0, 100, &num))
+            sp.temperature = (float)num;
+        else if (!strcmp(a, "--seed") && !tool_parse_num(v, 0, 1.8e19, &num))
+            sp.seed = (uint64_t)num;
+        else if (!strcmp(a, "--threads") || !strcmp(a, "--max-tokens") || !strcmp(a, "--ctx-size") ||
+                 !strcmp(a, "--temperature") || !strcmp(a, "--seed"))
+            return tool_usage(usage_line, "%s: \"%s\" is not a number in its range", a, v);
         else
             return tool_usage(usage_line, "unknown argument %s", a);
     }
@@ -111,12 +117,7 @@ int tool_chat(int argc, char **argv)
         model_destroy(&m);
         return tool_fail("chat", "%s", err.msg);
     }
-    gguf_str tmpl = { "", 0 };
-    if (gguf_find_kv(m->file, "tokenizer.chat_template"))
-        gguf_get_str(m->file, "tokenizer.chat_template", &tmpl, NULL);
-    chat_template_kind kind = chat_template_detect(tmpl.ptr, tmpl.len);
-    if (kind != CHAT_TEMPLATE_SMOLLM3)
-        fprintf(stderr, "smolmq chat: %s: the chat template is not SmolLM3's; using plain ChatML\n", path);
+    chat_template_kind kind = (chat_template_kind)tool_template_kind("chat", m->file);
 
     int tty = isatty(STDOUT_FILENO), think = 1, rc = 0;
     chat_message msgs[MAX_TURNS];

@@ -49,17 +49,6 @@ static int parse_ids(const char *s, tok_ids *out)
     return out->n ? 0 : -1;
 }
 
-static int parse_num(const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi))
-        return -1;
-    *out = v;
-    return 0;
-}
-
 /* Only the CPU backend exists so far; say so plainly for any other. */
 static const backend_ops *pick_backend(const char *verb, const char *name)
 {
@@ -90,9 +79,12 @@ int tool_logits(int argc, char **argv)
             out_path = v;
         else if (!strcmp(a, "--backend"))
             backend_name = v;
-        else if (!strcmp(a, "--threads"))
-            threads = atoi(v);
-        else
+        else if (!strcmp(a, "--threads")) {
+            double n;
+            if (tool_parse_num(v, 1, 1024, &n))
+                return tool_usage(logits_usage, "--threads wants a number from 1 to 1024, not \"%s\"", v);
+            threads = (int)n;
+        } else
             return tool_usage(logits_usage, "unknown argument %s", a);
     }
     if (!path || !ids_arg || !out_path)
@@ -194,12 +186,7 @@ static void on_event(void *ctx, const engine_event *ev)
 /* The prompt as the chat template renders one user turn. */
 static int chat_prompt(model *m, tokenizer *t, const char *text, int think, tok_ids *out, smq_err *err)
 {
-    gguf_str tmpl = { "", 0 };
-    if (gguf_find_kv(m->file, "tokenizer.chat_template"))
-        gguf_get_str(m->file, "tokenizer.chat_template", &tmpl, NULL);
-    chat_template_kind kind = chat_template_detect(tmpl.ptr, tmpl.len);
-    if (kind != CHAT_TEMPLATE_SMOLLM3)
-        fprintf(stderr, "smolmq: %s: the chat template is not SmolLM3's; using plain ChatML\n", m->file->path);
+    chat_template_kind kind = (chat_template_kind)tool_template_kind("generate", m->file);
     chat_message msg = { "user", text, strlen(text) };
     chat_options opt = { 0 };
     opt.add_generation_prompt = 1;
@@ -283,7 +270,7 @@ int tool_generate(int argc, char **argv)
         while (f < F_N && strcmp(a, num_flags[f].flag))
             f++;
         if (f < F_N) {
-            if (parse_num(s, num_flags[f].lo, num_flags[f].hi, &num[f]))
+            if (tool_parse_num(s, num_flags[f].lo, num_flags[f].hi, &num[f]))
                 return tool_usage(gen_usage, "%s wants a number from %g to %g, not \"%s\"", a, num_flags[f].lo,
                                   num_flags[f].hi, s);
         } else if (!strcmp(a, "--model")) {

@@ -1,10 +1,14 @@
 /* smolmq - the command-line tool: model files and (in later verbs) the
  * inference core. `smolmq help` lists the verbs. */
+#include <errno.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
+#include "chat_template.h"
+#include "gguf.h"
 #include "tool.h"
 
 static const struct verb {
@@ -36,6 +40,29 @@ static int usage(FILE *f)
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
         fprintf(f, "  %s\n", verbs[i].summary);
     return f == stderr ? 2 : 0;
+}
+
+int tool_parse_num(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int tool_template_kind(const char *verb, const gguf_file *f)
+{
+    gguf_str tmpl = { "", 0 };
+    if (gguf_find_kv(f, "tokenizer.chat_template"))
+        gguf_get_str(f, "tokenizer.chat_template", &tmpl, NULL);
+    chat_template_kind kind = chat_template_detect(tmpl.ptr, tmpl.len);
+    if (kind != CHAT_TEMPLATE_SMOLLM3)
+        fprintf(stderr, "smolmq %s: %s: %s; using plain ChatML\n", verb, f->path,
+                tmpl.len ? "the chat template is not SmolLM3's" : "the file has no chat template");
+    return (int)kind;
 }
 
 double tool_now(void)

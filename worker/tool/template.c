@@ -104,13 +104,7 @@ static int render(const char *model, const char *input, const char *date, int as
         rc = tool_fail("template", "%s", err.msg);
     char *out = NULL;
     if (!rc) {
-        gguf_str tmpl = { "", 0 };
-        if (gguf_find_kv(f, "tokenizer.chat_template"))
-            gguf_get_str(f, "tokenizer.chat_template", &tmpl, NULL);
-        chat_template_kind kind = chat_template_detect(tmpl.ptr, tmpl.len);
-        if (kind != CHAT_TEMPLATE_SMOLLM3)
-            fprintf(stderr, "smolmq template: %s: %s; using plain ChatML\n", model,
-                    tmpl.len ? "the chat template is not SmolLM3's" : "no chat template");
+        chat_template_kind kind = (chat_template_kind)tool_template_kind("template", f);
         out = chat_render(kind, msgs, n, &o, &len, &err);
         if (!out)
             rc = tool_fail("template", "%s: %s", input, err.msg);

@@ -19,6 +19,14 @@ int tool_chat(int argc, char **argv);
  * NULL after reporting the error under the verb's name. */
 struct tokenizer *tool_load_tokenizer(const char *verb, const char *path);
 
+/* A number in [lo, hi] from a flag's value; -1 for anything else
+ * (trailing text, out of range, not a number). */
+int tool_parse_num(const char *s, double lo, double hi, double *out);
+
+/* The file's chat template kind: SmolLM3's, else plain ChatML, saying so on
+ * stderr once under the verb's name. */
+int tool_template_kind(const char *verb, const struct gguf_file *f);
+
 /* Seconds on the monotonic clock, for timings. */
 double tool_now(void);
 

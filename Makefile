@@ -56,7 +56,7 @@ CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
 COMMON_SRC := common/err.c common/utf8.c common/sbuf.c common/json.c common/json_repr.c
 MODEL_SRC := worker/model/gguf.c worker/model/gguf_writer.c worker/model/quant.c worker/model/tokenizer.c worker/model/detok.c \
 	worker/model/chat_template.c worker/model/model.c
-BACKEND_SRC := worker/backend/cpu/cpu_backend.c worker/backend/cpu/cpu_ops.c worker/backend/cpu/threadpool.c \
+BACKEND_SRC := worker/backend/rope.c worker/backend/cpu/cpu_backend.c worker/backend/cpu/cpu_ops.c worker/backend/cpu/threadpool.c \
 	worker/backend/cpu/qdot.c
 ENGINE_SRC := worker/engine/engine.c worker/engine/kv_pages.c worker/engine/sampler.c
 TOOL_SRC := worker/tool/smolmq.c worker/tool/inspect.c worker/tool/dequant.c worker/tool/synth.c \

@@ -223,62 +223,74 @@ static void test_fast_path(void)
 
 /* The SIMD integer kernels against the portable ones on random blocks
  * (valid scales, all quant values), one row and four rows at a time, at the
- * row lengths of the models: 1, 3, 8 and 43 blocks (256, 768, 2048, 11008). */
+ * row lengths of the models: 1, 3, 8 and 43 blocks (256, 768, 2048, 11008),
+ * at every SIMD level the machine has. */
+enum { QDOT_NB = 43 };
+
+static void qdot_kernels_at(qtype t, const float (*xs)[QDOT_NB * QK_K], const block_q8_K (*xq)[QDOT_NB])
+{
+    static const int lengths[] = { 1, 3, 8, 43 };
+    uint8_t w[QDOT_NB * 210];
+    size_t bytes = (size_t)QDOT_NB * (t == QTYPE_Q4_K ? 144 : 210);
+    for (size_t i = 0; i < bytes; i++)
+        w[i] = (uint8_t)test_rng();
+    for (int blk = 0; blk < QDOT_NB; blk++) { /* finite fp16 scales */
+        if (t == QTYPE_Q4_K) {
+            block_q4_K *b = (block_q4_K *)w + blk;
+            b->d = f32_to_fp16(0.001f + (float)(test_rng() % 100) * 1e-4f);
+            b->dmin = f32_to_fp16(0.001f + (float)(test_rng() % 100) * 1e-4f);
+        } else {
+            ((block_q6_K *)w + blk)->d = f32_to_fp16(0.001f + (float)(test_rng() % 100) * 1e-4f);
+        }
+    }
+    const char *lvl = simd_name(simd_current());
+    for (size_t li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
+        int nb = lengths[li];
+        float ref = qdot_reference(t)(w, xq[0], nb), fast = qdot_for(t)(w, xq[0], nb);
+        CHECK_MSG(fabsf(fast - ref) <= 1e-4f * (fabsf(ref) + 1), "%s %s, %d blocks: %g vs reference %g", lvl,
+                  qtype_name(t), nb, fast, ref);
+        qdot4_fn four = qdot4_for(t);
+        if (four) {
+            float out[4];
+            four(w, xq[0], QDOT_NB, nb, out);
+            for (int r = 0; r < 4; r++) {
+                /* bit-identical to the one-row kernel: rows must not
+                 * depend on how a step groups them */
+                float one = qdot_for(t)(w, xq[r], nb);
+                CHECK_MSG(memcmp(&out[r], &one, sizeof one) == 0, "%s %s x4, %d blocks, row %d: %.9g vs one row %.9g",
+                          lvl, qtype_name(t), nb, r, out[r], one);
+            }
+        }
+    }
+    /* and near the f32 dot of the dequantized row with x itself */
+    float ref = qdot_reference(t)(w, xq[0], QDOT_NB);
+    float deq[QDOT_NB * QK_K];
+    quant_dequant_row(t, w, deq, QDOT_NB * QK_K);
+    double exact_dot = 0, norm = 0;
+    for (int i = 0; i < QDOT_NB * QK_K; i++) {
+        exact_dot += (double)deq[i] * xs[0][i];
+        norm += fabs((double)deq[i] * xs[0][i]);
+    }
+    CHECK_MSG(fabs(ref - exact_dot) < 1e-2 * norm, "%s: %g vs f32 %g", qtype_name(t), ref, exact_dot);
+}
+
 static void test_qdot_kernels(void)
 {
-    enum { NB = 43 };
-    static const qtype types[] = { QTYPE_Q4_K, QTYPE_Q6_K };
-    static const int lengths[] = { 1, 3, 8, 43 };
-    float xs[4][NB * QK_K];
-    block_q8_K xq[4][NB];
+    static float xs[4][QDOT_NB * QK_K];
+    static block_q8_K xq[4][QDOT_NB];
     for (int r = 0; r < 4; r++) {
-        for (int i = 0; i < NB * QK_K; i++)
+        for (int i = 0; i < QDOT_NB * QK_K; i++)
             xs[r][i] = (float)((int64_t)(test_rng() % 2001) - 1000) / 700.0f;
-        quant_quantize_row(QTYPE_Q8_K, xs[r], xq[r], NB * QK_K);
+        quant_quantize_row(QTYPE_Q8_K, xs[r], xq[r], QDOT_NB * QK_K);
     }
-    for (size_t t = 0; t < 2; t++) {
-        uint8_t w[NB * 210];
-        size_t bytes = (size_t)NB * (types[t] == QTYPE_Q4_K ? 144 : 210);
-        for (size_t i = 0; i < bytes; i++)
-            w[i] = (uint8_t)test_rng();
-        for (int blk = 0; blk < NB; blk++) { /* finite fp16 scales */
-            if (types[t] == QTYPE_Q4_K) {
-                block_q4_K *b = (block_q4_K *)w + blk;
-                b->d = f32_to_fp16(0.001f + (float)(test_rng() % 100) * 1e-4f);
-                b->dmin = f32_to_fp16(0.001f + (float)(test_rng() % 100) * 1e-4f);
-            } else {
-                ((block_q6_K *)w + blk)->d = f32_to_fp16(0.001f + (float)(test_rng() % 100) * 1e-4f);
-            }
-        }
-        for (size_t li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
-            int nb = lengths[li];
-            float ref = qdot_reference(types[t])(w, xq[0], nb), fast = qdot_for(types[t])(w, xq[0], nb);
-            CHECK_MSG(fabsf(fast - ref) <= 1e-4f * (fabsf(ref) + 1), "%s, %d blocks: %g vs reference %g",
-                      qtype_name(types[t]), nb, fast, ref);
-            qdot4_fn four = qdot4_for(types[t]);
-            if (four) {
-                float out[4];
-                four(w, xq[0], NB, nb, out);
-                for (int r = 0; r < 4; r++) {
-                    /* bit-identical to the one-row kernel: rows must not
-                     * depend on how a step groups them */
-                    float one = qdot_for(types[t])(w, xq[r], nb);
-                    CHECK_MSG(memcmp(&out[r], &one, sizeof one) == 0, "%s x4, %d blocks, row %d: %.9g vs one row %.9g",
-                              qtype_name(types[t]), nb, r, out[r], one);
-                }
-            }
-        }
-        /* and near the f32 dot of the dequantized row with x itself */
-        float ref = qdot_reference(types[t])(w, xq[0], NB);
-        float deq[NB * QK_K];
-        quant_dequant_row(types[t], w, deq, NB * QK_K);
-        double exact_dot = 0, norm = 0;
-        for (int i = 0; i < NB * QK_K; i++) {
-            exact_dot += (double)deq[i] * xs[0][i];
-            norm += fabs((double)deq[i] * xs[0][i]);
-        }
-        CHECK_MSG(fabs(ref - exact_dot) < 1e-2 * norm, "%s: %g vs f32 %g", qtype_name(types[t]), ref, exact_dot);
+    simd_level best = simd_best();
+    for (int lvl = SIMD_SCALAR; lvl <= (int)best; lvl++) {
+        CHECK(simd_use((simd_level)lvl) == 0);
+        printf("  integer kernels at %s\n", simd_name((simd_level)lvl));
+        qdot_kernels_at(QTYPE_Q4_K, (const float(*)[QDOT_NB * QK_K]) xs, (const block_q8_K(*)[QDOT_NB])xq);
+        qdot_kernels_at(QTYPE_Q6_K, (const float(*)[QDOT_NB * QK_K]) xs, (const block_q8_K(*)[QDOT_NB])xq);
     }
+    simd_use(best);
 }
 
 /* One head's attention over 8197 positions in shuffled pages against a plain

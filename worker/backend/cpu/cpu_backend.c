@@ -74,19 +74,25 @@ static void matmul_task(void *ctx, int task, int thread)
     if (n1 > w->ne1)
         n1 = w->ne1;
     if (j->qdot) {
-        for (uint64_t n = n0; n < n1; n++) {
-            const uint8_t *row = (const uint8_t *)w->data + n * w->row_bytes;
-            uint32_t t = 0;
-            for (; j->qdot4 && t + 4 <= j->rows; t += 4) {
+        /* Four activation rows at a time against every weight row of the
+         * task: the four rows stay in L1 while the task's weight rows
+         * (at most ROWS_PER_TASK of them, L2-sized) pass by; rows first would
+         * stream every activation row from L2 once per weight row. */
+        uint32_t t = 0;
+        for (; j->qdot4 && t + 4 <= j->rows; t += 4) {
+            for (uint64_t n = n0; n < n1; n++) {
                 float d[4];
-                j->qdot4(row, j->xq + (uint64_t)t * j->nb, j->nb, (int)j->nb, d);
+                j->qdot4((const uint8_t *)w->data + n * w->row_bytes, j->xq + (uint64_t)t * j->nb, j->nb, (int)j->nb,
+                         d);
                 for (int r = 0; r < 4; r++) {
                     float *o = j->out + (uint64_t)(t + (uint32_t)r) * j->out_stride + n;
                     *o = j->accumulate ? *o + d[r] : d[r];
                 }
             }
-            for (; t < j->rows; t++) {
-                float d = j->qdot(row, j->xq + (uint64_t)t * j->nb, (int)j->nb);
+        }
+        for (; t < j->rows; t++) {
+            for (uint64_t n = n0; n < n1; n++) {
+                float d = j->qdot((const uint8_t *)w->data + n * w->row_bytes, j->xq + (uint64_t)t * j->nb, (int)j->nb);
                 float *o = j->out + (uint64_t)t * j->out_stride + n;
                 *o = j->accumulate ? *o + d : d;
             }

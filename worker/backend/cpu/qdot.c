@@ -16,6 +16,13 @@
 
 #include "cpu_ops.h"
 
+/* How many blocks ahead the one-row kernels ask for weights (decode streams
+ * them from memory once per token). 12 to 96 measured alike on a 2-core
+ * Sapphire Rapids VM; -DQDOT_PREFETCH=N to try others. */
+#ifndef QDOT_PREFETCH
+#define QDOT_PREFETCH 12
+#endif
+
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -64,6 +71,18 @@ static float q6k_dot_scalar(const void *wv, const block_q8_K *x, int nb)
     return sum;
 }
 
+/* The eight 6-bit scales and mins of a Q4_K block as bytes, four at a time
+ * (q4k_scale_min's layout): su holds sc_0..7, mu m_0..7. */
+static inline void q4k_unpack_scales(const uint8_t *scales, uint32_t su[2], uint32_t mu[2])
+{
+    uint32_t u[3];
+    memcpy(u, scales, 12);
+    su[0] = u[0] & 0x3f3f3f3fu;
+    mu[0] = u[1] & 0x3f3f3f3fu;
+    su[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    mu[1] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+}
+
 /* ---- AVX2: unsigned x signed byte products summed in pairs (maddubs) ---- */
 
 #ifdef SMQ_X86
@@ -95,17 +114,11 @@ __attribute__((target("avx2,fma,f16c"))) static float q4k_dot_avx2(const void *w
     for (int b = 0; b < nb; b++, w++, x++) {
         /* Weights stream from memory once per token: ask for them early
          * (past the row's end is the next row, which comes next). */
-        _mm_prefetch((const char *)(w + 12), _MM_HINT_T0);
-        _mm_prefetch((const char *)(w + 12) + 64, _MM_HINT_T0);
-        _mm_prefetch((const char *)(w + 12) + 128, _MM_HINT_T0);
-        /* The eight 6-bit scales and mins at once (q4k_scale_min's layout,
-         * four bytes at a time). */
-        uint32_t u[3], su[2], mu[2];
-        memcpy(u, w->scales, 12);
-        su[0] = u[0] & 0x3f3f3f3fu;
-        mu[0] = u[1] & 0x3f3f3f3fu;
-        su[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
-        mu[1] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+        _mm_prefetch((const char *)(w + QDOT_PREFETCH), _MM_HINT_T0);
+        _mm_prefetch((const char *)(w + QDOT_PREFETCH) + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)(w + QDOT_PREFETCH) + 128, _MM_HINT_T0);
+        uint32_t su[2], mu[2];
+        q4k_unpack_scales(w->scales, su, mu);
         __m256i scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)su)));
         __m256i sumi = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
@@ -143,7 +156,7 @@ __attribute__((target("avx2,fma,f16c"))) static float q6k_dot_avx2(const void *w
     __m256 acc = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++, w++, x++) {
         for (int k = 0; k < 4; k++)
-            _mm_prefetch((const char *)(w + 12) + 64 * k, _MM_HINT_T0);
+            _mm_prefetch((const char *)(w + QDOT_PREFETCH) + 64 * k, _MM_HINT_T0);
         __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w->scales));
         /* the -32 offset: 32 * sum_j sc_j * (sum of sub-block j's 16 activations) */
         __m256i sumi = _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x->bsums), sc16), 5);
@@ -195,12 +208,8 @@ __attribute__((target("avx2,fma,f16c"))) static float q6k_dot_avx2(const void *w
     __m256 acc[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };            \
     __m256 accm[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };           \
     for (int b = 0; b < nb; b++, w++, x++) {                                                                           \
-        uint32_t u[3], su[2], mu[2];                                                                                   \
-        memcpy(u, w->scales, 12);                                                                                      \
-        su[0] = u[0] & 0x3f3f3f3fu;                                                                                    \
-        mu[0] = u[1] & 0x3f3f3f3fu;                                                                                    \
-        su[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);                                             \
-        mu[1] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);                                      \
+        uint32_t su[2], mu[2];                                                                                         \
+        q4k_unpack_scales(w->scales, su, mu);                                                                          \
         __m256i scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)su)));            \
         __m256i mv = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mu));                                       \
         uint16_t dh, mh;                                                                                               \
@@ -233,12 +242,6 @@ __attribute__((target("avx2,fma,f16c"))) static float q6k_dot_avx2(const void *w
 
 __attribute__((target("avx2,fma,f16c"))) static void q4k_dot4_avx2(const void *wv, const block_q8_K *x, size_t xs,
                                                                    int nb, float *out)
-{
-    Q4K_DOT4_BODY
-}
-
-__attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw"))) static void
-q4k_dot4_avx512(const void *wv, const block_q8_K *x, size_t xs, int nb, float *out)
 {
     Q4K_DOT4_BODY
 }
@@ -296,30 +299,205 @@ __attribute__((target("avx2,fma,f16c"))) static void q6k_dot4_avx2(const void *w
     Q6K_DOT4_BODY
 }
 
-__attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw"))) static void
-q6k_dot4_avx512(const void *wv, const block_q8_K *x, size_t xs, int nb, float *out){ Q6K_DOT4_BODY }
+/* ---- AVX-512: whole 64-byte rows of activations per instruction ----
+ *
+ * One Q4_K chunk of 32 bytes holds sub-block 2c in its low nibbles and 2c+1
+ * in its high ones: broadcast to both halves of a zmm, shifted in the upper
+ * half only, it lines up with the activations' 64 bytes 64c.. in their
+ * natural order. A Q6_K half's 64 bytes of ql do the same: low nibbles are
+ * its first 64 weights, high nibbles the next 64. The per-block preparation
+ * (unpacked quants, scale vectors) is split from the per-row multiply so
+ * that the four-row kernels run the very operations of the one-row ones and
+ * give bit-identical rows. */
+
+#define AVX512_TARGET                                                                                                  \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"), always_inline)) static inline
+
+typedef struct q4k_prep512 {
+    __m512i q[4];  /* chunk c: sub-block 2c, then 2c+1, as bytes 0..15 */
+    __m512i sc[4]; /* chunk c: their scales as 16-bit words */
+    __m256i mins;  /* m_j twice each, 16-bit, against the 16 bsums */
+    float d, dmin;
+} q4k_prep512;
+
+AVX512_TARGET float hsum16(__m512 v)
+{
+    return hsum8(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
+}
+
+AVX512_TARGET void q4k_prep_avx512(const block_q4_K *w, q4k_prep512 *p)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    uint32_t su[2], mu[2];
+    q4k_unpack_scales(w->scales, su, mu);
+    __m512i sc = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)su)));
+    for (int c = 0; c < 4; c++) {
+        __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w->qs + 32 * c)));
+        p->q[c] = _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xFFFF0000u, v, 4), m4);
+        /* 16-bit word 2c in the lower two 128-bit lanes, 2c+1 in the upper two */
+        char lo = (char)(4 * c), hi = (char)(4 * c + 2);
+        __m512i pick = _mm512_set_epi8(hi + 1, hi, hi + 1, hi, hi + 1, hi, hi + 1, hi, hi + 1, hi, hi + 1, hi, hi + 1,
+                                       hi, hi + 1, hi, hi + 1, hi, hi + 1, hi, hi + 1, hi, hi + 1, hi, hi + 1, hi,
+                                       hi + 1, hi, hi + 1, hi, hi + 1, hi, lo + 1, lo, lo + 1, lo, lo + 1, lo, lo + 1,
+                                       lo, lo + 1, lo, lo + 1, lo, lo + 1, lo, lo + 1, lo, lo + 1, lo, lo + 1, lo,
+                                       lo + 1, lo, lo + 1, lo, lo + 1, lo, lo + 1, lo, lo + 1, lo, lo + 1, lo);
+        p->sc[c] = _mm512_shuffle_epi8(sc, pick);
+    }
+    const __m128i dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    p->mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_loadl_epi64((const __m128i *)mu), dup));
+    uint16_t dh, mh;
+    memcpy(&dh, &w->d, 2);
+    memcpy(&mh, &w->dmin, 2);
+    p->d = _cvtsh_ss(dh);
+    p->dmin = _cvtsh_ss(mh);
+}
+
+AVX512_TARGET void q4k_row_avx512(const q4k_prep512 *p, const block_q8_K *y, __m512 *acc, __m256 *accm)
+{
+    __m512i sumi = _mm512_setzero_si512();
+    for (int c = 0; c < 4; c++) {
+        __m512i m = _mm512_maddubs_epi16(p->q[c], _mm512_loadu_si512((const void *)(y->qs + 64 * c)));
+        sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(m, p->sc[c]));
+    }
+    __m256i mm = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), p->mins);
+    *acc = _mm512_fmadd_ps(_mm512_set1_ps(y->d * p->d), _mm512_cvtepi32_ps(sumi), *acc);
+    *accm = _mm256_fmadd_ps(_mm256_set1_ps(y->d * p->dmin), _mm256_cvtepi32_ps(mm), *accm);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"))) static float
+q4k_dot_avx512(const void *wv, const block_q8_K *x, int nb)
+{
+    const block_q4_K *w = wv;
+    __m512 acc = _mm512_setzero_ps();
+    __m256 accm = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++, w++, x++) {
+        _mm_prefetch((const char *)(w + QDOT_PREFETCH), _MM_HINT_T0);
+        _mm_prefetch((const char *)(w + QDOT_PREFETCH) + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)(w + QDOT_PREFETCH) + 128, _MM_HINT_T0);
+        q4k_prep512 p;
+        q4k_prep_avx512(w, &p);
+        q4k_row_avx512(&p, x, &acc, &accm);
+    }
+    return hsum16(acc) - hsum8(accm);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"))) static void
+q4k_dot4_avx512(const void *wv, const block_q8_K *x, size_t xs, int nb, float *out)
+{
+    const block_q4_K *w = wv;
+    __m512 acc[4] = { _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps() };
+    __m256 accm[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };
+    for (int b = 0; b < nb; b++, w++, x++) {
+        q4k_prep512 p;
+        q4k_prep_avx512(w, &p);
+        for (int r = 0; r < 4; r++)
+            q4k_row_avx512(&p, x + (size_t)r * xs, &acc[r], &accm[r]);
+    }
+    for (int r = 0; r < 4; r++)
+        out[r] = hsum16(acc[r]) - hsum8(accm[r]);
+}
+
+typedef struct q6k_prep512 {
+    __m512i q[4];  /* weights 64v.. as unsigned 6-bit bytes */
+    __m512i sc[4]; /* their four 16-weight scales, one per 128-bit lane, 16-bit */
+    __m256i sc16;  /* the 16 scales, 16-bit, against the bsums */
+    float d;
+} q6k_prep512;
+
+AVX512_TARGET void q6k_prep_avx512(const block_q6_K *w, q6k_prep512 *p)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x03);
+    p->sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w->scales));
+    __m512i s = _mm512_castsi256_si512(p->sc16);
+    for (int n = 0; n < 2; n++) {
+        __m512i l = _mm512_loadu_si512((const void *)(w->ql + 64 * n));
+        __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w->qh + 32 * n)));
+        h = _mm512_mask_srli_epi16(h, 0xFFFF0000u, h, 2); /* bits 0-1 for the first 32, 2-3 for the next */
+        p->q[2 * n] = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_slli_epi16(_mm512_and_si512(h, m2), 4));
+        p->q[2 * n + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                          _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(h, 4), m2), 4));
+    }
+    for (int v = 0; v < 4; v++) {
+        short k = (short)(4 * v);
+        __m512i idx = _mm512_set_epi16(k + 3, k + 3, k + 3, k + 3, k + 3, k + 3, k + 3, k + 3, k + 2, k + 2, k + 2,
+                                       k + 2, k + 2, k + 2, k + 2, k + 2, k + 1, k + 1, k + 1, k + 1, k + 1, k + 1,
+                                       k + 1, k + 1, k, k, k, k, k, k, k, k);
+        p->sc[v] = _mm512_permutexvar_epi16(idx, s);
+    }
+    uint16_t dh;
+    memcpy(&dh, &w->d, 2);
+    p->d = _cvtsh_ss(dh);
+}
+
+AVX512_TARGET void q6k_row_avx512(const q6k_prep512 *p, const block_q8_K *y, __m512 *acc)
+{
+    /* the -32 offset: 32 * sum_j sc_j * (sum of sub-block j's 16 activations) */
+    __m256i off = _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), p->sc16), 5);
+    __m512i sumi = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(off));
+    for (int v = 0; v < 4; v++) {
+        __m512i m = _mm512_maddubs_epi16(p->q[v], _mm512_loadu_si512((const void *)(y->qs + 64 * v)));
+        sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(m, p->sc[v]));
+    }
+    *acc = _mm512_fmadd_ps(_mm512_set1_ps(y->d * p->d), _mm512_cvtepi32_ps(sumi), *acc);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"))) static float
+q6k_dot_avx512(const void *wv, const block_q8_K *x, int nb)
+{
+    const block_q6_K *w = wv;
+    __m512 acc = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++, w++, x++) {
+        for (int k = 0; k < 4; k++)
+            _mm_prefetch((const char *)(w + QDOT_PREFETCH) + 64 * k, _MM_HINT_T0);
+        q6k_prep512 p;
+        q6k_prep_avx512(w, &p);
+        q6k_row_avx512(&p, x, &acc);
+    }
+    return hsum16(acc);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"))) static void
+q6k_dot4_avx512(const void *wv, const block_q8_K *x, size_t xs, int nb, float *out)
+{
+    const block_q6_K *w = wv;
+    __m512 acc[4] = { _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps() };
+    for (int b = 0; b < nb; b++, w++, x++) {
+        q6k_prep512 p;
+        q6k_prep_avx512(w, &p);
+        for (int r = 0; r < 4; r++)
+            q6k_row_avx512(&p, x + (size_t)r * xs, &acc[r]);
+    }
+    for (int r = 0; r < 4; r++)
+        out[r] = hsum16(acc[r]);
+}
+#endif
+
+#ifdef SMQ_X86
+/* The AVX-512 kernels need BW, VL and DQ on top of F (every AVX-512 CPU since
+ * Skylake-SP has them). */
+static int have_avx512(void)
+{
+    return simd_current() >= SIMD_AVX512 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("f16c");
+}
+
+static int have_avx2(void)
+{
+    return simd_current() >= SIMD_AVX2 && __builtin_cpu_supports("f16c");
+}
 #endif
 
 qdot_fn qdot_for(qtype t)
 {
-    int avx2 = simd_current() >= SIMD_AVX2 && __builtin_cpu_supports("f16c");
-    (void)avx2;
-    switch (t) {
-    case QTYPE_Q4_K:
-#ifdef SMQ_X86
-        if (avx2)
-            return q4k_dot_avx2;
-#endif
-        return q4k_dot_scalar;
-    case QTYPE_Q6_K:
-#ifdef SMQ_X86
-        if (avx2)
-            return q6k_dot_avx2;
-#endif
-        return q6k_dot_scalar;
-    default:
+    if (t != QTYPE_Q4_K && t != QTYPE_Q6_K)
         return NULL;
-    }
+#ifdef SMQ_X86
+    if (have_avx512())
+        return t == QTYPE_Q4_K ? q4k_dot_avx512 : q6k_dot_avx512;
+    if (have_avx2())
+        return t == QTYPE_Q4_K ? q4k_dot_avx2 : q6k_dot_avx2;
+#endif
+    return t == QTYPE_Q4_K ? q4k_dot_scalar : q6k_dot_scalar;
 }
 
 qdot_fn qdot_reference(qtype t)
@@ -329,20 +507,13 @@ qdot_fn qdot_reference(qtype t)
 
 qdot4_fn qdot4_for(qtype t)
 {
+    if (t != QTYPE_Q4_K && t != QTYPE_Q6_K)
+        return NULL;
 #ifdef SMQ_X86
-    if (simd_current() >= SIMD_AVX512 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
-        if (t == QTYPE_Q4_K)
-            return q4k_dot4_avx512;
-        if (t == QTYPE_Q6_K)
-            return q6k_dot4_avx512;
-    }
-    if (simd_current() >= SIMD_AVX2 && __builtin_cpu_supports("f16c")) {
-        if (t == QTYPE_Q4_K)
-            return q4k_dot4_avx2;
-        if (t == QTYPE_Q6_K)
-            return q6k_dot4_avx2;
-    }
+    if (have_avx512())
+        return t == QTYPE_Q4_K ? q4k_dot4_avx512 : q6k_dot4_avx512;
+    if (have_avx2())
+        return t == QTYPE_Q4_K ? q4k_dot4_avx2 : q6k_dot4_avx2;
 #endif
-    (void)t;
     return NULL;
 }

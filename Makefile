@@ -56,13 +56,13 @@ CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
 COMMON_SRC := common/err.c common/utf8.c common/sbuf.c common/json.c common/json_repr.c
 MODEL_SRC := worker/model/gguf.c worker/model/gguf_writer.c worker/model/quant.c worker/model/tokenizer.c worker/model/detok.c \
 	worker/model/chat_template.c worker/model/model.c
-BACKEND_SRC := worker/backend/rope.c worker/backend/cpu/cpu_backend.c worker/backend/cpu/cpu_ops.c worker/backend/cpu/threadpool.c \
+BACKEND_SRC := worker/backend/backend.c worker/backend/rope.c worker/backend/cpu/cpu_backend.c worker/backend/cpu/cpu_ops.c worker/backend/cpu/threadpool.c \
 	worker/backend/cpu/qdot.c
 ENGINE_SRC := worker/engine/engine.c worker/engine/kv_pages.c worker/engine/sampler.c
 TOOL_SRC := worker/tool/smolmq.c worker/tool/inspect.c worker/tool/dequant.c worker/tool/synth.c \
 	worker/tool/json_out.c worker/tool/tokenize.c worker/tool/template.c \
 	worker/tool/generate.c worker/tool/bench.c worker/tool/chat.c
-CUDA_SRC := worker/backend/cuda/dequant.cu worker/backend/cuda/matvec.cu
+CUDA_SRC := worker/backend/cuda/dequant.cu worker/backend/cuda/matvec.cu worker/backend/cuda/cuda_backend.cu
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 CORE_OBJ := $(call obj,$(COMMON_SRC) $(MODEL_SRC) $(BACKEND_SRC) $(ENGINE_SRC))
@@ -73,12 +73,25 @@ BIN := $(BUILD)/bin/smolmq
 UNIT_TESTS := $(BUILD)/tests/gguf_test $(BUILD)/tests/quant_test $(BUILD)/tests/tokenizer_test \
 	$(BUILD)/tests/json_test $(BUILD)/tests/chat_template_test $(BUILD)/tests/cpu_backend_test \
 	$(BUILD)/tests/engine_test $(BUILD)/tests/sampler_test
-GPU_TESTS := $(BUILD)/tests/quant_gpu_test $(BUILD)/tests/matvec_gpu_test
+GPU_TESTS := $(BUILD)/tests/quant_gpu_test $(BUILD)/tests/matvec_gpu_test $(BUILD)/tests/cuda_backend_gpu_test
+# The tool's backend choice (tool_backend.c) is compiled with -DSMQ_CUDA=1 into
+# its own object where the binary has the CUDA backend. The setting is kept in
+# a file rewritten (at parse time) only when CUDA= changes, which relinks the
+# binary. (A file per setting would not do: under .SECONDARY a missing
+# prerequisite does not force a relink.)
+CUDA_SETTING := $(BUILD)/obj/cuda-setting
+ifneq ($(shell cat $(CUDA_SETTING) 2>/dev/null),$(CUDA))
+$(shell mkdir -p $(BUILD)/obj && echo $(CUDA) > $(CUDA_SETTING))
+endif
 ifeq ($(CUDA),1)
 GPU_BENCH_BIN := $(BUILD)/bench/gpu_matvec_bench
 ALL_TESTS_BIN := $(UNIT_TESTS) $(GPU_TESTS)
+BIN_OBJ := $(TOOL_OBJ) $(BUILD)/obj/worker/tool/tool_backend.cuda.o $(CORE_OBJ) $(CUDA_OBJ)
+BIN_LIBS := $(CUDA_LDLIBS) $(LDLIBS)
 else
 ALL_TESTS_BIN := $(UNIT_TESTS)
+BIN_OBJ := $(TOOL_OBJ) $(BUILD)/obj/worker/tool/tool_backend.o $(CORE_OBJ)
+BIN_LIBS := $(LDLIBS)
 endif
 
 .SECONDARY:
@@ -108,9 +121,13 @@ $(BUILD)/obj/%.cu.o: %.cu | deps
 # the per-block arrays live in registers (at -O2 gcc keeps them on the stack).
 $(BUILD)/obj/worker/backend/cpu/qdot.o: CFLAGS += -O3 -funroll-loops
 
-$(BIN): $(TOOL_OBJ) $(CORE_OBJ)
+$(BIN): $(BIN_OBJ) $(CUDA_SETTING)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(CC) $(LDFLAGS) $(BIN_OBJ) $(BIN_LIBS) -o $@
+
+$(BUILD)/obj/worker/tool/tool_backend.cuda.o: worker/tool/tool_backend.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DSMQ_CUDA=1 -MMD -MP -c $< -o $@
 
 $(BUILD)/tests/%_test: $(BUILD)/obj/tests/%_test.o $(CORE_OBJ)
 	@mkdir -p $(dir $@)

@@ -474,14 +474,8 @@ static void test_model_errors(void)
 int main(void)
 {
     test_program = "cpu_backend";
-    char path[512];
-    snprintf(path, sizeof path, "%s/models/smollm3-tiny-q4_k_m.gguf", test_data_dir());
-    smq_err err;
-    mdl = model_load(path, NULL, &err);
-    if (!mdl) {
-        fprintf(stderr, "%s\n", err.msg);
+    if (!(mdl = golden_model()))
         return 1;
-    }
     for (uint32_t p = 0; p < PAGES; p++)
         identity_pages[p] = p;
     prompts = golden_json("prompts.json");

@@ -4,6 +4,7 @@
 #define SMQ_TEST_GOLDENS_H
 
 #include "json.h"
+#include "model.h"
 #include "test.h"
 
 /* model_goldens/tiny/NAME parsed, or NULL (with a FAIL). */
@@ -30,6 +31,19 @@ static inline int32_t *golden_prompt(const json_value *prompts, size_t i, uint32
     for (uint32_t k = 0; k < *n; k++)
         t[k] = (int32_t)json_integer(json_at(ids, k));
     return t;
+}
+
+/* The tiny test model the goldens were made with, or NULL (the reason on
+ * stderr). */
+static inline model *golden_model(void)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/models/smollm3-tiny-q4_k_m.gguf", test_data_dir());
+    smq_err err;
+    model *m = model_load(path, NULL, &err);
+    if (!m)
+        fprintf(stderr, "%s\n", err.msg);
+    return m;
 }
 
 #endif

@@ -300,8 +300,12 @@ def test_logits_and_generate_cli():
     check('--temperature: "hot" is not a number' in p.stderr, p.stderr)
     p = run("bench", "--model", TINY, "--gen", "8x", expect=2)
     check('--gen wants a whole number' in p.stderr, p.stderr)
-    p = run("logits", "--model", TINY, "--ids", "1", "--out", out, "--backend", "cuda", expect=1)
-    check('backend "cuda" is not available in this build' in p.stderr, p.stderr)
+    p = run("logits", "--model", TINY, "--ids", "1", "--out", out, "--backend", "tpu", expect=1)
+    check('backend "tpu" is not available in this build' in p.stderr, p.stderr)
+    p = run("generate", "--model", TINY, "--ids", "1", "--max-tokens", "2", "--gpu", "99", "--backend", "cuda",
+            expect=1)
+    check('backend "cuda"' in p.stderr and ("not available" in p.stderr or "--gpu 99 does not exist" in p.stderr),
+          p.stderr)
 
 
 def test_chat_reuses_the_previous_turn():

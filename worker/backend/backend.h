@@ -1,5 +1,5 @@
 /* backend.h - the one small interface between the engine and a compute
- * backend (cpu/ now, cuda/ next).
+ * backend (cpu/ and cuda/).
  *
  * The engine owns the KV cache's bookkeeping: which fixed-size pages belong
  * to which sequence. The backend owns the pages' memory (host or device) and
@@ -15,6 +15,10 @@
 #include "err.h"
 #include "model.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct backend_config {
     uint32_t n_pages;   /* KV pool size in pages */
     uint32_t page_size; /* tokens per page */
@@ -24,6 +28,7 @@ typedef struct backend_config {
      * integer dot products with Q4_K/Q6_K weights (as llama.cpp's CPU backend
      * runs by default). */
     int exact;
+    int gpu; /* CUDA device index (0: the first); the CPU ignores it */
 } backend_config;
 
 /* One sequence's part of a step. */
@@ -66,5 +71,15 @@ struct backend {
 };
 
 extern const backend_ops cpu_backend_ops;
+
+/* Checks a step against b's pool and vocabulary (tokens in range, pages
+ * inside the pool and covering every position, no empty sequence): 0 with the
+ * step's token count in *rows, or -1 with err naming the backend and the
+ * sequence. */
+int backend_check_batch(const backend *b, const fwd_batch *batch, uint32_t *rows, smq_err *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -126,7 +126,7 @@ engine *engine_new(const model *m, tokenizer *t, const backend_ops *ops, const e
     if (!c->prefix_entries)
         c->prefix_entries = 16;
     e->next_id = 1;
-    backend_config bc = { c->n_pages, c->page_size, c->n_threads, c->exact };
+    backend_config bc = { c->n_pages, c->page_size, c->n_threads, c->exact, c->gpu };
     e->b = ops->create(m, &bc, err);
     e->eog = calloc(m->hp.n_vocab, 1);
     e->scratch_logits = malloc(m->hp.n_vocab * sizeof(float));

@@ -72,7 +72,8 @@ typedef struct engine_config {
     uint32_t max_seqs;        /* running at once (0: 64) */
     uint32_t prefix_entries;  /* finished sequences kept for prefix reuse (0: 16) */
     int n_threads;
-    int exact;              /* f32 activations (the reference) instead of the 8-bit fast path */
+    int exact; /* f32 activations (the reference) instead of the 8-bit fast path */
+    int gpu;   /* CUDA device index for a GPU backend */
 } engine_config;
 
 typedef struct engine engine;

@@ -2,10 +2,12 @@
  * each beside its roofline measured in the same run.
  *
  *   smolmq bench --model M [--prompt-len P] [--gen N] [--batch B] [--threads T] [--exact]
+ *       [--backend cpu|cuda|auto] [--gpu N]
  *
  * The roofline of a decode step is the bytes it must read (every weight once,
  * plus each sequence's KV cache) over the memory read bandwidth, measured
- * here with the same threads just before. */
+ * here just before: with the same threads on the CPU, of the GPU's memory on
+ * the GPU. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +21,8 @@
 #include "tokenizer.h"
 #include "tool.h"
 
-static const char *usage_line = "bench --model M [--prompt-len P] [--gen N] [--batch B] [--threads T] [--exact]";
+static const char *usage_line = "bench --model M [--prompt-len P] [--gen N] [--batch B] [--threads T] [--exact] "
+                                "[--backend cpu|cuda|auto] [--gpu N]";
 
 /* ---- memory read bandwidth, with the pool's threads ---- */
 
@@ -122,9 +125,9 @@ static int run(engine *e, const int32_t *prompt, uint32_t p, uint32_t gen, uint3
 
 int tool_bench(int argc, char **argv)
 {
-    const char *path = NULL;
+    const char *path = NULL, *backend_name = NULL;
     uint32_t plen = 128, gen = 32, batch = 1;
-    int threads = 0, exact = 0;
+    int threads = 0, exact = 0, gpu = 0;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--exact")) {
             exact = 1;
@@ -136,6 +139,12 @@ int tool_bench(int argc, char **argv)
         double num = 0;
         if (!strcmp(a, "--model"))
             path = v;
+        else if (!strcmp(a, "--backend"))
+            backend_name = v;
+        else if (!strcmp(a, "--gpu") && (tool_parse_num(v, 0, 1023, &num) || num != (double)(int)num))
+            return tool_usage(usage_line, "--gpu wants a device number from 0 to 1023, not \"%s\"", v);
+        else if (!strcmp(a, "--gpu"))
+            gpu = (int)num;
         else if (tool_parse_num(v, 1, 1 << 20, &num) || num != (double)(uint32_t)num)
             return tool_usage(usage_line, "%s wants a whole number from 1 to 1048576, not \"%s\"", a, v);
         else if (!strcmp(a, "--prompt-len"))
@@ -170,9 +179,15 @@ int tool_bench(int argc, char **argv)
     cfg.prefix_entries = 1;
     cfg.n_threads = threads;
     cfg.exact = exact;
-    engine *e = engine_new(m, t, &cpu_backend_ops, &cfg, &err);
+    cfg.gpu = gpu;
+    const backend_ops *ops = tool_pick_backend("bench", backend_name, gpu, m, cfg.n_pages, 16);
+    engine *e = ops ? engine_new(m, t, ops, &cfg, &err) : NULL;
     int32_t *prompt = malloc((plen + batch) * sizeof *prompt);
     int rc = 0;
+    if (!ops) {
+        rc = 1;
+        goto out;
+    }
     if (!e || !prompt) {
         rc = tool_fail("bench", "%s", e ? "out of memory" : err.msg);
         goto out;
@@ -182,9 +197,15 @@ int tool_bench(int argc, char **argv)
         prompt[i] = (int32_t)(1000 + (i * 7919u) % 50000u);
 
     const backend *b = engine_backend(e);
-    threadpool *pool = pool_new(b->cfg.n_threads);
-    double bw = pool && simd_best() >= SIMD_AVX2 ? read_bandwidth(pool) : 0;
-    pool_destroy(&pool);
+    int on_gpu = strcmp(b->ops->name, "cpu") != 0;
+    double bw = 0;
+    if (on_gpu) {
+        bw = tool_gpu_read_bandwidth(b->cfg.gpu);
+    } else {
+        threadpool *pool = pool_new(b->cfg.n_threads);
+        bw = pool && simd_best() >= SIMD_AVX2 ? read_bandwidth(pool) : 0;
+        pool_destroy(&pool);
+    }
 
     bench_state st;
     double t0;
@@ -202,14 +223,22 @@ int tool_bench(int argc, char **argv)
     double t_dec = tool_now() - st.t_first_all;
     double dec_tps = (double)batch * (gen - 1) / t_dec;
     const hparams *hp = &m->hp;
-    double kv_token = 2.0 * hp->n_layer * hp->n_head_kv * hp->head_dim * sizeof(float);
+    /* the CPU's KV cache is float32, the GPU's fp16 */
+    double kv_token = 2.0 * hp->n_layer * hp->n_head_kv * hp->head_dim * (on_gpu ? 2 : sizeof(float));
     double step_bytes = (double)m->weight_bytes + batch * kv_token * (plen + gen / 2.0);
     double roof = bw > 0 ? batch * bw * 1e9 / step_bytes : 0;
-    printf("model: %s, %.2f GB of weights (mapped), %" PRIu32 " layers; backend cpu, %d threads, %s path\n", path,
-           (double)m->weight_bytes / 1e9, hp->n_layer, b->cfg.n_threads, exact ? "exact f32" : "8-bit activations");
-    printf("memory: weights %.2f GB mapped, KV pool + buffers %.1f MB\n", (double)m->weight_bytes / 1e9,
-           (double)b->ops->memory(b) / 1e6);
-    printf("read bandwidth (measured now, %d threads): %.1f GB/s\n", b->cfg.n_threads, bw);
+    if (on_gpu) {
+        printf("model: %s, %.2f GB of weights, %" PRIu32 " layers; backend %s, GPU %d, f32 activations, fp16 KV\n",
+               path, (double)m->weight_bytes / 1e9, hp->n_layer, b->ops->name, b->cfg.gpu);
+        printf("memory: %.1f MB on the GPU (weights, KV pool, buffers)\n", (double)b->ops->memory(b) / 1e6);
+        printf("read bandwidth (measured now, GPU %d): %.1f GB/s\n", b->cfg.gpu, bw);
+    } else {
+        printf("model: %s, %.2f GB of weights (mapped), %" PRIu32 " layers; backend cpu, %d threads, %s path\n", path,
+               (double)m->weight_bytes / 1e9, hp->n_layer, b->cfg.n_threads, exact ? "exact f32" : "8-bit activations");
+        printf("memory: weights %.2f GB mapped, KV pool + buffers %.1f MB\n", (double)m->weight_bytes / 1e9,
+               (double)b->ops->memory(b) / 1e6);
+        printf("read bandwidth (measured now, %d threads): %.1f GB/s\n", b->cfg.n_threads, bw);
+    }
     printf("prefill %" PRIu32 " tokens: %.1f tok/s (time to first token %.0f ms)\n", plen, plen / ttft, ttft * 1e3);
     printf("decode batch %" PRIu32 ", %" PRIu32 " tokens each: %.2f tok/s; roofline %.2f tok/s; ratio %.2f\n", batch,
            gen, dec_tps, roof, roof > 0 ? dec_tps / roof : 0);

@@ -1,6 +1,7 @@
 /* chat.c - `smolmq chat`: a multi-turn chat in the terminal.
  *
  *   smolmq chat --model M [--threads N] [--ctx-size N] [--max-tokens N] [--temperature T] [--seed S] [--exact]
+ *       [--backend cpu|cuda|auto] [--gpu N]
  *
  * Each turn renders the whole conversation through the chat template; the
  * engine's prefix cache holds the KV of the turns before, so only the new
@@ -20,7 +21,8 @@
 #include "tool.h"
 
 static const char *usage_line =
-    "chat --model M [--threads N] [--ctx-size N] [--max-tokens N] [--temperature T] [--seed S] [--exact]";
+    "chat --model M [--threads N] [--ctx-size N] [--max-tokens N] [--temperature T] [--seed S] [--exact] "
+    "[--backend cpu|cuda|auto] [--gpu N]";
 
 #define MAX_TURNS 256
 
@@ -62,8 +64,8 @@ static void on_event(void *ctx, const engine_event *ev)
 
 int tool_chat(int argc, char **argv)
 {
-    const char *path = NULL;
-    int threads = 0, exact = 0;
+    const char *path = NULL, *backend_name = NULL;
+    int threads = 0, exact = 0, gpu = 0;
     uint32_t ctx = 8192, max_tokens = 1024;
     sampling_params sp = sampling_defaults();
     sp.seed = (uint64_t)time(NULL);
@@ -80,6 +82,10 @@ int tool_chat(int argc, char **argv)
             path = v;
             continue;
         }
+        if (!strcmp(a, "--backend")) {
+            backend_name = v;
+            continue;
+        }
         if (!strcmp(a, "--threads") && !tool_parse_num(v, 1, 1024, &num))
             threads = (int)num;
         else if (!strcmp(a, "--max-tokens") && !tool_parse_num(v, 1, 1e9, &num))
@@ -90,8 +96,10 @@ int tool_chat(int argc, char **argv)
             sp.temperature = (float)num;
         else if (!strcmp(a, "--seed") && !tool_parse_num(v, 0, 1.8e19, &num))
             sp.seed = (uint64_t)num;
+        else if (!strcmp(a, "--gpu") && !tool_parse_num(v, 0, 1023, &num) && num == (double)(int)num)
+            gpu = (int)num;
         else if (!strcmp(a, "--threads") || !strcmp(a, "--max-tokens") || !strcmp(a, "--ctx-size") ||
-                 !strcmp(a, "--temperature") || !strcmp(a, "--seed"))
+                 !strcmp(a, "--temperature") || !strcmp(a, "--seed") || !strcmp(a, "--gpu"))
             return tool_usage(usage_line, "%s: \"%s\" is not a number in its range", a, v);
         else
             return tool_usage(usage_line, "unknown argument %s", a);
@@ -104,18 +112,23 @@ int tool_chat(int argc, char **argv)
     model *m = model_load(path, NULL, &err);
     tokenizer *t = m ? tokenizer_load(m->file, &err) : NULL;
     engine *e = NULL;
+    const backend_ops *ops = NULL;
     if (t) {
         engine_config cfg = { 0 };
         cfg.n_ctx = ctx < model_context(m) ? ctx : model_context(m);
         cfg.n_threads = threads;
         cfg.exact = exact;
+        cfg.gpu = gpu;
         cfg.prefix_entries = 2;
-        e = engine_new(m, t, &cpu_backend_ops, &cfg, &err);
+        /* the engine's default pool: one full context in pages of 16 */
+        ops = tool_pick_backend("chat", backend_name, gpu, m, (cfg.n_ctx + 15) / 16, 16);
+        e = ops ? engine_new(m, t, ops, &cfg, &err) : NULL;
     }
     if (!e) {
+        int reported = t && !ops; /* tool_pick_backend said why */
         tokenizer_destroy(&t);
         model_destroy(&m);
-        return tool_fail("chat", "%s", err.msg);
+        return reported ? 1 : tool_fail("chat", "%s", err.msg);
     }
     chat_template_kind kind = (chat_template_kind)tool_template_kind("chat", m->file);
 

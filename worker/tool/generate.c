@@ -1,15 +1,18 @@
 /* generate.c - `smolmq logits` and `smolmq generate`: the inference core
  * from the command line.
  *
- *   smolmq logits --model M --ids 1,2,3 --out F.f32 [--all] [--backend cpu] [--threads N]
+ *   smolmq logits --model M --ids 1,2,3 --out F.f32 [--all] [--backend cpu|cuda|auto] [--gpu N] [--threads N]
  *   smolmq generate --model M (--prompt TEXT | --ids 1,2,3) [--max-tokens N]
  *       [--temperature T] [--top-p P] [--top-k K] [--min-p P] [--seed S]
  *       [--repeat-penalty R] [--presence-penalty P] [--frequency-penalty F]
  *       [--stop STR]... [--no-think] [--json] [--threads N] [--ctx-size N]
- *       [--rope-scaling none|yarn] [--backend cpu] [--exact]
+ *       [--rope-scaling none|yarn] [--backend cpu|cuda|auto] [--gpu N] [--exact]
  *
  * logits computes the reference function (f32 activations) unless --fast;
- * generate runs the fast path (8-bit activations) unless --exact.
+ * generate runs the fast path (8-bit activations) unless --exact. Both are
+ * CPU modes: the CUDA backend always runs float32 activations (fp16 KV).
+ * generate's --backend auto (its default) takes the GPU when the model fits
+ * it; logits, the reference, runs on the CPU unless --backend says otherwise.
  * generate streams the answer to stdout as it comes and the reasoning (the
  * <think> part) to stderr; --json prints one object at the end instead. */
 #include <errno.h>
@@ -28,10 +31,11 @@
 #include "tool.h"
 
 static const char *logits_usage =
-    "logits --model M --ids 1,2,3 --out F.f32 [--all] [--fast] [--backend cpu] [--threads N]";
+    "logits --model M --ids 1,2,3 --out F.f32 [--all] [--fast] [--backend cpu|cuda|auto] [--gpu N] [--threads N]";
 static const char *gen_usage =
     "generate --model M (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] "
-    "[--min-p P] [--seed S] [--stop STR] [--no-think] [--json] [--threads N] [--ctx-size N]";
+    "[--min-p P] [--seed S] [--stop STR] [--no-think] [--json] [--threads N] [--ctx-size N] [--backend cpu|cuda|auto] "
+    "[--gpu N]";
 
 /* "1,2,3" -> ids */
 static int parse_ids(const char *s, tok_ids *out)
@@ -49,19 +53,10 @@ static int parse_ids(const char *s, tok_ids *out)
     return out->n ? 0 : -1;
 }
 
-/* Only the CPU backend exists so far; say so plainly for any other. */
-static const backend_ops *pick_backend(const char *verb, const char *name)
-{
-    if (!name || !strcmp(name, "cpu") || !strcmp(name, "auto"))
-        return &cpu_backend_ops;
-    tool_fail(verb, "backend \"%s\" is not available in this build (available: cpu)", name);
-    return NULL;
-}
-
 int tool_logits(int argc, char **argv)
 {
     const char *path = NULL, *ids_arg = NULL, *out_path = NULL, *backend_name = NULL;
-    int all = 0, threads = 0, fast = 0;
+    int all = 0, threads = 0, fast = 0, gpu = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--all") || !strcmp(a, "--fast")) {
@@ -84,6 +79,11 @@ int tool_logits(int argc, char **argv)
             if (tool_parse_num(v, 1, 1024, &n))
                 return tool_usage(logits_usage, "--threads wants a number from 1 to 1024, not \"%s\"", v);
             threads = (int)n;
+        } else if (!strcmp(a, "--gpu")) {
+            double n;
+            if (tool_parse_num(v, 0, 1023, &n) || n != (int)n)
+                return tool_usage(logits_usage, "--gpu wants a device number from 0 to 1023, not \"%s\"", v);
+            gpu = (int)n;
         } else
             return tool_usage(logits_usage, "unknown argument %s", a);
     }
@@ -94,19 +94,19 @@ int tool_logits(int argc, char **argv)
         tok_ids_free(&ids);
         return tool_usage(logits_usage, "--ids wants token ids like 1,2,3, not \"%s\"", ids_arg);
     }
-    const backend_ops *ops = pick_backend("logits", backend_name);
     smq_err err;
-    model *m = ops ? model_load(path, NULL, &err) : NULL;
+    model *m = model_load(path, NULL, &err);
+    uint32_t P = 16, n_pages = (uint32_t)((ids.n + P - 1) / P);
+    const backend_ops *ops = NULL;
     int rc = 0;
-    if (!ops) {
-        rc = 1;
-    } else if (!m) {
+    if (!m) {
         rc = tool_fail("logits", "%s", err.msg);
     } else if (ids.n > model_context(m)) {
         rc = tool_fail("logits", "%zu ids are more than the model's context of %" PRIu32, ids.n, model_context(m));
+    } else if (!(ops = tool_pick_backend("logits", backend_name ? backend_name : "cpu", gpu, m, n_pages, P))) {
+        rc = 1;
     } else {
-        uint32_t P = 16, n_pages = (uint32_t)((ids.n + P - 1) / P);
-        backend_config cfg = { n_pages, P, threads, !fast };
+        backend_config cfg = { n_pages, P, threads, !fast, gpu };
         backend *b = ops->create(m, &cfg, &err);
         uint32_t *pages = malloc(n_pages * sizeof *pages);
         size_t rows = all ? ids.n : 1;
@@ -213,6 +213,7 @@ enum {
     F_FREQUENCY,
     F_THREADS,
     F_CTX,
+    F_GPU,
     F_N
 };
 static const struct {
@@ -230,6 +231,7 @@ static const struct {
     [F_FREQUENCY] = { "--frequency-penalty", -2, 2 },
     [F_THREADS] = { "--threads", 1, 1024 },
     [F_CTX] = { "--ctx-size", 1, 1 << 24 },
+    [F_GPU] = { "--gpu", 0, 1023 },
 };
 
 int tool_generate(int argc, char **argv)
@@ -247,7 +249,8 @@ int tool_generate(int argc, char **argv)
                         [F_PRESENCE] = sp.presence_penalty,
                         [F_FREQUENCY] = sp.frequency_penalty,
                         [F_THREADS] = 0,
-                        [F_CTX] = 0 };
+                        [F_CTX] = 0,
+                        [F_GPU] = 0 };
     int json = 0, think = 1, exact = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -307,9 +310,6 @@ int tool_generate(int argc, char **argv)
         return tool_usage(gen_usage, "no --model given");
     if (!prompt == !ids_arg)
         return tool_usage(gen_usage, "give exactly one of --prompt and --ids");
-    const backend_ops *ops = pick_backend("generate", backend_name);
-    if (!ops)
-        return 1;
 
     smq_err err;
     model_options mo = { ctx_size, scaling, 0 };
@@ -336,11 +336,17 @@ int tool_generate(int argc, char **argv)
         cfg.n_pages = ((want < n_ctx ? want : n_ctx) + 15) / 16;
         cfg.n_threads = threads;
         cfg.exact = exact;
-        e = engine_new(m, t, ops, &cfg, &err);
-        req.prompt = ids.ids;
-        req.n_prompt = (uint32_t)ids.n;
-        if (!e || !engine_submit(e, &req, &err))
-            rc = tool_fail("generate", "%s", err.msg);
+        cfg.gpu = (int)num[F_GPU];
+        const backend_ops *ops = tool_pick_backend("generate", backend_name, (int)num[F_GPU], m, cfg.n_pages, 16);
+        if (!ops) {
+            rc = 1;
+        } else {
+            e = engine_new(m, t, ops, &cfg, &err);
+            req.prompt = ids.ids;
+            req.n_prompt = (uint32_t)ids.n;
+            if (!e || !engine_submit(e, &req, &err))
+                rc = tool_fail("generate", "%s", err.msg);
+        }
     }
     double t0 = tool_now();
     int left = 1;

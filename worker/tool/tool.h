@@ -4,6 +4,8 @@
 #ifndef SMQ_TOOL_H
 #define SMQ_TOOL_H
 
+#include <stdint.h>
+
 int tool_inspect(int argc, char **argv);
 int tool_dequant(int argc, char **argv);
 int tool_synth(int argc, char **argv);
@@ -26,6 +28,18 @@ int tool_parse_num(const char *s, double lo, double hi, double *out);
 /* The file's chat template kind: SmolLM3's, else plain ChatML, saying so on
  * stderr once under the verb's name. */
 int tool_template_kind(const char *verb, const struct gguf_file *f);
+
+/* The backend for --backend NAME (cpu, cuda or auto; NULL: auto) and --gpu
+ * GPU, for model m with a KV pool of n_pages pages of page_size tokens. auto
+ * takes the GPU when this build has the CUDA backend and m fits the GPU, else
+ * the CPU, and says which on stderr. NULL after reporting why not under the
+ * verb's name (tool_backend.c). */
+struct backend_ops;
+struct model;
+const struct backend_ops *tool_pick_backend(const char *verb, const char *name, int gpu, const struct model *m,
+                                            uint32_t n_pages, uint32_t page_size);
+/* GB/s of reading GPU gpu's memory, measured now; 0 without the CUDA backend. */
+double tool_gpu_read_bandwidth(int gpu);
 
 /* Seconds on the monotonic clock, for timings. */
 double tool_now(void);

@@ -234,43 +234,13 @@ static int grow(cpu_backend *b, uint32_t rows, smq_err *err)
     return 0;
 }
 
-static int check_batch(cpu_backend *b, const fwd_batch *batch, uint32_t *rows, smq_err *err)
-{
-    const backend_config *c = &b->base.cfg;
-    uint64_t n = 0;
-    for (uint32_t i = 0; i < batch->n_seqs; i++) {
-        const fwd_seq *s = &batch->seqs[i];
-        uint64_t end = (uint64_t)s->pos + s->n_tokens;
-        if (s->n_tokens == 0)
-            return smq_err_set(err, "cpu backend: sequence %" PRIu32 " of the batch has no tokens", i);
-        if (end > (uint64_t)s->n_pages * c->page_size)
-            return smq_err_set(err,
-                               "cpu backend: sequence %" PRIu32 ": %" PRIu32 " pages cannot hold position %" PRIu64, i,
-                               s->n_pages, end - 1);
-        if (end > b->max_ctx)
-            return smq_err_set(err, "cpu backend: position %" PRIu64 " is past the KV pool", end - 1);
-        for (uint32_t p = 0; p < s->n_pages; p++)
-            if (s->pages[p] >= c->n_pages)
-                return smq_err_set(err, "cpu backend: page %" PRIu32 " is outside the pool of %" PRIu32, s->pages[p],
-                                   c->n_pages);
-        for (uint32_t t = 0; t < s->n_tokens; t++)
-            if (s->tokens[t] < 0 || (uint32_t)s->tokens[t] >= b->base.m->hp.n_vocab)
-                return smq_err_set(err, "cpu backend: token %" PRId32 " is outside the vocabulary", s->tokens[t]);
-        n += s->n_tokens;
-    }
-    if (n == 0 || n > UINT32_MAX / 2)
-        return smq_err_set(err, "cpu backend: a step of %" PRIu64 " tokens", n);
-    *rows = (uint32_t)n;
-    return 0;
-}
-
 static int cpu_forward(backend *base, const fwd_batch *batch, smq_err *err)
 {
     cpu_backend *b = (cpu_backend *)base;
     const model *m = base->m;
     const hparams *hp = &m->hp;
     uint32_t rows = 0, P = base->cfg.page_size;
-    if (check_batch(b, batch, &rows, err) || grow(b, rows, err))
+    if (backend_check_batch(base, batch, &rows, err) || grow(b, rows, err))
         return -1;
     uint64_t E = hp->n_embd, qd = (uint64_t)hp->n_head * hp->head_dim, kvd = b->kv_dim;
 

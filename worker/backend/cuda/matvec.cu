@@ -30,8 +30,8 @@ __device__ static float warp_sum(float v)
     return v;
 }
 
-/* The thread block's partial sums into *out. */
-__device__ static void row_sum(float sum, float *out)
+/* The thread block's partial sums into *out (added to it when acc). */
+__device__ static void row_sum(float sum, float *out, int acc)
 {
     __shared__ float part[WARPS_PER_BLOCK];
     unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -43,7 +43,7 @@ __device__ static void row_sum(float sum, float *out)
         sum = lane < WARPS_PER_BLOCK ? part[lane] : 0.0f;
         sum = warp_sum(sum);
         if (lane == 0)
-            *out = sum;
+            *out = acc ? *out + sum : sum;
     }
 }
 
@@ -99,31 +99,37 @@ __device__ static void q6k_lane_x(const float *x, unsigned i, unsigned lane, flo
 }
 
 /* Short matrices: one thread block per row, its warps splitting the row's
- * blocks (enough warps to keep the GPU busy on 512 rows). */
+ * blocks (enough warps to keep the GPU busy on 512 rows). blockIdx.y picks
+ * the activation row (x + y*xs, y + y*ys): every activation row runs the very
+ * same code, so a row's result does not depend on the others. */
 __global__ static void q4k_matvec(const block_q4_K *__restrict__ w, const float *__restrict__ x, float *__restrict__ y,
-                                  unsigned nb)
+                                  unsigned nb, size_t xs, size_t ys, int acc)
 {
     unsigned row = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    x += blockIdx.y * xs;
+    y += blockIdx.y * ys;
     float sum = 0;
     for (unsigned i = warp; i < nb; i += WARPS_PER_BLOCK) {
         float4 xl, xh;
         q4k_lane_x(x, i, lane, &xl, &xh);
         sum += q4k_lane_dot(w + (size_t)row * nb + i, xl, xh, lane);
     }
-    row_sum(sum, y + row);
+    row_sum(sum, y + row, acc);
 }
 
 __global__ static void q6k_matvec(const block_q6_K *__restrict__ w, const float *__restrict__ x, float *__restrict__ y,
-                                  unsigned nb)
+                                  unsigned nb, size_t xs, size_t ys, int acc)
 {
     unsigned row = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    x += blockIdx.y * xs;
+    y += blockIdx.y * ys;
     float sum = 0;
     for (unsigned i = warp; i < nb; i += WARPS_PER_BLOCK) {
         float xv[8];
         q6k_lane_x(x, i, lane, xv);
         sum += q6k_lane_dot(w + (size_t)row * nb + i, xv, lane);
     }
-    row_sum(sum, y + row);
+    row_sum(sum, y + row, acc);
 }
 
 /* Tall Q6_K matrices (the output head): a warp takes TALL_ROWS rows and reads
@@ -133,9 +139,11 @@ __global__ static void q6k_matvec(const block_q6_K *__restrict__ w, const float 
 #define TALL_ROWS 4
 
 __global__ static void q6k_matvec_tall(const block_q6_K *__restrict__ w, const float *__restrict__ x,
-                                       float *__restrict__ y, unsigned rows, unsigned nb)
+                                       float *__restrict__ y, unsigned rows, unsigned nb, size_t xs, size_t ys, int acc)
 {
     unsigned row0 = (blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / 32) * TALL_ROWS, lane = threadIdx.x % 32;
+    x += blockIdx.y * xs;
+    y += blockIdx.y * ys;
     float sum[TALL_ROWS] = { 0 };
     for (unsigned i = 0; i < nb; i++) {
         float xv[8];
@@ -149,7 +157,7 @@ __global__ static void q6k_matvec_tall(const block_q6_K *__restrict__ w, const f
     for (unsigned r = 0; r < TALL_ROWS; r++) {
         float v = warp_sum(sum[r]);
         if (lane == 0 && row0 + r < rows)
-            y[row0 + r] = v;
+            y[row0 + r] = acc ? y[row0 + r] + v : v;
     }
 }
 
@@ -157,25 +165,47 @@ __global__ static void q6k_matvec_tall(const block_q6_K *__restrict__ w, const f
  * 128256-row head). */
 #define TALL_FROM 4096
 
-extern "C" int cuda_matvec(qtype type, const void *d_w, uint64_t rows, uint64_t k, const float *d_x, float *d_y,
-                           void *stream, smq_err *err)
+/* The grid's y dimension holds at most 65535 activation rows: larger
+ * batches go in several launches. */
+#define MAX_GRID_Y 65535u
+
+extern "C" int cuda_matmul(qtype type, const void *d_w, uint64_t rows, uint64_t k, const float *d_x, uint64_t x_stride,
+                           float *d_y, uint64_t y_stride, uint64_t n_x, int accumulate, void *stream, smq_err *err)
 {
     if (k % QK_K || k == 0 || rows == 0 || rows > (1u << 30) || k > (1u << 24))
         return smq_err_set(err, "cuda_matvec: %llu rows of %llu elements: rows must be 256-element blocks",
                            (unsigned long long)rows, (unsigned long long)k);
+    if (n_x > 1 && (x_stride < k || x_stride % 4 || y_stride < rows))
+        return smq_err_set(err, "cuda_matmul: strides %llu (x) and %llu (y) for %llu x %llu",
+                           (unsigned long long)x_stride, (unsigned long long)y_stride, (unsigned long long)rows,
+                           (unsigned long long)k);
+    if (type != QTYPE_Q4_K && type != QTYPE_Q6_K)
+        return smq_err_set(err, "cuda_matvec: type %s has no GPU matrix-vector kernel", qtype_name(type));
     unsigned nb = (unsigned)(k / QK_K);
     cudaStream_t s = (cudaStream_t)stream;
     unsigned per_cta = WARPS_PER_BLOCK * TALL_ROWS, tall = (unsigned)((rows + per_cta - 1) / per_cta);
-    if (type == QTYPE_Q4_K)
-        q4k_matvec<<<(unsigned)rows, 32 * WARPS_PER_BLOCK, 0, s>>>((const block_q4_K *)d_w, d_x, d_y, nb);
-    else if (type == QTYPE_Q6_K && rows >= TALL_FROM)
-        q6k_matvec_tall<<<tall, 32 * WARPS_PER_BLOCK, 0, s>>>((const block_q6_K *)d_w, d_x, d_y, (unsigned)rows, nb);
-    else if (type == QTYPE_Q6_K)
-        q6k_matvec<<<(unsigned)rows, 32 * WARPS_PER_BLOCK, 0, s>>>((const block_q6_K *)d_w, d_x, d_y, nb);
-    else
-        return smq_err_set(err, "cuda_matvec: type %s has no GPU matrix-vector kernel", qtype_name(type));
-    cudaError_t e = cudaGetLastError();
-    if (e != cudaSuccess)
-        return smq_err_set(err, "cuda_matvec: launch: %s", cudaGetErrorString(e));
+    for (uint64_t t = 0; t < n_x; t += MAX_GRID_Y) {
+        unsigned n = (unsigned)(n_x - t < MAX_GRID_Y ? n_x - t : MAX_GRID_Y);
+        const float *x = d_x + t * x_stride;
+        float *y = d_y + t * y_stride;
+        if (type == QTYPE_Q4_K)
+            q4k_matvec<<<dim3((unsigned)rows, n), 32 * WARPS_PER_BLOCK, 0, s>>>((const block_q4_K *)d_w, x, y, nb,
+                                                                                x_stride, y_stride, accumulate);
+        else if (rows >= TALL_FROM)
+            q6k_matvec_tall<<<dim3(tall, n), 32 * WARPS_PER_BLOCK, 0, s>>>(
+                (const block_q6_K *)d_w, x, y, (unsigned)rows, nb, x_stride, y_stride, accumulate);
+        else
+            q6k_matvec<<<dim3((unsigned)rows, n), 32 * WARPS_PER_BLOCK, 0, s>>>((const block_q6_K *)d_w, x, y, nb,
+                                                                                x_stride, y_stride, accumulate);
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess)
+            return smq_err_set(err, "cuda_matvec: launch: %s", cudaGetErrorString(e));
+    }
     return 0;
+}
+
+extern "C" int cuda_matvec(qtype type, const void *d_w, uint64_t rows, uint64_t k, const float *d_x, float *d_y,
+                           void *stream, smq_err *err)
+{
+    return cuda_matmul(type, d_w, rows, k, d_x, k, d_y, rows, 1, 0, stream, err);
 }

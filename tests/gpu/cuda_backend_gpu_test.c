@@ -1,0 +1,430 @@
+/* cuda_backend_gpu_test.c - the CUDA forward pass against llama.cpp's
+ * "exact" goldens and against the CPU backend's reference function; greedy
+ * decode; batches in scattered pages, chunked prefill and prefix reuse
+ * (copy_kv) against single runs; bad batches. Before every run the backend's
+ * device buffers are poisoned (NaN) and so are the host logits, so that an
+ * element a step forgets to write shows. Skipped without a GPU. */
+#include <math.h>
+
+#include "backend.h"
+#include "cuda_backend.h"
+#include "dequant.h"
+#include "goldens.h"
+#include "json.h"
+#include "test.h"
+
+#define N_VOCAB 128256
+#define PAGES   64
+#define PAGE    16
+
+static model *mdl;
+static json_value *prompts, *exact;
+static uint32_t identity_pages[PAGES];
+static int have_gpu;
+
+static void compare(const float *got, const float *want, size_t n, double *rel, double *maxabs)
+{
+    double num = 0, den = 0, mx = 0;
+    for (size_t k = 0; k < n; k++) {
+        double d = (double)got[k] - want[k];
+        num += d * d;
+        den += (double)want[k] * want[k];
+        mx = fabs(d) > mx || isnan(d) ? fabs(d) : mx;
+    }
+    *rel = sqrt(num / den);
+    *maxabs = mx;
+    if (isnan(num))
+        *rel = *maxabs = NAN;
+}
+
+static backend *new_backend(const backend_ops *ops, uint32_t pages)
+{
+    backend_config cfg = { pages, PAGE, 0, 1, 0 };
+    smq_err err;
+    backend *b = ops->create(mdl, &cfg, &err);
+    if (!b) {
+        test_fail(__FILE__, __LINE__, "%s create: %s", ops->name, err.msg);
+        return NULL;
+    }
+    if (ops == &cuda_backend_ops && cuda_backend_poison(b, 1, &err)) {
+        test_fail(__FILE__, __LINE__, "poison: %s", err.msg);
+        b->ops->destroy(&b);
+    }
+    return b;
+}
+
+/* One forward over seqs, its outputs poisoned first. */
+static int forward(backend *b, fwd_seq *seqs, uint32_t n)
+{
+    smq_err err;
+    for (uint32_t i = 0; i < n; i++)
+        memset(seqs[i].logits, 0xFF, (size_t)(seqs[i].all_logits ? seqs[i].n_tokens : 1) * N_VOCAB * sizeof(float));
+    if (b->ops == &cuda_backend_ops && cuda_backend_poison(b, 0, &err)) {
+        test_fail(__FILE__, __LINE__, "poison: %s", err.msg);
+        return -1;
+    }
+    fwd_batch batch = { seqs, n };
+    int rc = b->ops->forward(b, &batch, &err);
+    if (rc)
+        test_fail(__FILE__, __LINE__, "%s forward: %s", b->ops->name, err.msg);
+    return rc;
+}
+
+static int run(backend *b, const int32_t *toks, uint32_t n, uint32_t pos, const uint32_t *pages, float *logits, int all)
+{
+    fwd_seq s = { toks, n, pos, pages, PAGES, all, logits };
+    return forward(b, &s, 1);
+}
+
+static int32_t argmax(const float *lg, float *margin)
+{
+    int32_t a = 0, b = -1;
+    for (int32_t v = 1; v < N_VOCAB; v++)
+        if (lg[v] > lg[a]) {
+            b = a;
+            a = v;
+        } else if (b < 0 || lg[v] > lg[b]) {
+            b = v;
+        }
+    if (margin)
+        *margin = lg[a] - lg[b];
+    return a;
+}
+
+static float *golden_logits(const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/model_goldens/tiny/exact.%s.logits.f32.bin", test_data_dir(), name);
+    size_t len;
+    float *want = test_read_file(path, &len);
+    if (want && len != N_VOCAB * sizeof(float)) {
+        test_fail(__FILE__, __LINE__, "%s: %zu bytes", path, len);
+        free(want);
+        return NULL;
+    }
+    return want;
+}
+
+/* 1 and 2: the four prompts' last-position logits against the goldens and
+ * against the CPU's exact function. */
+static void test_logits_goldens_and_cpu(void)
+{
+    if (!have_gpu) {
+        test_skip("no CUDA device");
+        return;
+    }
+    backend *gpu = new_backend(&cuda_backend_ops, PAGES), *cpu = new_backend(&cpu_backend_ops, PAGES);
+    float *lg = malloc(N_VOCAB * sizeof *lg), *ref = malloc(N_VOCAB * sizeof *ref);
+    for (size_t i = 0; gpu && cpu && i < json_len(prompts); i++) {
+        uint32_t n;
+        int32_t *toks = golden_prompt(prompts, i, &n);
+        const char *name = json_string(json_get(json_at(prompts, i), "name"), NULL);
+        float *want = golden_logits(name);
+        if (want && !run(gpu, toks, n, 0, identity_pages, lg, 0) && !run(cpu, toks, n, 0, identity_pages, ref, 0)) {
+            double rel, mx, rel_cpu, mx_cpu;
+            compare(lg, want, N_VOCAB, &rel, &mx);
+            compare(lg, ref, N_VOCAB, &rel_cpu, &mx_cpu);
+            printf("  %-4s %3u tokens: vs goldens rel L2 %.2e, max abs %.2e; vs CPU exact rel L2 %.2e, max abs %.2e\n",
+                   name, n, rel, mx, rel_cpu, mx_cpu);
+            CHECK_MSG(rel < 3e-3, "%s: rel L2 %.3g vs the goldens (max abs %.3g)", name, rel, mx);
+            CHECK_MSG(rel_cpu < 3e-3, "%s: rel L2 %.3g vs the CPU", name, rel_cpu);
+        }
+        free(want);
+        free(toks);
+    }
+    free(lg);
+    free(ref);
+    if (gpu)
+        gpu->ops->destroy(&gpu);
+    if (cpu)
+        cpu->ops->destroy(&cpu);
+}
+
+/* 3: 32 greedy steps through one-token decode, fed the goldens' tokens (so
+ * that one near tie does not derail the rest): the GPU's top token equals the
+ * goldens' wherever their margin is clear (> 0.5). Margins: the goldens'
+ * top1_minus_top2 for the first step, greedy_gaps after. */
+static void test_greedy_decode(void)
+{
+    if (!have_gpu) {
+        test_skip("no CUDA device");
+        return;
+    }
+    backend *b = new_backend(&cuda_backend_ops, PAGES);
+    float *lg = malloc(N_VOCAB * sizeof *lg);
+    for (size_t i = 0; b && i < json_len(prompts); i++) {
+        uint32_t n;
+        int32_t *toks = golden_prompt(prompts, i, &n);
+        const json_value *res = json_at(exact, i);
+        const json_value *greedy = json_get(res, "greedy"), *gaps = json_get(res, "greedy_gaps");
+        int agree = 0, clear = 0, clear_agree = 0;
+        if (!run(b, toks, n, 0, identity_pages, lg, 0)) {
+            for (uint32_t k = 0; k < 32; k++) {
+                int32_t want = (int32_t)json_integer(json_at(greedy, k));
+                double margin = k == 0 ? json_number(json_get(res, "top1_minus_top2"))
+                                       : (gaps && k - 1 < json_len(gaps) ? json_number(json_at(gaps, k - 1)) : 1e9);
+                float own_margin;
+                int32_t got = argmax(lg, &own_margin);
+                agree += got == want;
+                if (margin > 0.5) {
+                    clear++;
+                    clear_agree += got == want;
+                    CHECK_MSG(got == want, "prompt %zu step %u: top-1 %d, golden %d (golden margin %.3f)", i, k, got,
+                              want, margin);
+                }
+                if (k < 31 && run(b, &want, 1, n + k, identity_pages, lg, 0))
+                    break;
+            }
+        }
+        printf("  prompt %zu: %d/32 steps agree with the goldens (%d/%d of those with a margin > 0.5)\n", i, agree,
+               clear_agree, clear);
+        free(toks);
+    }
+    free(lg);
+    if (b)
+        b->ops->destroy(&b);
+}
+
+/* A shuffled 0..PAGES-1. */
+static void shuffled_pages(uint32_t *p)
+{
+    for (uint32_t i = 0; i < PAGES; i++)
+        p[i] = i;
+    for (uint32_t i = PAGES - 1; i > 0; i--) {
+        uint32_t j = (uint32_t)(test_rng() % (i + 1)), t = p[i];
+        p[i] = p[j];
+        p[j] = t;
+    }
+}
+
+/* 4: three prompts in one step, in scattered pages, equal each alone. */
+static void test_batch_scattered(void)
+{
+    if (!have_gpu) {
+        test_skip("no CUDA device");
+        return;
+    }
+    backend *b = new_backend(&cuda_backend_ops, PAGES);
+    uint32_t n[3], perm[PAGES], pages[3][PAGES];
+    int32_t *t[3];
+    float *alone[3], *together[3];
+    shuffled_pages(perm);
+    /* p7, p64, p600 need 1, 4 and 38 pages: disjoint runs of the permutation */
+    static const uint32_t first[3] = { 0, 1, 5 };
+    for (int i = 0; i < 3; i++) {
+        t[i] = golden_prompt(prompts, (size_t)i + 1, &n[i]);
+        alone[i] = malloc(N_VOCAB * sizeof(float));
+        together[i] = malloc(N_VOCAB * sizeof(float));
+        for (uint32_t p = 0; p < PAGES; p++)
+            pages[i][p] = perm[(first[i] + p) % PAGES];
+    }
+    for (int i = 0; b && i < 3; i++)
+        run(b, t[i], n[i], 0, identity_pages, alone[i], 0);
+    if (b) {
+        fwd_seq s[3];
+        for (int i = 0; i < 3; i++)
+            s[i] = (fwd_seq){ t[i], n[i], 0, pages[i], (n[i] + PAGE - 1) / PAGE, 0, together[i] };
+        if (!forward(b, s, 3))
+            for (int i = 0; i < 3; i++) {
+                double rel, mx;
+                compare(together[i], alone[i], N_VOCAB, &rel, &mx);
+                printf("  prompt %d (%u tokens) in a batch of 3: rel L2 %.2e vs alone\n", i + 1, n[i], rel);
+                CHECK_MSG(rel < 1e-5, "prompt %d in a batch: rel L2 %.3g", i + 1, rel);
+            }
+        b->ops->destroy(&b);
+    }
+    for (int i = 0; i < 3; i++) {
+        free(t[i]);
+        free(alone[i]);
+        free(together[i]);
+    }
+}
+
+/* 5: p600 prefilled in three chunks equals it whole; all-position logits of
+ * p64 in three chunks equal them in one step, row by row, and their last row
+ * the last-position logits. */
+static void test_chunked_prefill(void)
+{
+    if (!have_gpu) {
+        test_skip("no CUDA device");
+        return;
+    }
+    backend *b = new_backend(&cuda_backend_ops, PAGES);
+    uint32_t n600, n64;
+    int32_t *p600 = golden_prompt(prompts, 3, &n600), *p64 = golden_prompt(prompts, 2, &n64);
+    float *whole = malloc(N_VOCAB * sizeof(float)), *chunked = malloc(N_VOCAB * sizeof(float));
+    float *all = malloc((size_t)n64 * N_VOCAB * sizeof(float)), *all_chunks = malloc((size_t)n64 * N_VOCAB * 4);
+    uint32_t pages[PAGES];
+    shuffled_pages(pages);
+    double rel, mx;
+    if (b && !run(b, p600, n600, 0, pages, whole, 0)) {
+        const uint32_t chunks[3] = { 250, 1, n600 - 251 };
+        uint32_t at = 0;
+        int ok = 1;
+        for (int c = 0; ok && c < 3; c++) {
+            ok = !run(b, p600 + at, chunks[c], at, pages, chunked, 0);
+            at += chunks[c];
+        }
+        if (ok) {
+            compare(chunked, whole, N_VOCAB, &rel, &mx);
+            printf("  p600 in chunks of 250, 1, %u: rel L2 %.2e vs whole\n", n600 - 251, rel);
+            CHECK_MSG(rel < 1e-5, "chunked prefill: rel L2 %.3g", rel);
+        }
+    }
+    if (b && !run(b, p64, n64, 0, pages, all, 1)) {
+        const uint32_t chunks[3] = { 20, 30, n64 - 50 };
+        uint32_t at = 0;
+        int ok = 1;
+        for (int c = 0; ok && c < 3; c++) {
+            ok = !run(b, p64 + at, chunks[c], at, pages, all_chunks + (size_t)at * N_VOCAB, 1);
+            at += chunks[c];
+        }
+        double worst = 0;
+        for (uint32_t r = 0; ok && r < n64; r++) {
+            compare(all_chunks + (size_t)r * N_VOCAB, all + (size_t)r * N_VOCAB, N_VOCAB, &rel, &mx);
+            worst = rel > worst || isnan(rel) ? rel : worst;
+        }
+        if (ok && !run(b, p64, n64, 0, pages, whole, 0)) {
+            compare(all + (size_t)(n64 - 1) * N_VOCAB, whole, N_VOCAB, &rel, &mx);
+            printf("  p64 all-position logits: chunked vs one step worst row rel L2 %.2e; last row vs last-only "
+                   "%.2e\n",
+                   worst, rel);
+            CHECK_MSG(worst < 1e-5, "all-position logits in chunks: worst row rel L2 %.3g", worst);
+            CHECK_MSG(rel < 1e-5, "all-position logits: last row rel L2 %.3g", rel);
+        }
+    }
+    free(p600);
+    free(p64);
+    free(whole);
+    free(chunked);
+    free(all);
+    free(all_chunks);
+    if (b)
+        b->ops->destroy(&b);
+}
+
+/* 6: prefix reuse. p600 prefilled in pages A; its first 300 positions (not a
+ * page boundary) copied into fresh pages B; the rest prefilled from 300 in
+ * B: equals a fresh prefill. */
+static void test_copy_kv_prefix(void)
+{
+    if (!have_gpu) {
+        test_skip("no CUDA device");
+        return;
+    }
+    enum { NP = 2 * PAGES };
+    backend_config cfg = { NP, PAGE, 0, 1, 0 };
+    smq_err err;
+    backend *b = cuda_backend_ops.create(mdl, &cfg, &err);
+    CHECK_MSG(b, "%s", err.msg);
+    if (!b)
+        return;
+    CHECK(cuda_backend_poison(b, 1, &err) == 0);
+    uint32_t n;
+    int32_t *p600 = golden_prompt(prompts, 3, &n);
+    uint32_t a[PAGES], bp[PAGES], perm[PAGES];
+    shuffled_pages(perm);
+    for (uint32_t p = 0; p < PAGES; p++) {
+        a[p] = perm[p];
+        bp[p] = PAGES + perm[PAGES - 1 - p]; /* the second half of the pool */
+    }
+    float *fresh = malloc(N_VOCAB * sizeof(float)), *reused = malloc(N_VOCAB * sizeof(float));
+    const uint32_t N = 300;
+    if (!run(b, p600, n, 0, a, fresh, 0)) {
+        CHECK_MSG(b->ops->copy_kv(b, a, bp, N, &err) == 0, "copy_kv: %s", err.msg);
+        if (!run(b, p600 + N, n - N, N, bp, reused, 0)) {
+            double rel, mx;
+            compare(reused, fresh, N_VOCAB, &rel, &mx);
+            printf("  %u positions copied, %u prefilled after them: rel L2 %.2e vs a fresh prefill\n", N, n - N, rel);
+            CHECK_MSG(rel < 1e-5, "prefix reuse: rel L2 %.3g", rel);
+        }
+    }
+    uint32_t bad = NP;
+    CHECK(b->ops->copy_kv(b, a, &bad, 1, &err) == -1);
+    CHECK_CONTAINS(err.msg, "cuda backend: page outside the pool");
+    free(p600);
+    free(fresh);
+    free(reused);
+    b->ops->destroy(&b);
+}
+
+/* 7: bad batches are errors, with the CPU backend's messages. */
+static void test_bad_batches(void)
+{
+    if (!have_gpu) {
+        test_skip("no CUDA device");
+        return;
+    }
+    backend *b = new_backend(&cuda_backend_ops, PAGES);
+    if (!b)
+        return;
+    float *lg = malloc(N_VOCAB * sizeof *lg);
+    smq_err err;
+    int32_t tok = 9906, bad_tok = N_VOCAB, neg_tok = -1;
+    uint32_t bad_page = PAGES;
+    fwd_seq s = { &tok, 1, PAGES * PAGE, identity_pages, PAGES, 0, lg };
+    fwd_batch batch = { &s, 1 };
+    CHECK(b->ops->forward(b, &batch, &err) == -1);
+    CHECK_CONTAINS(err.msg, "cuda backend: sequence 0: 64 pages cannot hold position 1024");
+    s = (fwd_seq){ &bad_tok, 1, 0, identity_pages, PAGES, 0, lg };
+    CHECK(b->ops->forward(b, &batch, &err) == -1);
+    CHECK_CONTAINS(err.msg, "cuda backend: token 128256 is outside the vocabulary");
+    s = (fwd_seq){ &neg_tok, 1, 0, identity_pages, PAGES, 0, lg };
+    CHECK(b->ops->forward(b, &batch, &err) == -1);
+    CHECK_CONTAINS(err.msg, "token -1 is outside the vocabulary");
+    s = (fwd_seq){ &tok, 1, 0, &bad_page, 1, 0, lg };
+    CHECK(b->ops->forward(b, &batch, &err) == -1);
+    CHECK_CONTAINS(err.msg, "cuda backend: page 64 is outside the pool of 64");
+    s = (fwd_seq){ &tok, 0, 0, identity_pages, PAGES, 0, lg };
+    CHECK(b->ops->forward(b, &batch, &err) == -1);
+    CHECK_CONTAINS(err.msg, "has no tokens");
+    /* and the backend still works after them */
+    CHECK(run(b, &tok, 1, 0, identity_pages, lg, 0) == 0);
+    CHECK(!isnan(lg[0]) && !isnan(lg[N_VOCAB - 1]));
+    CHECK(b->ops->memory(b) > mdl->weight_bytes / 2);
+    free(lg);
+    b->ops->destroy(&b);
+}
+
+/* Without a device, create fails with a message rather than crashing. */
+static void test_no_device_error(void)
+{
+    if (have_gpu) {
+        backend_config cfg = { PAGES, PAGE, 0, 1, 1 << 20 };
+        smq_err err;
+        backend *b = cuda_backend_ops.create(mdl, &cfg, &err);
+        CHECK(b == NULL);
+        CHECK_CONTAINS(err.msg, "GPU 1048576 does not exist");
+        return;
+    }
+    backend_config cfg = { PAGES, PAGE, 0, 1, 0 };
+    smq_err err;
+    backend *b = cuda_backend_ops.create(mdl, &cfg, &err);
+    CHECK(b == NULL);
+    CHECK_CONTAINS(err.msg, "cuda backend: no usable CUDA device");
+}
+
+int main(void)
+{
+    test_program = "cuda_backend_gpu";
+    if (!(mdl = golden_model()))
+        return 1;
+    for (uint32_t p = 0; p < PAGES; p++)
+        identity_pages[p] = p;
+    prompts = golden_json("prompts.json");
+    exact = golden_json("exact.results.json");
+    if (!prompts || !exact)
+        return 1;
+    have_gpu = cuda_device_count() > 0;
+    TEST_RUN(test_logits_goldens_and_cpu);
+    TEST_RUN(test_greedy_decode);
+    TEST_RUN(test_batch_scattered);
+    TEST_RUN(test_chunked_prefill);
+    TEST_RUN(test_copy_kv_prefix);
+    TEST_RUN(test_bad_batches);
+    TEST_RUN(test_no_device_error);
+    json_free(prompts);
+    json_free(exact);
+    model_destroy(&mdl);
+    return test_done();
+}

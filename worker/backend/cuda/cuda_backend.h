@@ -1,0 +1,42 @@
+/* cuda_backend.h - SmolLM3's forward pass on one NVIDIA GPU: the backend.h
+ * interface, computing cpu_backend.c's function (float32 activations) with
+ * the KV cache in fp16. The GPU is cfg->gpu (0: the first). */
+#ifndef SMQ_CUDA_BACKEND_H
+#define SMQ_CUDA_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+extern const backend_ops cuda_backend_ops;
+
+/* Device bytes create() would allocate for m with cfg: the weights, the KV
+ * pool, and the buffers of a first step. */
+uint64_t cuda_backend_need(const model *m, const backend_config *cfg);
+
+/* Whether GPU cfg->gpu exists and has the memory for m with cfg: 0 with the
+ * device described in desc ("GPU 0 (NVIDIA H100 80GB HBM3): 2.1 of 79.1 GiB
+ * free needed"), or -1 with err saying why not (no driver, no such device,
+ * too little free memory). */
+int cuda_backend_probe(const model *m, const backend_config *cfg, char *desc, size_t desc_len, smq_err *err);
+
+/* For tests: fills the backend's step buffers (activations and logits on the
+ * device) with 0xFF bytes, NaN as floats, so that any element a step reads
+ * before writing shows in its logits; with kv also the whole KV pool (every
+ * cached position is lost). Returns 0, or -1 with err. */
+int cuda_backend_poison(backend *b, int kv, smq_err *err);
+
+/* GB/s of reading device memory on GPU gpu, measured now (best of three
+ * passes over 512 MiB); 0 when it cannot be measured. */
+double cuda_read_bandwidth(int gpu);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

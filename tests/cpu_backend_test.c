@@ -246,9 +246,11 @@ static void qdot_kernels_at(qtype t, const float (*xs)[QDOT_NB * QK_K], const bl
     const char *lvl = simd_name(simd_current());
     for (size_t li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
         int nb = lengths[li];
+        /* every kernel computes each block's integer sums exactly and then
+         * the same float expression: bit-identical to the portable one */
         float ref = qdot_reference(t)(w, xq[0], nb), fast = qdot_for(t)(w, xq[0], nb);
-        CHECK_MSG(fabsf(fast - ref) <= 1e-4f * (fabsf(ref) + 1), "%s %s, %d blocks: %g vs reference %g", lvl,
-                  qtype_name(t), nb, fast, ref);
+        CHECK_MSG(memcmp(&fast, &ref, sizeof ref) == 0, "%s %s, %d blocks: %.9g vs reference %.9g", lvl, qtype_name(t),
+                  nb, fast, ref);
         qdot4_fn four = qdot4_for(t);
         if (four) {
             float out[4];
@@ -261,6 +263,29 @@ static void qdot_kernels_at(qtype t, const float (*xs)[QDOT_NB * QK_K], const bl
                           lvl, qtype_name(t), nb, r, out[r], one);
             }
         }
+    }
+    /* sixteen weight rows at once (prefill), where the CPU has that kernel */
+    qgemm16_fn g = qgemm16_for(t);
+    if (g) {
+        static uint8_t w16[16 * QDOT_NB * 210];
+        size_t row_bytes = bytes;
+        size_t bb = row_bytes / QDOT_NB, at = t == QTYPE_Q4_K ? 0 : 208, n = t == QTYPE_Q4_K ? 4 : 2;
+        for (int r = 0; r < 16; r++) /* row 0 is w, the others random with w's finite fp16 scales */
+            for (size_t i = 0; i < row_bytes; i++)
+                w16[r * row_bytes + i] = r == 0 || (i % bb >= at && i % bb < at + n) ? w[i] : (uint8_t)test_rng();
+        float acc[4 * 16];
+        for (size_t li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
+            int nb = lengths[li];
+            g(w16, row_bytes, xq[0], QDOT_NB, 4, nb, acc);
+            for (int r = 0; r < 4; r++)
+                for (int i = 0; i < 16; i++) {
+                    float one = qdot_reference(t)(w16 + i * row_bytes, xq[r], nb);
+                    CHECK_MSG(memcmp(&acc[16 * r + i], &one, sizeof one) == 0,
+                              "%s %s x16, %d blocks, x row %d, weight row %d: %.9g vs one row %.9g", lvl, qtype_name(t),
+                              nb, r, i, acc[16 * r + i], one);
+                }
+        }
+        printf("  %s %s: 16-row kernel bit-identical to the portable one\n", lvl, qtype_name(t));
     }
     /* and near the f32 dot of the dequantized row with x itself */
     float ref = qdot_reference(t)(w, xq[0], QDOT_NB);

@@ -29,7 +29,8 @@
 #include "quant.h"
 #include "threadpool.h"
 
-#define ROWS_PER_TASK 32
+#define ROWS_PER_TASK  32
+#define QGEMM_MIN_ROWS 8
 
 typedef struct cpu_backend {
     backend base;
@@ -45,6 +46,10 @@ typedef struct cpu_backend {
     float *deq;     /* [threads][ROWS_PER_TASK * max_k] */
     block_q8_K *xq; /* fast path: the step's activation rows in Q8_K */
     uint64_t cap_xq;
+    const float *xq_src; /* what xq holds: these rows of x, quantized */
+    uint32_t xq_rows;
+    float *gacc; /* fast path, 16-row kernels: [threads][rows][16] */
+    uint64_t cap_gacc;
     float *scores; /* [threads][max_ctx] */
     uint64_t max_k, max_ctx;
 } cpu_backend;
@@ -56,6 +61,7 @@ typedef struct matmul_job {
     const model_tensor *w;
     qdot_fn qdot;         /* fast path, or NULL */
     qdot4_fn qdot4;       /* fast path, four rows of x at a time */
+    qgemm16_fn qgemm16;   /* fast path, sixteen weight rows at a time for every row of x */
     const block_q8_K *xq; /* fast path: x quantized, nb blocks per row */
     uint32_t nb;
     const float *x; /* [rows][x_stride] */
@@ -74,26 +80,40 @@ static void matmul_task(void *ctx, int task, int thread)
     if (n1 > w->ne1)
         n1 = w->ne1;
     if (j->qdot) {
-        /* Four activation rows at a time against every weight row of the
-         * task: the four rows stay in L1 while the task's weight rows
-         * (at most ROWS_PER_TASK of them, L2-sized) pass by; rows first would
-         * stream every activation row from L2 once per weight row. */
+        uint64_t n = n0;
+        /* Many rows of x: sixteen weight rows unpacked once for all of them. */
+        if (j->qgemm16) {
+            float *acc = j->b->gacc + (uint64_t)thread * j->rows * 16;
+            for (; n + 16 <= n1; n += 16) {
+                j->qgemm16((const uint8_t *)w->data + n * w->row_bytes, w->row_bytes, j->xq, j->nb, (int)j->rows,
+                           (int)j->nb, acc);
+                for (uint32_t t = 0; t < j->rows; t++) {
+                    float *o = j->out + (uint64_t)t * j->out_stride + n;
+                    for (int i = 0; i < 16; i++)
+                        o[i] = j->accumulate ? o[i] + acc[16 * t + (uint32_t)i] : acc[16 * t + (uint32_t)i];
+                }
+            }
+        }
+        /* Four activation rows at a time against every weight row left: the
+         * four rows stay in L1 while the weight rows (at most ROWS_PER_TASK,
+         * L2-sized) pass by. All kernels give bit-identical results, so how
+         * rows are grouped does not change them. */
         uint32_t t = 0;
         for (; j->qdot4 && t + 4 <= j->rows; t += 4) {
-            for (uint64_t n = n0; n < n1; n++) {
+            for (uint64_t r = n; r < n1; r++) {
                 float d[4];
-                j->qdot4((const uint8_t *)w->data + n * w->row_bytes, j->xq + (uint64_t)t * j->nb, j->nb, (int)j->nb,
+                j->qdot4((const uint8_t *)w->data + r * w->row_bytes, j->xq + (uint64_t)t * j->nb, j->nb, (int)j->nb,
                          d);
-                for (int r = 0; r < 4; r++) {
-                    float *o = j->out + (uint64_t)(t + (uint32_t)r) * j->out_stride + n;
-                    *o = j->accumulate ? *o + d[r] : d[r];
+                for (int k = 0; k < 4; k++) {
+                    float *o = j->out + (uint64_t)(t + (uint32_t)k) * j->out_stride + r;
+                    *o = j->accumulate ? *o + d[k] : d[k];
                 }
             }
         }
         for (; t < j->rows; t++) {
-            for (uint64_t n = n0; n < n1; n++) {
-                float d = j->qdot((const uint8_t *)w->data + n * w->row_bytes, j->xq + (uint64_t)t * j->nb, (int)j->nb);
-                float *o = j->out + (uint64_t)t * j->out_stride + n;
+            for (uint64_t r = n; r < n1; r++) {
+                float d = j->qdot((const uint8_t *)w->data + r * w->row_bytes, j->xq + (uint64_t)t * j->nb, (int)j->nb);
+                float *o = j->out + (uint64_t)t * j->out_stride + r;
                 *o = j->accumulate ? *o + d : d;
             }
         }
@@ -112,11 +132,31 @@ static void matmul_task(void *ctx, int task, int thread)
     }
 }
 
-/* out[t][n] (+)= sum_k W[n][k] x[t][k] */
-static void matmul(cpu_backend *b, const model_tensor *w, const float *x, uint32_t rows, uint32_t x_stride, float *out,
-                   uint32_t out_stride, int accumulate)
+/* Quantizing x to Q8_K, split into runs of blocks across the pool. */
+#define QUANT_BLOCKS_PER_TASK 16
+
+typedef struct quant_job {
+    const float *x;
+    uint32_t x_stride, nb, tasks_per_row;
+    block_q8_K *out;
+} quant_job;
+
+static void quant_task(void *ctx, int task, int thread)
 {
-    matmul_job j = { b, w, NULL, NULL, NULL, 0, x, rows, x_stride, out, out_stride, accumulate };
+    (void)thread;
+    quant_job *j = ctx;
+    uint32_t row = (uint32_t)task / j->tasks_per_row, b0 = (uint32_t)task % j->tasks_per_row * QUANT_BLOCKS_PER_TASK;
+    uint32_t n = j->nb - b0 < QUANT_BLOCKS_PER_TASK ? j->nb - b0 : QUANT_BLOCKS_PER_TASK;
+    quant_quantize_row(QTYPE_Q8_K, j->x + (uint64_t)row * j->x_stride + (uint64_t)b0 * QK_K,
+                       j->out + (uint64_t)row * j->nb + b0, (uint64_t)n * QK_K);
+}
+
+/* out[t][n] (+)= sum_k W[n][k] x[t][k]. same_x: x holds what it held at the
+ * previous product (whose quantized rows can serve again). */
+static void matmul(cpu_backend *b, const model_tensor *w, const float *x, uint32_t rows, uint32_t x_stride, float *out,
+                   uint32_t out_stride, int accumulate, int same_x)
+{
+    matmul_job j = { b, w, NULL, NULL, NULL, NULL, 0, x, rows, x_stride, out, out_stride, accumulate };
     /* Fast path: quantize the rows of x once, then integer dot products. */
     if (!b->base.cfg.exact && w->ne0 % QK_K == 0 && (j.qdot = qdot_for(w->type)) != NULL) {
         j.nb = (uint32_t)(w->ne0 / QK_K);
@@ -128,13 +168,31 @@ static void matmul(cpu_backend *b, const model_tensor *w, const float *x, uint32
             } else {
                 b->xq = xq;
                 b->cap_xq = need;
+                b->xq_src = NULL;
             }
         }
         if (j.qdot) {
-            for (uint32_t t = 0; t < rows; t++)
-                quant_quantize_row(QTYPE_Q8_K, x + (uint64_t)t * x_stride, b->xq + (uint64_t)t * j.nb, w->ne0);
+            if (!same_x || b->xq_src != x || b->xq_rows != rows) {
+                uint32_t per_row = (j.nb + QUANT_BLOCKS_PER_TASK - 1) / QUANT_BLOCKS_PER_TASK;
+                quant_job qj = { x, x_stride, j.nb, per_row, b->xq };
+                pool_run(b->pool, quant_task, &qj, (int)(rows * per_row));
+                b->xq_src = x;
+                b->xq_rows = rows;
+            }
             j.xq = b->xq;
             j.qdot4 = qdot4_for(w->type);
+            /* Sixteen weight rows at once pays its unpacking back from about
+             * eight rows of x on. */
+            uint64_t gneed = (uint64_t)pool_threads(b->pool) * rows * 16;
+            if (rows >= QGEMM_MIN_ROWS && (j.qgemm16 = qgemm16_for(w->type)) != NULL && gneed > b->cap_gacc) {
+                float *g = realloc(b->gacc, gneed * sizeof *g);
+                if (g) {
+                    b->gacc = g;
+                    b->cap_gacc = gneed;
+                } else {
+                    j.qgemm16 = NULL;
+                }
+            }
         }
     }
     pool_run(b->pool, matmul_task, &j, (int)((w->ne1 + ROWS_PER_TASK - 1) / ROWS_PER_TASK));
@@ -262,9 +320,9 @@ static int cpu_forward(backend *base, const fwd_batch *batch, smq_err *err)
         const model_layer *l = &m->layers[il];
         for (r = 0; r < rows; r++)
             rmsnorm(b->h + r * E, b->x + r * E, l->attn_norm.data, hp->n_embd, hp->rms_eps);
-        matmul(b, &l->wq, b->h, rows, (uint32_t)E, b->q, (uint32_t)qd, 0);
-        matmul(b, &l->wk, b->h, rows, (uint32_t)E, b->k, (uint32_t)kvd, 0);
-        matmul(b, &l->wv, b->h, rows, (uint32_t)E, b->v, (uint32_t)kvd, 0);
+        matmul(b, &l->wq, b->h, rows, (uint32_t)E, b->q, (uint32_t)qd, 0, 0);
+        matmul(b, &l->wk, b->h, rows, (uint32_t)E, b->k, (uint32_t)kvd, 0, 1);
+        matmul(b, &l->wv, b->h, rows, (uint32_t)E, b->v, (uint32_t)kvd, 0, 1);
         for (r = 0; r < rows; r++) {
             if (l->use_rope) {
                 rope_apply(b->q + r * qd, hp->n_head, hp->head_dim, hp->n_rot, b->rope + (uint64_t)r * hp->n_rot);
@@ -278,17 +336,17 @@ static int cpu_forward(backend *base, const fwd_batch *batch, smq_err *err)
         }
         attn_job aj = { b, batch, il };
         pool_run(b->pool, attn_task, &aj, (int)(rows * hp->n_head));
-        matmul(b, &l->wo, b->att, rows, (uint32_t)qd, b->x, (uint32_t)E, 1);
+        matmul(b, &l->wo, b->att, rows, (uint32_t)qd, b->x, (uint32_t)E, 1, 0);
 
         for (r = 0; r < rows; r++)
             rmsnorm(b->h + r * E, b->x + r * E, l->ffn_norm.data, hp->n_embd, hp->rms_eps);
-        matmul(b, &l->w_gate, b->h, rows, (uint32_t)E, b->gate, hp->n_ff, 0);
-        matmul(b, &l->w_up, b->h, rows, (uint32_t)E, b->up, hp->n_ff, 0);
+        matmul(b, &l->w_gate, b->h, rows, (uint32_t)E, b->gate, hp->n_ff, 0, 0);
+        matmul(b, &l->w_up, b->h, rows, (uint32_t)E, b->up, hp->n_ff, 0, 1);
         for (uint64_t i = 0; i < (uint64_t)rows * hp->n_ff; i++) {
             float g = b->gate[i];
             b->gate[i] = g / (1.0f + expf(-g)) * b->up[i];
         }
-        matmul(b, &l->w_down, b->gate, rows, hp->n_ff, b->x, (uint32_t)E, 1);
+        matmul(b, &l->w_down, b->gate, rows, hp->n_ff, b->x, (uint32_t)E, 1, 0);
     }
 
     /* Logits for the rows asked for: gather them (normed) into h, then one
@@ -300,7 +358,7 @@ static int cpu_forward(backend *base, const fwd_batch *batch, smq_err *err)
         for (uint32_t t = 0; t < n; t++)
             rmsnorm(b->h + (uint64_t)t * E, b->x + (uint64_t)(r + first + t) * E, m->output_norm.data, hp->n_embd,
                     hp->rms_eps);
-        matmul(b, &m->output, b->h, n, (uint32_t)E, s->logits, hp->n_vocab, 0);
+        matmul(b, &m->output, b->h, n, (uint32_t)E, s->logits, hp->n_vocab, 0, 0);
         r += s->n_tokens;
     }
     return 0;
@@ -326,6 +384,7 @@ static uint64_t cpu_memory(const backend *base)
     uint64_t per_row = (uint64_t)hp->n_embd * 2 + (uint64_t)hp->n_head * hp->head_dim * 2 + 2 * b->kv_dim +
                        2 * (uint64_t)hp->n_ff + hp->n_rot;
     return b->kv_bytes + (uint64_t)b->cap_rows * per_row * sizeof(float) + b->cap_xq * sizeof(block_q8_K) +
+           b->cap_gacc * sizeof(float) +
            (uint64_t)pool_threads(b->pool) * (ROWS_PER_TASK * b->max_k + b->max_ctx) * sizeof(float);
 }
 
@@ -349,6 +408,7 @@ static void cpu_destroy(backend **self)
     free(b->row_pos);
     free(b->deq);
     free(b->xq);
+    free(b->gacc);
     free(b->scores);
     free(b);
     *self = NULL;

@@ -11,6 +11,13 @@
  *
  *   Q4_K . Q8_K = sum_blocks dx * (d * sum_j sc_j (q4 . q8)_j - dmin * sum_j m_j bsum_j)
  *   Q6_K . Q8_K = sum_blocks dx * d * sum_j sc_j ((q6 . q8)_j - 32 bsum_j)
+ *
+ * Every kernel, at every SIMD level and for any number of rows, computes a
+ * block's two integer sums exactly and then the very float expression of
+ * q4k_block / q6k_block, blocks in order: all of them give bit-identical
+ * results. The fast path's 8-bit activations turn the smallest float
+ * difference into a flipped rounding downstream, and a prompt must not change
+ * with how its rows are grouped into steps or with the machine's SIMD level.
  */
 #include "qdot.h"
 
@@ -29,6 +36,18 @@
 #include <immintrin.h>
 #define SMQ_X86 1
 #endif
+
+/* ---- a block's contribution, in the one order every kernel uses ---- */
+
+static inline float q4k_block(float xd, float d, float dmin, int32_t sumi, int32_t summ)
+{
+    return xd * (d * (float)sumi - dmin * (float)summ);
+}
+
+static inline float q6k_block(float xd, float d, int32_t sumi)
+{
+    return xd * d * (float)sumi;
+}
 
 /* ---- portable reference ---- */
 
@@ -50,7 +69,7 @@ static float q4k_dot_scalar(const void *wv, const block_q8_K *x, int nb)
             sumi += sc0 * s0 + sc1 * s1;
             summ += m0 * (x->bsums[4 * c] + x->bsums[4 * c + 1]) + m1 * (x->bsums[4 * c + 2] + x->bsums[4 * c + 3]);
         }
-        sum += x->d * (fp16_to_f32(w->d) * (float)sumi - fp16_to_f32(w->dmin) * (float)summ);
+        sum += q4k_block(x->d, fp16_to_f32(w->d), fp16_to_f32(w->dmin), sumi, summ);
     }
     return sum;
 }
@@ -66,7 +85,7 @@ static float q6k_dot_scalar(const void *wv, const block_q8_K *x, int nb)
         int32_t sumi = 0;
         for (int j = 0; j < 16; j++)
             sumi += w->scales[j] * sub[j];
-        sum += x->d * fp16_to_f32(w->d) * (float)sumi;
+        sum += q6k_block(x->d, fp16_to_f32(w->d), sumi);
     }
     return sum;
 }
@@ -86,12 +105,24 @@ static inline void q4k_unpack_scales(const uint8_t *scales, uint32_t su[2], uint
 /* ---- AVX2: unsigned x signed byte products summed in pairs (maddubs) ---- */
 
 #ifdef SMQ_X86
-__attribute__((target("avx2,fma"))) static float hsum8(__m256 v)
+#define AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
+
+/* The lane totals of two vectors at once (integers: any order is exact). */
+AVX2_INLINE void hsum2_epi32(__m256i a, __m256i b, int32_t *sa, int32_t *sb)
 {
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    return _mm_cvtss_f32(h);
+    __m256i h = _mm256_hadd_epi32(a, b); /* a01 a23 b01 b23 | a45 a67 b45 b67 */
+    __m128i q = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    q = _mm_hadd_epi32(q, q); /* a b a b */
+    *sa = _mm_cvtsi128_si32(q);
+    *sb = _mm_extract_epi32(q, 1);
+}
+
+AVX2_INLINE int32_t hsum_epi32(__m256i v)
+{
+    __m128i q = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    q = _mm_add_epi32(q, _mm_shuffle_epi32(q, 0x4E));
+    q = _mm_add_epi32(q, _mm_shuffle_epi32(q, 0xB1));
+    return _mm_cvtsi128_si32(q);
 }
 
 /* Byte masks for _mm256_shuffle_epi8 that broadcast one 16-bit lane of a
@@ -110,7 +141,7 @@ __attribute__((target("avx2,fma,f16c"))) static float q4k_dot_avx2(const void *w
         _mm256_setr_epi8(BCAST16(4), BCAST16(4)), _mm256_setr_epi8(BCAST16(5), BCAST16(5)),
         _mm256_setr_epi8(BCAST16(6), BCAST16(6)), _mm256_setr_epi8(BCAST16(7), BCAST16(7)),
     };
-    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    float sum = 0;
     for (int b = 0; b < nb; b++, w++, x++) {
         /* Weights stream from memory once per token: ask for them early
          * (past the row's end is the next row, which comes next). */
@@ -136,10 +167,11 @@ __attribute__((target("avx2,fma,f16c"))) static float q4k_dot_avx2(const void *w
         uint16_t dh, mh;
         memcpy(&dh, &w->d, 2);
         memcpy(&mh, &w->dmin, 2);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(x->d * _cvtsh_ss(dh)), _mm256_cvtepi32_ps(sumi), acc);
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(x->d * _cvtsh_ss(mh)), _mm256_cvtepi32_ps(mm), accm);
+        int32_t isum, msum;
+        hsum2_epi32(sumi, mm, &isum, &msum);
+        sum += q4k_block(x->d, _cvtsh_ss(dh), _cvtsh_ss(mh), isum, msum);
     }
-    return hsum8(_mm256_sub_ps(acc, accm));
+    return sum;
 }
 
 __attribute__((target("avx2,fma,f16c"))) static float q6k_dot_avx2(const void *wv, const block_q8_K *x, int nb)
@@ -153,7 +185,7 @@ __attribute__((target("avx2,fma,f16c"))) static float q6k_dot_avx2(const void *w
         _mm256_setr_epi8(BCAST16(4), BCAST16(5)),
         _mm256_setr_epi8(BCAST16(6), BCAST16(7)),
     };
-    __m256 acc = _mm256_setzero_ps();
+    float sum = 0;
     for (int b = 0; b < nb; b++, w++, x++) {
         for (int k = 0; k < 4; k++)
             _mm_prefetch((const char *)(w + QDOT_PREFETCH) + 64 * k, _MM_HINT_T0);
@@ -183,120 +215,105 @@ __attribute__((target("avx2,fma,f16c"))) static float q6k_dot_avx2(const void *w
         }
         uint16_t dh;
         memcpy(&dh, &w->d, 2);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(x->d * _cvtsh_ss(dh)), _mm256_cvtepi32_ps(sumi), acc);
+        sum += q6k_block(x->d, _cvtsh_ss(dh), hsum_epi32(sumi));
     }
-    return hsum8(acc);
+    return sum;
 }
 
 /* Four activation rows at once (prefill): each weight block is unpacked once
- * and used four times. x rows are xs blocks apart. Each row's result is
- * bit-identical to the one-row kernel's (same operations in the same order):
- * the fast path's 8-bit activations turn the smallest difference into a
- * flipped rounding, so a prompt must not change with how its rows are
- * grouped into steps. The body is instantiated
- * twice: for AVX2, and for AVX-512 machines, where the same code gets 32
- * vector registers and keeps everything in them. */
-#define Q4K_DOT4_BODY                                                                                                  \
-    const block_q4_K *w = wv;                                                                                          \
-    const __m256i m4 = _mm256_set1_epi8(0x0F);                                                                         \
-    const __m256i pick[8] = {                                                                                          \
-        _mm256_setr_epi8(BCAST16(0), BCAST16(0)), _mm256_setr_epi8(BCAST16(1), BCAST16(1)),                            \
-        _mm256_setr_epi8(BCAST16(2), BCAST16(2)), _mm256_setr_epi8(BCAST16(3), BCAST16(3)),                            \
-        _mm256_setr_epi8(BCAST16(4), BCAST16(4)), _mm256_setr_epi8(BCAST16(5), BCAST16(5)),                            \
-        _mm256_setr_epi8(BCAST16(6), BCAST16(6)), _mm256_setr_epi8(BCAST16(7), BCAST16(7)),                            \
-    };                                                                                                                 \
-    __m256 acc[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };            \
-    __m256 accm[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };           \
-    for (int b = 0; b < nb; b++, w++, x++) {                                                                           \
-        uint32_t su[2], mu[2];                                                                                         \
-        q4k_unpack_scales(w->scales, su, mu);                                                                          \
-        __m256i scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)su)));            \
-        __m256i mv = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mu));                                       \
-        uint16_t dh, mh;                                                                                               \
-        memcpy(&dh, &w->d, 2);                                                                                         \
-        memcpy(&mh, &w->dmin, 2);                                                                                      \
-        float d = _cvtsh_ss(dh), dmin = _cvtsh_ss(mh);                                                                 \
-        __m256i q[8], sc[8];                                                                                           \
-        for (int c = 0; c < 4; c++) {                                                                                  \
-            __m256i q4 = _mm256_loadu_si256((const __m256i *)(w->qs + 32 * c));                                        \
-            q[2 * c] = _mm256_and_si256(q4, m4);                                                                       \
-            q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);                                             \
-            sc[2 * c] = _mm256_shuffle_epi8(scv, pick[2 * c]);                                                         \
-            sc[2 * c + 1] = _mm256_shuffle_epi8(scv, pick[2 * c + 1]);                                                 \
-        }                                                                                                              \
-        for (int r = 0; r < 4; r++) {                                                                                  \
-            const block_q8_K *y = x + (size_t)r * xs;                                                                  \
-            __m256i sumi = _mm256_setzero_si256();                                                                     \
-            for (int i = 0; i < 8; i++) {                                                                              \
-                __m256i p = _mm256_maddubs_epi16(q[i], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * i)));         \
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc[i]));                                            \
-            }                                                                                                          \
-            __m256i bs = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), _mm256_set1_epi16(1));       \
-            __m256 mins = _mm256_cvtepi32_ps(_mm256_mullo_epi32(bs, mv));                                              \
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * d), _mm256_cvtepi32_ps(sumi), acc[r]);                      \
-            accm[r] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * dmin), mins, accm[r]);                                     \
-        }                                                                                                              \
-    }                                                                                                                  \
-    for (int r = 0; r < 4; r++)                                                                                        \
-        out[r] = hsum8(_mm256_sub_ps(acc[r], accm[r]));
-
+ * and used four times. x rows are xs blocks apart. */
 __attribute__((target("avx2,fma,f16c"))) static void q4k_dot4_avx2(const void *wv, const block_q8_K *x, size_t xs,
                                                                    int nb, float *out)
 {
-    Q4K_DOT4_BODY
+    const block_q4_K *w = wv;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i pick[8] = {
+        _mm256_setr_epi8(BCAST16(0), BCAST16(0)), _mm256_setr_epi8(BCAST16(1), BCAST16(1)),
+        _mm256_setr_epi8(BCAST16(2), BCAST16(2)), _mm256_setr_epi8(BCAST16(3), BCAST16(3)),
+        _mm256_setr_epi8(BCAST16(4), BCAST16(4)), _mm256_setr_epi8(BCAST16(5), BCAST16(5)),
+        _mm256_setr_epi8(BCAST16(6), BCAST16(6)), _mm256_setr_epi8(BCAST16(7), BCAST16(7)),
+    };
+    float sum[4] = { 0, 0, 0, 0 };
+    for (int b = 0; b < nb; b++, w++, x++) {
+        uint32_t su[2], mu[2];
+        q4k_unpack_scales(w->scales, su, mu);
+        __m256i scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)su)));
+        __m256i mv = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mu));
+        uint16_t dh, mh;
+        memcpy(&dh, &w->d, 2);
+        memcpy(&mh, &w->dmin, 2);
+        float d = _cvtsh_ss(dh), dmin = _cvtsh_ss(mh);
+        __m256i q[8], sc[8];
+        for (int c = 0; c < 4; c++) {
+            __m256i q4 = _mm256_loadu_si256((const __m256i *)(w->qs + 32 * c));
+            q[2 * c] = _mm256_and_si256(q4, m4);
+            q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+            sc[2 * c] = _mm256_shuffle_epi8(scv, pick[2 * c]);
+            sc[2 * c + 1] = _mm256_shuffle_epi8(scv, pick[2 * c + 1]);
+        }
+        for (int r = 0; r < 4; r++) {
+            const block_q8_K *y = x + (size_t)r * xs;
+            __m256i sumi = _mm256_setzero_si256();
+            for (int i = 0; i < 8; i++) {
+                __m256i p = _mm256_maddubs_epi16(q[i], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * i)));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc[i]));
+            }
+            __m256i bs = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), _mm256_set1_epi16(1));
+            int32_t isum, msum;
+            hsum2_epi32(sumi, _mm256_mullo_epi32(bs, mv), &isum, &msum);
+            sum[r] += q4k_block(y->d, d, dmin, isum, msum);
+        }
+    }
+    memcpy(out, sum, sizeof sum);
 }
-
-#define Q6K_DOT4_BODY                                                                                                  \
-    const block_q6_K *w = wv;                                                                                          \
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);                                            \
-    const __m256i pick[4] = {                                                                                          \
-        _mm256_setr_epi8(BCAST16(0), BCAST16(1)),                                                                      \
-        _mm256_setr_epi8(BCAST16(2), BCAST16(3)),                                                                      \
-        _mm256_setr_epi8(BCAST16(4), BCAST16(5)),                                                                      \
-        _mm256_setr_epi8(BCAST16(6), BCAST16(7)),                                                                      \
-    };                                                                                                                 \
-    __m256 acc[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };            \
-    for (int b = 0; b < nb; b++, w++, x++) {                                                                           \
-        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w->scales));                              \
-        __m256i q[8], s[8];                                                                                            \
-        for (int n = 0; n < 2; n++) {                                                                                  \
-            __m256i scv =                                                                                              \
-                _mm256_broadcastsi128_si256(n ? _mm256_extracti128_si256(sc16, 1) : _mm256_castsi256_si128(sc16));     \
-            __m256i ql0 = _mm256_loadu_si256((const __m256i *)(w->ql + 64 * n));                                       \
-            __m256i ql1 = _mm256_loadu_si256((const __m256i *)(w->ql + 64 * n + 32));                                  \
-            __m256i qh = _mm256_loadu_si256((const __m256i *)(w->qh + 32 * n));                                        \
-            q[4 * n + 0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4)); \
-            q[4 * n + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),                                                  \
-                                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));      \
-            q[4 * n + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),                            \
-                                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));      \
-            q[4 * n + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),                            \
-                                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));      \
-            for (int k = 0; k < 4; k++)                                                                                \
-                s[4 * n + k] = _mm256_shuffle_epi8(scv, pick[k]);                                                      \
-        }                                                                                                              \
-        uint16_t dh;                                                                                                   \
-        memcpy(&dh, &w->d, 2);                                                                                         \
-        float d = _cvtsh_ss(dh);                                                                                       \
-        for (int r = 0; r < 4; r++) {                                                                                  \
-            const block_q8_K *y = x + (size_t)r * xs;                                                                  \
-            __m256i sumi = _mm256_sub_epi32(                                                                           \
-                _mm256_setzero_si256(),                                                                                \
-                _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), sc16), 5));         \
-            for (int i = 0; i < 8; i++) {                                                                              \
-                __m256i p = _mm256_maddubs_epi16(q[i], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * i)));         \
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s[i]));                                             \
-            }                                                                                                          \
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(y->d * d), _mm256_cvtepi32_ps(sumi), acc[r]);                      \
-        }                                                                                                              \
-    }                                                                                                                  \
-    for (int r = 0; r < 4; r++)                                                                                        \
-        out[r] = hsum8(acc[r]);
 
 __attribute__((target("avx2,fma,f16c"))) static void q6k_dot4_avx2(const void *wv, const block_q8_K *x, size_t xs,
                                                                    int nb, float *out)
 {
-    Q6K_DOT4_BODY
+    const block_q6_K *w = wv;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
+    const __m256i pick[4] = {
+        _mm256_setr_epi8(BCAST16(0), BCAST16(1)),
+        _mm256_setr_epi8(BCAST16(2), BCAST16(3)),
+        _mm256_setr_epi8(BCAST16(4), BCAST16(5)),
+        _mm256_setr_epi8(BCAST16(6), BCAST16(7)),
+    };
+    float sum[4] = { 0, 0, 0, 0 };
+    for (int b = 0; b < nb; b++, w++, x++) {
+        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w->scales));
+        __m256i q[8], s8[8];
+        for (int n = 0; n < 2; n++) {
+            __m256i scv =
+                _mm256_broadcastsi128_si256(n ? _mm256_extracti128_si256(sc16, 1) : _mm256_castsi256_si128(sc16));
+            __m256i ql0 = _mm256_loadu_si256((const __m256i *)(w->ql + 64 * n));
+            __m256i ql1 = _mm256_loadu_si256((const __m256i *)(w->ql + 64 * n + 32));
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(w->qh + 32 * n));
+            q[4 * n + 0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
+            q[4 * n + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
+                                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
+            q[4 * n + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
+            q[4 * n + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+            for (int k = 0; k < 4; k++)
+                s8[4 * n + k] = _mm256_shuffle_epi8(scv, pick[k]);
+        }
+        uint16_t dh;
+        memcpy(&dh, &w->d, 2);
+        float d = _cvtsh_ss(dh);
+        for (int r = 0; r < 4; r++) {
+            const block_q8_K *y = x + (size_t)r * xs;
+            __m256i sumi = _mm256_sub_epi32(
+                _mm256_setzero_si256(),
+                _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), sc16), 5));
+            for (int i = 0; i < 8; i++) {
+                __m256i p = _mm256_maddubs_epi16(q[i], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * i)));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s8[i]));
+            }
+            sum[r] += q6k_block(y->d, d, hsum_epi32(sumi));
+        }
+    }
+    memcpy(out, sum, sizeof sum);
 }
 
 /* ---- AVX-512: whole 64-byte rows of activations per instruction ----
@@ -319,11 +336,6 @@ typedef struct q4k_prep512 {
     __m256i mins;  /* m_j twice each, 16-bit, against the 16 bsums */
     float d, dmin;
 } q4k_prep512;
-
-AVX512_TARGET float hsum16(__m512 v)
-{
-    return hsum8(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
-}
 
 AVX512_TARGET void q4k_prep_avx512(const block_q4_K *w, q4k_prep512 *p)
 {
@@ -352,7 +364,7 @@ AVX512_TARGET void q4k_prep_avx512(const block_q4_K *w, q4k_prep512 *p)
     p->dmin = _cvtsh_ss(mh);
 }
 
-AVX512_TARGET void q4k_row_avx512(const q4k_prep512 *p, const block_q8_K *y, __m512 *acc, __m256 *accm)
+AVX512_TARGET float q4k_row_avx512(const q4k_prep512 *p, const block_q8_K *y)
 {
     __m512i sumi = _mm512_setzero_si512();
     for (int c = 0; c < 4; c++) {
@@ -360,41 +372,40 @@ AVX512_TARGET void q4k_row_avx512(const q4k_prep512 *p, const block_q8_K *y, __m
         sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(m, p->sc[c]));
     }
     __m256i mm = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), p->mins);
-    *acc = _mm512_fmadd_ps(_mm512_set1_ps(y->d * p->d), _mm512_cvtepi32_ps(sumi), *acc);
-    *accm = _mm256_fmadd_ps(_mm256_set1_ps(y->d * p->dmin), _mm256_cvtepi32_ps(mm), *accm);
+    __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(sumi), _mm512_extracti64x4_epi64(sumi, 1));
+    int32_t isum, msum;
+    hsum2_epi32(s8, mm, &isum, &msum);
+    return q4k_block(y->d, p->d, p->dmin, isum, msum);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"))) static float
 q4k_dot_avx512(const void *wv, const block_q8_K *x, int nb)
 {
     const block_q4_K *w = wv;
-    __m512 acc = _mm512_setzero_ps();
-    __m256 accm = _mm256_setzero_ps();
+    float sum = 0;
     for (int b = 0; b < nb; b++, w++, x++) {
         _mm_prefetch((const char *)(w + QDOT_PREFETCH), _MM_HINT_T0);
         _mm_prefetch((const char *)(w + QDOT_PREFETCH) + 64, _MM_HINT_T0);
         _mm_prefetch((const char *)(w + QDOT_PREFETCH) + 128, _MM_HINT_T0);
         q4k_prep512 p;
         q4k_prep_avx512(w, &p);
-        q4k_row_avx512(&p, x, &acc, &accm);
+        sum += q4k_row_avx512(&p, x);
     }
-    return hsum16(acc) - hsum8(accm);
+    return sum;
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"))) static void
 q4k_dot4_avx512(const void *wv, const block_q8_K *x, size_t xs, int nb, float *out)
 {
     const block_q4_K *w = wv;
-    __m512 acc[4] = { _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps() };
-    __m256 accm[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };
+    float sum[4] = { 0, 0, 0, 0 };
     for (int b = 0; b < nb; b++, w++, x++) {
         q4k_prep512 p;
         q4k_prep_avx512(w, &p);
         for (int r = 0; r < 4; r++)
-            q4k_row_avx512(&p, x + (size_t)r * xs, &acc[r], &accm[r]);
+            sum[r] += q4k_row_avx512(&p, x + (size_t)r * xs);
     }
-    for (int r = 0; r < 4; r++)
-        out[r] = hsum16(acc[r]) - hsum8(accm[r]);
+    memcpy(out, sum, sizeof sum);
 }
 
 typedef struct q6k_prep512 {
@@ -429,7 +440,7 @@ AVX512_TARGET void q6k_prep_avx512(const block_q6_K *w, q6k_prep512 *p)
     p->d = _cvtsh_ss(dh);
 }
 
-AVX512_TARGET void q6k_row_avx512(const q6k_prep512 *p, const block_q8_K *y, __m512 *acc)
+AVX512_TARGET float q6k_row_avx512(const q6k_prep512 *p, const block_q8_K *y)
 {
     /* the -32 offset: 32 * sum_j sc_j * (sum of sub-block j's 16 activations) */
     __m256i off = _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), p->sc16), 5);
@@ -438,38 +449,245 @@ AVX512_TARGET void q6k_row_avx512(const q6k_prep512 *p, const block_q8_K *y, __m
         __m512i m = _mm512_maddubs_epi16(p->q[v], _mm512_loadu_si512((const void *)(y->qs + 64 * v)));
         sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(m, p->sc[v]));
     }
-    *acc = _mm512_fmadd_ps(_mm512_set1_ps(y->d * p->d), _mm512_cvtepi32_ps(sumi), *acc);
+    return q6k_block(y->d, p->d, _mm512_reduce_add_epi32(sumi));
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"))) static float
 q6k_dot_avx512(const void *wv, const block_q8_K *x, int nb)
 {
     const block_q6_K *w = wv;
-    __m512 acc = _mm512_setzero_ps();
+    float sum = 0;
     for (int b = 0; b < nb; b++, w++, x++) {
         for (int k = 0; k < 4; k++)
             _mm_prefetch((const char *)(w + QDOT_PREFETCH) + 64 * k, _MM_HINT_T0);
         q6k_prep512 p;
         q6k_prep_avx512(w, &p);
-        q6k_row_avx512(&p, x, &acc);
+        sum += q6k_row_avx512(&p, x);
     }
-    return hsum16(acc);
+    return sum;
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"))) static void
 q6k_dot4_avx512(const void *wv, const block_q8_K *x, size_t xs, int nb, float *out)
 {
     const block_q6_K *w = wv;
-    __m512 acc[4] = { _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps() };
+    float sum[4] = { 0, 0, 0, 0 };
     for (int b = 0; b < nb; b++, w++, x++) {
         q6k_prep512 p;
         q6k_prep_avx512(w, &p);
         for (int r = 0; r < 4; r++)
-            q6k_row_avx512(&p, x + (size_t)r * xs, &acc[r]);
+            sum[r] += q6k_row_avx512(&p, x + (size_t)r * xs);
     }
-    for (int r = 0; r < 4; r++)
-        out[r] = hsum16(acc[r]);
+    memcpy(out, sum, sizeof sum);
 }
+
+/* ---- AVX-512 VNNI: sixteen weight rows per instruction (prefill) ----
+ *
+ * With many activation rows the weights' unpacking is paid once for all of
+ * them: a block position of 16 weight rows is unpacked into a tile whose
+ * 64-byte vectors hold the same four quants of each of the 16 rows, and one
+ * vpdpbusd multiplies such a vector by four activation bytes broadcast to
+ * every row. The sums per sub-block, per row, are then scaled by that row's
+ * sub-block scale (a vector of 16 scales), and the block's float expression
+ * runs on 16 rows at once: each lane is exactly what the one-row kernels
+ * compute for its row. */
+
+#define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")))
+
+typedef struct qgemm_tile {
+    uint32_t q[64][16]; /* [quants 4i..4i+3][row], unsigned bytes */
+    int32_t sc[16][16]; /* [sub-block][row] scale (Q4_K: 8 of them) */
+    uint32_t mp[8][16]; /* [j][row] Q4_K: (m_j, m_j); Q6_K: (sc_2j, sc_2j+1) as int16 pairs */
+    float d[16], dmin[16];
+} qgemm_tile;
+
+/* r[k] = dword k of the 16 input vectors, for k < 16 (a 16 x 16 transpose). */
+VNNI_TARGET static inline void transpose16(__m512i r[16])
+{
+    __m512i t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    /* r[4i+e]: in 128-bit lane L, dword 4L+e of inputs 4i..4i+3 */
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int e = 0; e < 4; e++) {
+        __m512i a = _mm512_shuffle_i32x4(r[e], r[4 + e], 0x88), b = _mm512_shuffle_i32x4(r[e], r[4 + e], 0xDD);
+        __m512i c = _mm512_shuffle_i32x4(r[8 + e], r[12 + e], 0x88),
+                d = _mm512_shuffle_i32x4(r[8 + e], r[12 + e], 0xDD);
+        t[e] = _mm512_shuffle_i32x4(a, c, 0x88);
+        t[8 + e] = _mm512_shuffle_i32x4(a, c, 0xDD);
+        t[4 + e] = _mm512_shuffle_i32x4(b, d, 0x88);
+        t[12 + e] = _mm512_shuffle_i32x4(b, d, 0xDD);
+    }
+    for (int k = 0; k < 16; k++)
+        r[k] = t[k];
+}
+
+VNNI_TARGET static void q4k_tile(const uint8_t *w0, size_t row_bytes, int b, qgemm_tile *t)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    /* quants 64c..64c+63 of the 16 rows (q4k_prep_avx512's unpacking), transposed */
+    for (int c = 0; c < 4; c++) {
+        __m512i v[16];
+        for (int r = 0; r < 16; r++) {
+            const block_q4_K *w = (const block_q4_K *)(w0 + (size_t)r * row_bytes) + b;
+            __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w->qs + 32 * c)));
+            v[r] = _mm512_and_si512(_mm512_mask_srli_epi16(q, 0xFFFF0000u, q, 4), m4);
+        }
+        transpose16(v);
+        for (int k = 0; k < 16; k++)
+            _mm512_store_si512(t->q[16 * c + k], v[k]);
+    }
+    for (int r = 0; r < 16; r++) {
+        const block_q4_K *w = (const block_q4_K *)(w0 + (size_t)r * row_bytes) + b;
+        uint32_t su[2], mu[2];
+        q4k_unpack_scales(w->scales, su, mu);
+        const uint8_t *sc = (const uint8_t *)su, *mn = (const uint8_t *)mu;
+        for (int j = 0; j < 8; j++) {
+            t->sc[j][r] = sc[j];
+            t->mp[j][r] = mn[j] * 0x10001u;
+        }
+        uint16_t dh, mh;
+        memcpy(&dh, &w->d, 2);
+        memcpy(&mh, &w->dmin, 2);
+        t->d[r] = _cvtsh_ss(dh);
+        t->dmin[r] = _cvtsh_ss(mh);
+    }
+}
+
+/* acc[n][16] += this block of 16 weight rows times activation rows y[0..n-1]
+ * (n = 1 or 2: two share the tile's loads). The sub-blocks' dot products
+ * run as independent chains (vpdpbusd's latency is 5 cycles). */
+#define Q4K_TILE_ROWS(n)                                                                                               \
+    VNNI_TARGET static inline void q4k_tile_rows##n(const qgemm_tile *t, const block_q8_K *const *y, float *acc)       \
+    {                                                                                                                  \
+        __m512i a[n][8];                                                                                               \
+        for (int u = 0; u < n; u++)                                                                                    \
+            for (int j = 0; j < 8; j++)                                                                                \
+                a[u][j] = _mm512_setzero_si512();                                                                      \
+        for (int i = 0; i < 8; i++)                                                                                    \
+            for (int j = 0; j < 8; j++) {                                                                              \
+                __m512i q = _mm512_load_si512(t->q[8 * j + i]);                                                        \
+                for (int u = 0; u < n; u++)                                                                            \
+                    a[u][j] =                                                                                          \
+                        _mm512_dpbusd_epi32(a[u][j], q, _mm512_set1_epi32(((const int32_t *)y[u]->qs)[8 * j + i]));    \
+            }                                                                                                          \
+        for (int u = 0; u < n; u++) {                                                                                  \
+            const int32_t *bs = (const int32_t *)y[u]->bsums;                                                          \
+            __m512i sumi = _mm512_setzero_si512(), summ = _mm512_setzero_si512();                                      \
+            for (int j = 0; j < 8; j++) {                                                                              \
+                sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(a[u][j], _mm512_load_si512(t->sc[j])));               \
+                summ = _mm512_dpwssd_epi32(summ, _mm512_load_si512(t->mp[j]), _mm512_set1_epi32(bs[j]));               \
+            }                                                                                                          \
+            /* q4k_block on 16 lanes: xd * (d * sumi - dmin * summ) */                                                 \
+            __m512 f = _mm512_sub_ps(_mm512_mul_ps(_mm512_load_ps(t->d), _mm512_cvtepi32_ps(sumi)),                    \
+                                     _mm512_mul_ps(_mm512_load_ps(t->dmin), _mm512_cvtepi32_ps(summ)));                \
+            f = _mm512_mul_ps(_mm512_set1_ps(y[u]->d), f);                                                             \
+            _mm512_storeu_ps(acc + 16 * u, _mm512_add_ps(_mm512_loadu_ps(acc + 16 * u), f));                           \
+        }                                                                                                              \
+    }
+Q4K_TILE_ROWS(1)
+Q4K_TILE_ROWS(2)
+
+VNNI_TARGET static void q6k_tile(const uint8_t *w0, size_t row_bytes, int b, qgemm_tile *t)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x03);
+    /* quants 64v..64v+63 of the 16 rows (q6k_prep_avx512's unpacking), transposed */
+    for (int v = 0; v < 4; v++) {
+        int n = v / 2;
+        __m512i q[16];
+        for (int r = 0; r < 16; r++) {
+            const block_q6_K *w = (const block_q6_K *)(w0 + (size_t)r * row_bytes) + b;
+            __m512i l = _mm512_loadu_si512((const void *)(w->ql + 64 * n));
+            __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w->qh + 32 * n)));
+            h = _mm512_mask_srli_epi16(h, 0xFFFF0000u, h, 2);
+            q[r] = v % 2 ? _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                           _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(h, 4), m2), 4))
+                         : _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_slli_epi16(_mm512_and_si512(h, m2), 4));
+        }
+        transpose16(q);
+        for (int k = 0; k < 16; k++)
+            _mm512_store_si512(t->q[16 * v + k], q[k]);
+    }
+    for (int r = 0; r < 16; r++) {
+        const block_q6_K *w = (const block_q6_K *)(w0 + (size_t)r * row_bytes) + b;
+        for (int j = 0; j < 16; j++)
+            t->sc[j][r] = w->scales[j];
+        for (int j = 0; j < 8; j++)
+            t->mp[j][r] = (uint16_t)w->scales[2 * j] | (uint32_t)(uint16_t)w->scales[2 * j + 1] << 16;
+        uint16_t dh;
+        memcpy(&dh, &w->d, 2);
+        t->d[r] = _cvtsh_ss(dh);
+    }
+}
+
+#define Q6K_TILE_ROWS(n)                                                                                               \
+    VNNI_TARGET static inline void q6k_tile_rows##n(const qgemm_tile *t, const block_q8_K *const *y, float *acc)       \
+    {                                                                                                                  \
+        __m512i sumi[n];                                                                                               \
+        for (int u = 0; u < n; u++)                                                                                    \
+            sumi[u] = _mm512_setzero_si512();                                                                          \
+        for (int h = 0; h < 2; h++) { /* sub-blocks 8h..8h+7: eight chains per row of x */                             \
+            __m512i a[n][8];                                                                                           \
+            for (int u = 0; u < n; u++)                                                                                \
+                for (int j = 0; j < 8; j++)                                                                            \
+                    a[u][j] = _mm512_setzero_si512();                                                                  \
+            for (int i = 0; i < 4; i++)                                                                                \
+                for (int j = 0; j < 8; j++) {                                                                          \
+                    int k = 4 * (8 * h + j) + i;                                                                       \
+                    __m512i q = _mm512_load_si512(t->q[k]);                                                            \
+                    for (int u = 0; u < n; u++)                                                                        \
+                        a[u][j] = _mm512_dpbusd_epi32(a[u][j], q, _mm512_set1_epi32(((const int32_t *)y[u]->qs)[k]));  \
+                }                                                                                                      \
+            for (int u = 0; u < n; u++)                                                                                \
+                for (int j = 0; j < 8; j++)                                                                            \
+                    sumi[u] =                                                                                          \
+                        _mm512_add_epi32(sumi[u], _mm512_mullo_epi32(a[u][j], _mm512_load_si512(t->sc[8 * h + j])));   \
+        }                                                                                                              \
+        for (int u = 0; u < n; u++) {                                                                                  \
+            const int32_t *bs = (const int32_t *)y[u]->bsums;                                                          \
+            __m512i off = _mm512_setzero_si512();                                                                      \
+            /* the -32 offset: 32 * sum_j sc_j bsum_j */                                                               \
+            for (int j = 0; j < 8; j++)                                                                                \
+                off = _mm512_dpwssd_epi32(off, _mm512_load_si512(t->mp[j]), _mm512_set1_epi32(bs[j]));                 \
+            __m512i si = _mm512_sub_epi32(sumi[u], _mm512_slli_epi32(off, 5));                                         \
+            /* q6k_block on 16 lanes: xd * d * sumi */                                                                 \
+            __m512 f =                                                                                                 \
+                _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(y[u]->d), _mm512_load_ps(t->d)), _mm512_cvtepi32_ps(si));   \
+            _mm512_storeu_ps(acc + 16 * u, _mm512_add_ps(_mm512_loadu_ps(acc + 16 * u), f));                           \
+        }                                                                                                              \
+    }
+Q6K_TILE_ROWS(1)
+Q6K_TILE_ROWS(2)
+
+#define QGEMM16(name, tile, tile_rows1, tile_rows2)                                                                    \
+    VNNI_TARGET static void name(const void *w, size_t row_bytes, const block_q8_K *x, size_t xs, int n, int nb,       \
+                                 float *acc)                                                                           \
+    {                                                                                                                  \
+        qgemm_tile t __attribute__((aligned(64)));                                                                     \
+        memset(acc, 0, (size_t)n * 16 * sizeof *acc);                                                                  \
+        for (int b = 0; b < nb; b++) {                                                                                 \
+            tile((const uint8_t *)w, row_bytes, b, &t);                                                                \
+            int r = 0;                                                                                                 \
+            for (; r + 2 <= n; r += 2) {                                                                               \
+                const block_q8_K *y[2] = { x + (size_t)r * xs + b, x + (size_t)(r + 1) * xs + b };                     \
+                tile_rows2(&t, y, acc + 16 * r);                                                                       \
+            }                                                                                                          \
+            if (r < n) {                                                                                               \
+                const block_q8_K *y[1] = { x + (size_t)r * xs + b };                                                   \
+                tile_rows1(&t, y, acc + 16 * r);                                                                       \
+            }                                                                                                          \
+        }                                                                                                              \
+    }
+
+QGEMM16(q4k_gemm16, q4k_tile, q4k_tile_rows1, q4k_tile_rows2)
+QGEMM16(q6k_gemm16, q6k_tile, q6k_tile_rows1, q6k_tile_rows2)
 #endif
 
 #ifdef SMQ_X86
@@ -503,6 +721,16 @@ qdot_fn qdot_for(qtype t)
 qdot_fn qdot_reference(qtype t)
 {
     return t == QTYPE_Q4_K ? q4k_dot_scalar : t == QTYPE_Q6_K ? q6k_dot_scalar : NULL;
+}
+
+qgemm16_fn qgemm16_for(qtype t)
+{
+#ifdef SMQ_X86
+    if ((t == QTYPE_Q4_K || t == QTYPE_Q6_K) && have_avx512() && __builtin_cpu_supports("avx512vnni"))
+        return t == QTYPE_Q4_K ? q4k_gemm16 : q6k_gemm16;
+#endif
+    (void)t;
+    return NULL;
 }
 
 qdot4_fn qdot4_for(qtype t)

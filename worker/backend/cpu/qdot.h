@@ -16,6 +16,13 @@ qdot_fn qdot_for(qtype t);
 typedef void (*qdot4_fn)(const void *w, const block_q8_K *x, size_t xs, int nb, float *out);
 qdot4_fn qdot4_for(qtype t);
 
+/* Sixteen weight rows (row_bytes apart from w) times n activation rows (xs
+ * blocks apart) into acc[r * 16 + i] (row r of x, weight row i): the weights
+ * are unpacked once for all n (prefill). Each result is bit-identical to
+ * qdot_for's. NULL where the CPU has no kernel for it (AVX-512 VNNI). */
+typedef void (*qgemm16_fn)(const void *w, size_t row_bytes, const block_q8_K *x, size_t xs, int n, int nb, float *acc);
+qgemm16_fn qgemm16_for(qtype t);
+
 /* The portable one, for tests. */
 qdot_fn qdot_reference(qtype t);
 

@@ -364,29 +364,53 @@ AVX512_TARGET void q4k_prep_avx512(const block_q4_K *w, q4k_prep512 *p)
     p->dmin = _cvtsh_ss(mh);
 }
 
-AVX512_TARGET float q4k_row_avx512(const q4k_prep512 *p, const block_q8_K *y)
+/* A row's two integer sums of a block, each folded to eight lanes. */
+AVX512_TARGET void q4k_sums_avx512(const q4k_prep512 *p, const block_q8_K *y, __m256i *s8, __m256i *mm)
 {
     __m512i sumi = _mm512_setzero_si512();
     for (int c = 0; c < 4; c++) {
         __m512i m = _mm512_maddubs_epi16(p->q[c], _mm512_loadu_si512((const void *)(y->qs + 64 * c)));
         sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(m, p->sc[c]));
     }
-    __m256i mm = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), p->mins);
-    __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(sumi), _mm512_extracti64x4_epi64(sumi, 1));
+    *mm = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), p->mins);
+    *s8 = _mm256_add_epi32(_mm512_castsi512_si256(sumi), _mm512_extracti64x4_epi64(sumi, 1));
+}
+
+AVX512_TARGET float q4k_row_avx512(const q4k_prep512 *p, const block_q8_K *y)
+{
+    __m256i s8, mm;
+    q4k_sums_avx512(p, y, &s8, &mm);
     int32_t isum, msum;
     hsum2_epi32(s8, mm, &isum, &msum);
     return q4k_block(y->d, p->d, p->dmin, isum, msum);
 }
 
+/* Decode streams the weights: two blocks per turn share the horizontal sums
+ * and run q4k_block's operations two lanes wide (the same operations, so
+ * the same bits as one block at a time). */
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"))) static float
 q4k_dot_avx512(const void *wv, const block_q8_K *x, int nb)
 {
     const block_q4_K *w = wv;
     float sum = 0;
-    for (int b = 0; b < nb; b++, w++, x++) {
-        _mm_prefetch((const char *)(w + QDOT_PREFETCH), _MM_HINT_T0);
-        _mm_prefetch((const char *)(w + QDOT_PREFETCH) + 64, _MM_HINT_T0);
-        _mm_prefetch((const char *)(w + QDOT_PREFETCH) + 128, _MM_HINT_T0);
+    int b = 0;
+    for (; b + 2 <= nb; b += 2, w += 2, x += 2) {
+        for (int k = 0; k < 5; k++)
+            _mm_prefetch((const char *)(w + QDOT_PREFETCH) + 64 * k, _MM_HINT_T0);
+        q4k_prep512 p0, p1;
+        __m256i s0, m0, s1, m1;
+        q4k_prep_avx512(w, &p0);
+        q4k_sums_avx512(&p0, x, &s0, &m0);
+        q4k_prep_avx512(w + 1, &p1);
+        q4k_sums_avx512(&p1, x + 1, &s1, &m1);
+        __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s0, m0), _mm256_hadd_epi32(s1, m1));
+        __m128i tot = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)); /* S0 M0 S1 M1 */
+        __m128 t = _mm_mul_ps(_mm_setr_ps(p0.d, p0.dmin, p1.d, p1.dmin), _mm_cvtepi32_ps(tot));
+        t = _mm_mul_ps(_mm_setr_ps(x[0].d, x[1].d, 0, 0), _mm_hsub_ps(t, t)); /* xd * (d*S - dmin*M) */
+        sum += _mm_cvtss_f32(t);
+        sum += _mm_cvtss_f32(_mm_movehdup_ps(t));
+    }
+    if (b < nb) {
         q4k_prep512 p;
         q4k_prep_avx512(w, &p);
         sum += q4k_row_avx512(&p, x);

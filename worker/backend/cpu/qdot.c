@@ -418,19 +418,23 @@ q4k_dot_avx512(const void *wv, const block_q8_K *x, int nb)
     return sum;
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"))) static void
-q4k_dot4_avx512(const void *wv, const block_q8_K *x, size_t xs, int nb, float *out)
-{
-    const block_q4_K *w = wv;
-    float sum[4] = { 0, 0, 0, 0 };
-    for (int b = 0; b < nb; b++, w++, x++) {
-        q4k_prep512 p;
-        q4k_prep_avx512(w, &p);
-        for (int r = 0; r < 4; r++)
-            sum[r] += q4k_row_avx512(&p, x + (size_t)r * xs);
+/* Four activation rows at once: one block preparation, four rows' sums. */
+#define DOT4_AVX512(name, block_t, prep_t, prep, row)                                                                  \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"))) static void name(                           \
+        const void *wv, const block_q8_K *x, size_t xs, int nb, float *out)                                            \
+    {                                                                                                                  \
+        const block_t *w = wv;                                                                                         \
+        float sum[4] = { 0, 0, 0, 0 };                                                                                 \
+        for (int b = 0; b < nb; b++, w++, x++) {                                                                       \
+            prep_t p;                                                                                                  \
+            prep(w, &p);                                                                                               \
+            for (int r = 0; r < 4; r++)                                                                                \
+                sum[r] += row(&p, x + (size_t)r * xs);                                                                 \
+        }                                                                                                              \
+        memcpy(out, sum, sizeof sum);                                                                                  \
     }
-    memcpy(out, sum, sizeof sum);
-}
+
+DOT4_AVX512(q4k_dot4_avx512, block_q4_K, q4k_prep512, q4k_prep_avx512, q4k_row_avx512)
 
 typedef struct q6k_prep512 {
     __m512i q[4];  /* weights 64v.. as unsigned 6-bit bytes */
@@ -491,19 +495,7 @@ q6k_dot_avx512(const void *wv, const block_q8_K *x, int nb)
     return sum;
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"))) static void
-q6k_dot4_avx512(const void *wv, const block_q8_K *x, size_t xs, int nb, float *out)
-{
-    const block_q6_K *w = wv;
-    float sum[4] = { 0, 0, 0, 0 };
-    for (int b = 0; b < nb; b++, w++, x++) {
-        q6k_prep512 p;
-        q6k_prep_avx512(w, &p);
-        for (int r = 0; r < 4; r++)
-            sum[r] += q6k_row_avx512(&p, x + (size_t)r * xs);
-    }
-    memcpy(out, sum, sizeof sum);
-}
+DOT4_AVX512(q6k_dot4_avx512, block_q6_K, q6k_prep512, q6k_prep_avx512, q6k_row_avx512)
 
 /* ---- AVX-512 VNNI: sixteen weight rows per instruction (prefill) ----
  *

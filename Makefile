@@ -62,7 +62,8 @@ ENGINE_SRC := worker/engine/engine.c worker/engine/kv_pages.c worker/engine/samp
 TOOL_SRC := worker/tool/smolmq.c worker/tool/inspect.c worker/tool/dequant.c worker/tool/synth.c \
 	worker/tool/json_out.c worker/tool/tokenize.c worker/tool/template.c \
 	worker/tool/generate.c worker/tool/bench.c worker/tool/chat.c
-CUDA_SRC := worker/backend/cuda/dequant.cu worker/backend/cuda/matvec.cu worker/backend/cuda/cuda_backend.cu
+CUDA_SRC := worker/backend/cuda/dequant.cu worker/backend/cuda/matvec.cu worker/backend/cuda/fwd_kernels.cu \
+	worker/backend/cuda/cuda_backend.cu
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 CORE_OBJ := $(call obj,$(COMMON_SRC) $(MODEL_SRC) $(BACKEND_SRC) $(ENGINE_SRC))

@@ -1,6 +1,9 @@
 /* matvec_gpu_test.c - the GPU's quantized matrix-vector products against the
  * CPU's dequantization in double precision, on SmolLM3-3B's real shapes and
- * fresh random blocks, the output poisoned first. Skipped without a GPU. */
+ * fresh random blocks, the output poisoned first: the float32 kernels
+ * (cuda_matvec) and the q16 ones the backend runs (cuda_q16_matmul, its
+ * inputs quantized, and RMS-normed, by cuda_q16_quantize). Skipped without
+ * a GPU. */
 #include <cuda_runtime_api.h>
 #include <math.h>
 
@@ -74,7 +77,105 @@ static void check_shape(qtype t, uint64_t rows, uint64_t k)
     free(row);
 }
 
+/* The q16 path: x (and, with norm, rmsnorm(x) * w) quantized on the device,
+ * three activation rows at once (the last accumulated onto a known y), W
+ * in the padded device layout; each row against float64 on the host. */
+static void check_q16_shape(qtype t, uint64_t rows, uint64_t k, int norm)
+{
+    enum { NX = 3 };
+    uint64_t nb = rows * (k / QK_K), bytes = nb * qtype_table[t].block_bytes;
+    uint64_t dev_bytes = cuda_weight_bytes(t, rows, k), arow = cuda_q16_row_bytes(k);
+    uint8_t *w = malloc(bytes);
+    float *x = malloc(NX * k * sizeof *x), *xn = malloc(NX * k * sizeof *xn), *nw = malloc(k * sizeof *nw);
+    float *y = malloc(NX * rows * sizeof *y), *row = malloc(k * sizeof *row);
+    random_blocks(t, w, nb);
+    for (uint64_t i = 0; i < NX * k; i++)
+        x[i] = (float)((int64_t)(test_rng() % 20001) - 10000) / 10000.0f * (i % 7 == 0 ? 8.f : 1.f);
+    for (uint64_t i = 0; i < k; i++)
+        nw[i] = 0.5f + (float)(test_rng() % 1000) / 1000.0f;
+    for (int t2 = 0; t2 < NX; t2++) { /* the inputs the product sees, in double as far as they go */
+        double ss = 0;
+        for (uint64_t i = 0; i < k; i++)
+            ss += (double)x[t2 * k + i] * x[t2 * k + i];
+        double sc = 1.0 / sqrt(ss / k + 1e-6);
+        for (uint64_t i = 0; i < k; i++)
+            xn[t2 * k + i] = norm ? (float)(x[t2 * k + i] * sc * nw[i]) : x[t2 * k + i];
+    }
+    void *dw = NULL;
+    float *dx = NULL, *dy = NULL, *dn = NULL;
+    uint8_t *da = NULL;
+    smq_err err;
+    int ok = cudaMalloc(&dw, dev_bytes) == cudaSuccess && cudaMalloc((void **)&dx, NX * k * 4) == cudaSuccess &&
+             cudaMalloc((void **)&dn, k * 4) == cudaSuccess && cudaMalloc((void **)&da, NX * arow) == cudaSuccess &&
+             cudaMalloc((void **)&dy, NX * rows * 4) == cudaSuccess &&
+             cudaMemcpy(dx, x, NX * k * 4, cudaMemcpyHostToDevice) == cudaSuccess &&
+             cudaMemcpy(dn, nw, k * 4, cudaMemcpyHostToDevice) == cudaSuccess &&
+             cudaMemset(da, 0xFF, NX * arow) == cudaSuccess &&
+             cudaMemset(dy, 0xFF, (NX - 1) * rows * 4) == cudaSuccess && /* NaN: unwritten rows show */
+             cudaMemset(dy + (NX - 1) * rows, 0, rows * 4) == cudaSuccess;
+    CHECK_MSG(ok, "cuda setup failed: %s", cudaGetErrorString(cudaGetLastError()));
+    if (ok) {
+        CHECK_MSG(cuda_weight_upload(t, w, rows, k, dw, &err) == 0, "%s", err.msg);
+        CHECK_MSG(cuda_q16_quantize(dx, NULL, norm ? dn : NULL, 1e-6f, k, NX, da, NULL, &err) == 0, "%s", err.msg);
+        /* rows 0 and 1 in one call; row 2 alone, accumulated onto 0 */
+        CHECK_MSG(cuda_q16_matmul(t, dw, rows, k, da, NX - 1, dy, rows, 0, NULL, &err) == 0, "%s", err.msg);
+        CHECK_MSG(cuda_q16_matmul(t, dw, rows, k, da + (NX - 1) * arow, 1, dy + (NX - 1) * rows, rows, 1, NULL, &err) ==
+                      0,
+                  "%s", err.msg);
+        CHECK(cudaDeviceSynchronize() == cudaSuccess);
+        CHECK(cudaMemcpy(y, dy, NX * rows * 4, cudaMemcpyDeviceToHost) == cudaSuccess);
+        double num = 0, den = 0;
+        int nan = 0;
+        for (uint64_t r = 0; r < rows; r++) {
+            quant_dequant_row(t, w + r * (k / QK_K) * qtype_table[t].block_bytes, row, k);
+            for (int t2 = 0; t2 < NX; t2++) {
+                double ref = 0;
+                for (uint64_t i = 0; i < k; i++)
+                    ref += (double)row[i] * xn[t2 * k + i];
+                double got = y[t2 * rows + r];
+                nan += isnan(got);
+                num += (got - ref) * (got - ref);
+                den += ref * ref;
+            }
+        }
+        double rel = sqrt(num / den);
+        printf("  q16%s %s %llu x %llu: rel L2 %.2e vs the CPU in float64\n", norm ? " normed" : "", qtype_name(t),
+               (unsigned long long)rows, (unsigned long long)k, rel);
+        CHECK_MSG(nan == 0, "%d outputs not written", nan);
+        CHECK_MSG(rel < 1e-4, "q16 %s %llux%llu: rel L2 %.3g", qtype_name(t), (unsigned long long)rows,
+                  (unsigned long long)k, rel);
+    }
+    cudaFree(dw);
+    cudaFree(dx);
+    cudaFree(dn);
+    cudaFree(da);
+    cudaFree(dy);
+    free(w);
+    free(x);
+    free(xn);
+    free(nw);
+    free(y);
+    free(row);
+}
+
 static int have_gpu;
+
+static void test_q16_shapes(void)
+{
+    if (!have_gpu) {
+        test_skip("no CUDA device");
+        return;
+    }
+    check_q16_shape(QTYPE_Q4_K, 2048, 2048, 1);   /* attn_q after the norm */
+    check_q16_shape(QTYPE_Q4_K, 512, 2048, 0);    /* attn_k */
+    check_q16_shape(QTYPE_Q4_K, 11008, 2048, 1);  /* ffn_gate, ffn_up */
+    check_q16_shape(QTYPE_Q4_K, 2048, 11008, 0);  /* ffn_down */
+    check_q16_shape(QTYPE_Q4_K, 4101, 768, 0);    /* odd rows: the last warp's half pair */
+    check_q16_shape(QTYPE_Q6_K, 512, 2048, 0);    /* attn_v */
+    check_q16_shape(QTYPE_Q6_K, 2048, 11008, 0);  /* ffn_down */
+    check_q16_shape(QTYPE_Q6_K, 128256, 2048, 1); /* the tied output head */
+    check_q16_shape(QTYPE_Q6_K, 4099, 256, 0);
+}
 
 static void test_q4k_shapes(void)
 {
@@ -117,6 +218,7 @@ int main(void)
     have_gpu = cuda_device_count() > 0;
     TEST_RUN(test_q4k_shapes);
     TEST_RUN(test_q6k_shapes);
+    TEST_RUN(test_q16_shapes);
     TEST_RUN(test_bad_arguments);
     return test_done();
 }

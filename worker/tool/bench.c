@@ -228,7 +228,8 @@ int tool_bench(int argc, char **argv)
     double step_bytes = (double)m->weight_bytes + batch * kv_token * (plen + gen / 2.0);
     double roof = bw > 0 ? batch * bw * 1e9 / step_bytes : 0;
     if (on_gpu) {
-        printf("model: %s, %.2f GB of weights, %" PRIu32 " layers; backend %s, GPU %d, f32 activations, fp16 KV\n",
+        printf("model: %s, %.2f GB of weights, %" PRIu32
+               " layers; backend %s, GPU %d, 16-bit integer activations, fp16 KV\n",
                path, (double)m->weight_bytes / 1e9, hp->n_layer, b->ops->name, b->cfg.gpu);
         printf("memory: %.1f MB on the GPU (weights, KV pool, buffers)\n", (double)b->ops->memory(b) / 1e6);
         printf("read bandwidth (measured now, GPU %d): %.1f GB/s\n", b->cfg.gpu, bw);

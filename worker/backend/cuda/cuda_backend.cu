@@ -1,35 +1,32 @@
 /* cuda_backend.cu - SmolLM3's forward pass on one NVIDIA GPU.
  *
  * The function of cpu_backend.c (read its header comment for the forward
- * pass) with float32 activations, the weights in their GGUF blocks and the KV
- * cache in fp16. A step's tokens, from every sequence of the batch, are the
- * rows of one activation matrix; every kernel works on one row (or one head
- * of one row) with a fixed order of operations, so that a row's numbers do
- * not depend on the batch around it, nor on how a prompt was chunked.
+ * pass) with the weights in their GGUF blocks (Q6_K padded to 16-byte
+ * aligned slots), the KV cache in fp16, and the matrix products on
+ * activations quantized to 16 bits (qdot.cuh: 1.5e-5 relative per element,
+ * in both of backend_config's modes; the CPU's fast path uses 8). A step's
+ * tokens, from every sequence of the batch, are the rows of one activation
+ * matrix; every kernel works on one row (or one head of one row) with a
+ * fixed order of operations, so that a row's numbers do not depend on the
+ * batch around it, nor on how a prompt was chunked. fwd_kernels.h lists
+ * the kernels of a step.
  *
  *   device memory                                   per step (grown)
- *   weights  one cudaMalloc, each tensor's bytes   x, h      [rows][n_embd]
- *            as in the file (token_embd once       q, att    [rows][n_head*head_dim]
- *            when the head is tied to it)          k, v      [rows][kv_dim]
- *   kv       [n_layer][n_pages][page_size][2]      gate, up  [rows][n_ff]
- *            [kv_dim] fp16: a slot's key, then     logits    [out rows][n_vocab]
- *            its value                             meta      tokens, positions,
- *                                                            page tables, rope
+ *   weights  one cudaMalloc, each tensor's blocks  x        [rows][n_embd] f32
+ *            (token_embd once when the head is     q        [rows][n_head*head_dim] f32
+ *            tied to it)                           a, a_ff  [rows] q16 rows of the products
+ *   kv       [n_layer][n_pages][page_size][2]      part     attention's split-K partials
+ *            [kv_dim] fp16: a slot's key, then     logits   [out rows][n_vocab]
+ *            its value                             meta     tokens, positions, page
+ *                                                           tables, rope, split slots
  *
  * The step's metadata (tokens, positions, page tables, the cos/sin of RoPE
  * from rope_table(), the CPU's very angles) is packed on the host into one
  * pinned buffer and goes up in one copy; the logits come back per sequence
- * at the end of the step, which is the only synchronization.
- *
- * Kernels (all on the backend's stream, each launch checked):
- *   embed        token rows dequantized with quant.h's element functions
- *   rmsnorm      a row per block, the sum of squares in double (as the CPU)
- *   rope_store   RoPE NORM on q and k (not on NoPE layers), k and v into the
- *                row's KV slot as fp16
- *   attention    a block per (row, head): its warps take every 8th cached
- *                position with an online softmax each, merged at the end
- *   swiglu       silu(gate) * up
- *   products     cuda_matmul (matvec.cu) on the blocks, residual adds fused
+ * at the end of the step, which is the only synchronization. A one-token
+ * step (batch-1 decode) is replayed from a CUDA graph captured once per
+ * split-K width: its shapes are fixed, and what changes (token, position,
+ * page table) is read from the metadata on the device.
  */
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -40,18 +37,19 @@
 #include <string.h>
 
 #include "cuda_backend.h"
+#include "fwd_kernels.h"
 #include "matvec.h"
+#include "qdot.cuh"
 #include "quant.h"
 
 extern "C" {
 #include "rope.h"
 }
 
-#define NORM_THREADS 256
-#define ROPE_THREADS 128
-#define ATT_WARPS    8
-#define MAX_HEAD_DIM 256 /* head_dim / 32 values of q and of the output per lane */
-#define ROW_ALIGN    64  /* activation buffers grow by this many rows */
+#define ROW_ALIGN      64   /* activation buffers grow by this many rows */
+#define MAX_HEAD_DIM   256  /* the attention kernel holds head_dim / 32 dims per lane, at most 8 */
+#define ATT_PART_SLOTS 8192 /* split-K slots of one attention launch */
+#define GRAPH_WIDTHS   6    /* decode graphs kept: split-K widths 1, 2, 4, .., 32 */
 
 /* Every CUDA call: on failure the error goes into err and the function
  * returns -1. */
@@ -70,17 +68,17 @@ extern "C" {
             return smq_err_set(err, "cuda backend: kernel %s: %s", kernel, cudaGetErrorString(e_));                    \
     } while (0)
 
-typedef struct dev_tensor {
-    qtype type;
-    uint64_t ne0, ne1, row_bytes;
-    const void *d; /* in the weights allocation */
-} dev_tensor;
-
 typedef struct dev_layer {
     const float *attn_norm, *ffn_norm; /* [n_embd] */
-    dev_tensor wq, wk, wv, wo, w_gate, w_up, w_down;
+    dev_mat wq, wk, wv, wo, w_gate, w_up, w_down;
     int use_rope;
 } dev_layer;
+
+/* Rows [r0, r0 + rows) of a step go through attention in one launch, their
+ * split-K slots (at most ATT_PART_SLOTS) numbered from 0. */
+typedef struct att_group {
+    uint32_t r0, rows, max_splits;
+} att_group;
 
 typedef struct cuda_backend {
     backend base;
@@ -88,10 +86,11 @@ typedef struct cuda_backend {
     cudaStream_t stream;
     uint32_t kv_dim;
     uint64_t max_ctx;
+    fwd_dims dims;
     /* weights */
     uint8_t *weights;
     uint64_t weight_bytes;
-    dev_tensor token_embd, output;
+    dev_mat token_embd, output;
     const float *output_norm;
     dev_layer *layers;
     /* KV pool */
@@ -99,206 +98,31 @@ typedef struct cuda_backend {
     uint64_t kv_bytes;
     /* per-step buffers, grown to the largest step seen */
     uint32_t cap_rows;
-    float *act; /* the one allocation x .. up are carved from */
-    float *x, *h, *q, *k, *v, *att, *gate, *up;
+    uint8_t *act; /* the one allocation x .. a_ff are carved from */
+    float *x, *q;
+    uint8_t *a, *a_ff;
+    uint64_t cap_part; /* floats */
+    float *part;
     uint64_t cap_out; /* rows of logits */
     float *logits;
     uint64_t cap_meta; /* bytes */
     uint8_t *meta_host, *meta_dev;
-    int poison; /* tests: buffers grown later start as NaN too */
+    att_group *groups;
+    uint32_t n_groups, cap_groups;
+    /* batch-1 decode graphs, by split-K width (log2) */
+    cudaGraphExec_t graph[GRAPH_WIDTHS];
+    int use_graphs; /* 0 with SMQ_CUDA_GRAPHS=0 in the environment, to compare */
+    int poison;     /* tests: buffers grown later start as NaN too */
 } cuda_backend;
 
-/* Where a step's metadata sits in the meta buffers (offsets in 4-byte words). */
+/* Where a step's metadata sits in the meta buffers (offsets in 4-byte
+ * words). The page tables come last, so that a one-token step's layout
+ * does not depend on its page count (graph replays read it in place). */
 typedef struct step_meta {
-    uint64_t tokens, row_pos, row_table, out_rows, pages, rope, words;
+    uint64_t tokens, row_pos, row_table, row_part, out_rows, rope, pages, words;
 } step_meta;
 
-/* ---- kernels ---- */
-
-__device__ static float warp_sum(float v)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-/* Element i of a row of the embedding table, as quant_dequant_row gives it. */
-__device__ static float embd_value(qtype type, const uint8_t *row, uint32_t i)
-{
-    switch (type) {
-    case QTYPE_Q4_K:
-        return q4k_value((const block_q4_K *)row + i / QK_K, (int)(i % QK_K));
-    case QTYPE_Q5_K:
-        return q5k_value((const block_q5_K *)row + i / QK_K, (int)(i % QK_K));
-    case QTYPE_Q6_K:
-        return q6k_value((const block_q6_K *)row + i / QK_K, (int)(i % QK_K));
-    case QTYPE_Q8_0:
-        return q80_value((const block_q8_0 *)row + i / QK8_0, (int)(i % QK8_0));
-    case QTYPE_F16:
-        return fp16_to_f32(((const uint16_t *)row)[i]);
-    case QTYPE_BF16:
-        return bf16_to_f32(((const uint16_t *)row)[i]);
-    case QTYPE_F32:
-        return ((const float *)row)[i];
-    default: /* create() admits no other type */
-        return 0.f;
-    }
-}
-
-/* x[r] = token_embd[tokens[r]]; a block per row. */
-__global__ static void embed_kernel(qtype type, const uint8_t *__restrict__ embd, uint64_t row_bytes,
-                                    const int32_t *__restrict__ tokens, float *__restrict__ x, uint32_t n_embd)
-{
-    const uint8_t *row = embd + (uint64_t)tokens[blockIdx.x] * row_bytes;
-    float *out = x + (uint64_t)blockIdx.x * n_embd;
-    for (uint32_t i = threadIdx.x; i < n_embd; i += blockDim.x)
-        out[i] = embd_value(type, row, i);
-}
-
-/* out[r] = rmsnorm(x[map ? map[r] : r]) * w; a block per output row. The sum
- * of squares in double, reduced in a fixed order. */
-__global__ static void rmsnorm_kernel(const float *__restrict__ x, const uint32_t *__restrict__ map,
-                                      const float *__restrict__ w, float *__restrict__ out, uint32_t n, float eps)
-{
-    __shared__ double part[NORM_THREADS];
-    const float *src = x + (uint64_t)(map ? map[blockIdx.x] : blockIdx.x) * n;
-    float *dst = out + (uint64_t)blockIdx.x * n;
-    double ss = 0;
-    for (uint32_t i = threadIdx.x; i < n; i += NORM_THREADS)
-        ss += (double)src[i] * src[i];
-    part[threadIdx.x] = ss;
-    __syncthreads();
-    for (unsigned s = NORM_THREADS / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s)
-            part[threadIdx.x] += part[threadIdx.x + s];
-        __syncthreads();
-    }
-    float scale = 1.0f / sqrtf((float)(part[0] / n) + eps);
-    for (uint32_t i = threadIdx.x; i < n; i += NORM_THREADS)
-        dst[i] = __fmul_rn(__fmul_rn(src[i], scale), w[i]);
-}
-
-/* The pair (v[0], v[1]) rotated by (c, s), rounded as the CPU rounds it. */
-__device__ static void rotate_pair(float *v, float c, float s)
-{
-    float x0 = v[0], x1 = v[1];
-    v[0] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
-    v[1] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
-}
-
-/* One row per block: RoPE NORM on q and k (pairs (2i, 2i+1) of each head's
- * first n_rot dims; none on NoPE layers), then k and v into the row's slot
- * of this layer's KV pages as fp16. */
-__global__ static void rope_store_kernel(float *__restrict__ q, float *__restrict__ k, const float *__restrict__ v,
-                                         __half *__restrict__ kv_layer, const float *__restrict__ rope,
-                                         const uint32_t *__restrict__ row_pos, const uint32_t *__restrict__ row_table,
-                                         const uint32_t *__restrict__ pages, uint32_t n_head, uint32_t n_head_kv,
-                                         uint32_t head_dim, uint32_t n_rot, int use_rope, uint32_t page_size)
-{
-    uint32_t r = blockIdx.x, half_hd = head_dim / 2, kv_dim = n_head_kv * head_dim;
-    const float *cs = rope + (uint64_t)r * n_rot;
-    float *qr = q + (uint64_t)r * n_head * head_dim, *kr = k + (uint64_t)r * kv_dim;
-    const float *vr = v + (uint64_t)r * kv_dim;
-    if (use_rope)
-        for (uint32_t p = threadIdx.x; p < n_head * half_hd; p += blockDim.x) {
-            uint32_t h = p / half_hd, i = p % half_hd;
-            if (2 * i < n_rot)
-                rotate_pair(qr + h * head_dim + 2 * i, cs[2 * i], cs[2 * i + 1]);
-        }
-    uint32_t pos = row_pos[r];
-    uint64_t page = pages[row_table[r] + pos / page_size];
-    __half *slot = kv_layer + (page * page_size + pos % page_size) * 2 * kv_dim;
-    for (uint32_t p = threadIdx.x; p < kv_dim / 2; p += blockDim.x) {
-        uint32_t i = p % half_hd;
-        if (use_rope && 2 * i < n_rot)
-            rotate_pair(kr + 2 * p, cs[2 * i], cs[2 * i + 1]);
-        slot[2 * p] = __float2half_rn(kr[2 * p]);
-        slot[2 * p + 1] = __float2half_rn(kr[2 * p + 1]);
-        slot[kv_dim + 2 * p] = __float2half_rn(vr[2 * p]);
-        slot[kv_dim + 2 * p + 1] = __float2half_rn(vr[2 * p + 1]);
-    }
-}
-
-/* Causal attention of one head of one row over the row's sequence's cached
- * positions 0..pos (GQA: query head h reads kv head h / (n_head/n_head_kv)).
- * Warp w takes the positions w, w + ATT_WARPS, ... with an online softmax
- * (running max m, sum l, weighted values acc); the warps' states are merged
- * at the end. A lane holds the head's elements lane, lane + 32, ... */
-__global__ static void __launch_bounds__(32 * ATT_WARPS)
-    attention_kernel(const float *__restrict__ q, const __half *__restrict__ kv_layer, float *__restrict__ out,
-                     const uint32_t *__restrict__ row_pos, const uint32_t *__restrict__ row_table,
-                     const uint32_t *__restrict__ pages, uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim,
-                     uint32_t page_size, float scale)
-{
-    enum { PER_LANE = MAX_HEAD_DIM / 32 };
-    __shared__ float sm_m[ATT_WARPS], sm_l[ATT_WARPS], sm_acc[ATT_WARPS][MAX_HEAD_DIM];
-    uint32_t r = blockIdx.x, h = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    uint32_t g = h / (n_head / n_head_kv), kv_dim = n_head_kv * head_dim, per = head_dim / 32;
-    uint32_t n_ctx = row_pos[r] + 1;
-    const uint32_t *table = pages + row_table[r];
-    const float *qh = q + ((uint64_t)r * n_head + h) * head_dim;
-    float qv[PER_LANE], acc[PER_LANE];
-#pragma unroll
-    for (uint32_t j = 0; j < PER_LANE; j++) {
-        qv[j] = j < per ? qh[lane + 32 * j] : 0.f;
-        acc[j] = 0.f;
-    }
-    float m = -INFINITY, l = 0.f;
-    for (uint32_t t = warp; t < n_ctx; t += ATT_WARPS) {
-        const __half *key = kv_layer + ((uint64_t)table[t / page_size] * page_size + t % page_size) * 2 * kv_dim +
-                            (uint64_t)g * head_dim;
-        const __half *val = key + kv_dim;
-        float dot = 0.f;
-#pragma unroll
-        for (uint32_t j = 0; j < PER_LANE; j++)
-            if (j < per)
-                dot += qv[j] * __half2float(key[lane + 32 * j]);
-        float s = warp_sum(dot) * scale;
-        float m_new = fmaxf(m, s), corr = expf(m - m_new), p = expf(s - m_new);
-        l = l * corr + p;
-#pragma unroll
-        for (uint32_t j = 0; j < PER_LANE; j++)
-            if (j < per)
-                acc[j] = acc[j] * corr + p * __half2float(val[lane + 32 * j]);
-        m = m_new;
-    }
-    if (lane == 0) {
-        sm_m[warp] = m;
-        sm_l[warp] = l;
-    }
-#pragma unroll
-    for (uint32_t j = 0; j < PER_LANE; j++)
-        if (j < per)
-            sm_acc[warp][lane + 32 * j] = acc[j];
-    __syncthreads();
-    /* Warp 0 has position 0, so the overall max is finite; a warp without
-     * positions (m = -inf) weighs exp(-inf) = 0. */
-    float mx = sm_m[0];
-    for (uint32_t w = 1; w < ATT_WARPS; w++)
-        mx = fmaxf(mx, sm_m[w]);
-    float wt[ATT_WARPS], sum = 0.f;
-    for (uint32_t w = 0; w < ATT_WARPS; w++) {
-        wt[w] = expf(sm_m[w] - mx);
-        sum += sm_l[w] * wt[w];
-    }
-    float *o = out + ((uint64_t)r * n_head + h) * head_dim;
-    for (uint32_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
-        float a = 0.f;
-        for (uint32_t w = 0; w < ATT_WARPS; w++)
-            a += sm_acc[w][d] * wt[w];
-        o[d] = a / sum;
-    }
-}
-
-/* gate = silu(gate) * up, as the CPU computes it. */
-__global__ static void swiglu_kernel(float *__restrict__ gate, const float *__restrict__ up, uint64_t n)
-{
-    uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
-    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        float g = gate[i];
-        gate[i] = __fmul_rn(g / (1.0f + expf(-g)), up[i]);
-    }
-}
+/* ---- kernels (the step's are in fwd_kernels.cu) ---- */
 
 /* Position blockIdx.x's slot of layer blockIdx.y from src's page table to
  * dst's (both [n_tokens / page_size] pages). */
@@ -326,7 +150,6 @@ __global__ static void read_kernel(const uint4 *__restrict__ p, uint64_t n, unsi
     if (s == 0x9E3779B9u && n == 0)
         *out = s;
 }
-
 /* ---- create: the weights and the pool ---- */
 
 static uint64_t tensor_bytes(const model_tensor *t)
@@ -339,18 +162,31 @@ static uint64_t align_up(uint64_t n)
     return (n + 255) & ~(uint64_t)255;
 }
 
+static int is_product_type(qtype t)
+{
+    return t == QTYPE_Q4_K || t == QTYPE_Q6_K;
+}
+
+/* Device bytes of a tensor: Q4_K and Q6_K in the product kernels' layout,
+ * anything else as in the file. */
+static uint64_t dev_bytes(const model_tensor *t)
+{
+    return is_product_type(t->type) && t->ne0 % QK_K == 0 ? cuda_weight_bytes(t->type, t->ne1, t->ne0)
+                                                          : tensor_bytes(t);
+}
+
 /* Bytes of the weights on the device (token_embd once when tied). */
 static uint64_t weights_need(const model *m)
 {
-    uint64_t n = align_up(tensor_bytes(&m->token_embd)) + align_up(tensor_bytes(&m->output_norm));
+    uint64_t n = align_up(dev_bytes(&m->token_embd)) + align_up(dev_bytes(&m->output_norm));
     if (m->output.data != m->token_embd.data)
-        n += align_up(tensor_bytes(&m->output));
+        n += align_up(dev_bytes(&m->output));
     for (uint32_t il = 0; il < m->hp.n_layer; il++) {
         const model_layer *l = &m->layers[il];
         const model_tensor *ts[] = { &l->attn_norm, &l->wq,     &l->wk,   &l->wv,    &l->wo,
                                      &l->ffn_norm,  &l->w_gate, &l->w_up, &l->w_down };
         for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
-            n += align_up(tensor_bytes(ts[i]));
+            n += align_up(dev_bytes(ts[i]));
     }
     return n;
 }
@@ -361,17 +197,29 @@ static uint64_t kv_need(const model *m, const backend_config *cfg)
            sizeof(__half);
 }
 
-/* Floats of one activation row (x, h, q, k, v, att, gate, up). */
-static uint64_t act_row_floats(const hparams *hp)
+/* Bytes of one activation row: x and q in float, the products' q16 inputs
+ * a (of n_embd or n_head * head_dim) and a_ff (of n_ff), each buffer
+ * rounded to 256 bytes. */
+static uint64_t q_dim(const hparams *hp)
 {
-    uint64_t qd = (uint64_t)hp->n_head * hp->head_dim, kvd = (uint64_t)hp->n_head_kv * hp->head_dim;
-    return 2 * (uint64_t)hp->n_embd + 2 * qd + 2 * kvd + 2 * (uint64_t)hp->n_ff;
+    return (uint64_t)hp->n_head * hp->head_dim;
+}
+
+static uint64_t a_row_bytes(const hparams *hp)
+{
+    uint64_t n = hp->n_embd > q_dim(hp) ? hp->n_embd : q_dim(hp);
+    return q16_row_bytes(n);
+}
+
+static uint64_t act_bytes(const hparams *hp, uint64_t rows)
+{
+    return align_up(rows * hp->n_embd * 4) + align_up(rows * q_dim(hp) * 4) + align_up(rows * a_row_bytes(hp)) +
+           align_up(rows * q16_row_bytes(hp->n_ff));
 }
 
 extern "C" uint64_t cuda_backend_need(const model *m, const backend_config *cfg)
 {
-    return weights_need(m) + kv_need(m, cfg) + ROW_ALIGN * act_row_floats(&m->hp) * sizeof(float) +
-           (uint64_t)m->hp.n_vocab * sizeof(float);
+    return weights_need(m) + kv_need(m, cfg) + act_bytes(&m->hp, ROW_ALIGN) + (uint64_t)m->hp.n_vocab * sizeof(float);
 }
 
 /* A CUDA device to use, selected; -1 with err when there is none. */
@@ -427,7 +275,7 @@ static int dev_alloc(void **p, uint64_t bytes, const char *what, smq_err *err)
                        bytes / 1048576.0, what, free_b / 1048576.0, total_b / 1048576.0, cudaGetErrorString(e));
 }
 
-/* Types the kernels take: the products Q4_K and Q6_K (cuda_matmul), the
+/* Types the kernels take: the products Q4_K and Q6_K (cuda_q16_matmul), the
  * embedding rows any type embd_value knows. */
 static int check_product(const model_tensor *t, smq_err *err)
 {
@@ -465,14 +313,20 @@ static int check_types(const model *m, smq_err *err)
     return 0;
 }
 
-/* Copies t into the weights allocation at *at. */
-static int upload(cuda_backend *b, const model_tensor *t, uint64_t *at, dev_tensor *out, smq_err *err)
+/* Copies t into the weights allocation at *at (Q4_K and Q6_K through
+ * cuda_weight_upload, into the product kernels' layout). */
+static int upload(cuda_backend *b, const model_tensor *t, uint64_t *at, dev_mat *out, smq_err *err)
 {
-    uint64_t n = tensor_bytes(t);
+    uint64_t n = dev_bytes(t);
     if (*at + n > b->weight_bytes)
         return smq_err_set(err, "cuda backend: tensor %s does not fit the weights' allocation", t->name);
-    CUDA_CHECK(cudaMemcpy(b->weights + *at, t->data, n, cudaMemcpyHostToDevice));
-    *out = (dev_tensor){ t->type, t->ne0, t->ne1, t->row_bytes, b->weights + *at };
+    if (is_product_type(t->type) && t->ne0 % QK_K == 0) {
+        if (cuda_weight_upload(t->type, t->data, t->ne1, t->ne0, b->weights + *at, err))
+            return smq_err_prefix(err, "cuda backend: tensor %s", t->name);
+    } else {
+        CUDA_CHECK(cudaMemcpy(b->weights + *at, t->data, n, cudaMemcpyHostToDevice));
+    }
+    *out = (dev_mat){ t->type, t->ne0, t->ne1, n / (t->ne1 ? t->ne1 : 1), b->weights + *at };
     *at += align_up(n);
     return 0;
 }
@@ -484,7 +338,7 @@ static int upload_weights(cuda_backend *b, smq_err *err)
     if (dev_alloc((void **)&b->weights, b->weight_bytes, "the weights", err))
         return -1;
     uint64_t at = 0;
-    dev_tensor norm;
+    dev_mat norm;
     if (upload(b, &m->token_embd, &at, &b->token_embd, err) || upload(b, &m->output_norm, &at, &norm, err))
         return -1;
     b->output_norm = (const float *)norm.d;
@@ -495,7 +349,7 @@ static int upload_weights(cuda_backend *b, smq_err *err)
     for (uint32_t il = 0; il < m->hp.n_layer; il++) {
         const model_layer *l = &m->layers[il];
         dev_layer *d = &b->layers[il];
-        dev_tensor an, fn;
+        dev_mat an, fn;
         if (upload(b, &l->attn_norm, &at, &an, err) || upload(b, &l->ffn_norm, &at, &fn, err) ||
             upload(b, &l->wq, &at, &d->wq, err) || upload(b, &l->wk, &at, &d->wk, err) ||
             upload(b, &l->wv, &at, &d->wv, err) || upload(b, &l->wo, &at, &d->wo, err) ||
@@ -521,12 +375,17 @@ static void cuda_destroy(backend **self)
     cudaFree(b->kv);
     cudaFree(b->act);
     cudaFree(b->logits);
+    cudaFree(b->part);
     cudaFree(b->meta_dev);
     cudaFreeHost(b->meta_host);
+    for (int i = 0; i < GRAPH_WIDTHS; i++)
+        if (b->graph[i])
+            cudaGraphExecDestroy(b->graph[i]);
     if (b->stream)
         cudaStreamDestroy(b->stream);
     cudaGetLastError(); /* leave no error behind for the next user of the device */
     free(b->layers);
+    free(b->groups);
     free(b);
     *self = NULL;
 }
@@ -564,6 +423,14 @@ static backend *cuda_create(const model *m, const backend_config *cfg, smq_err *
                     hp->head_dim, hp->n_rot, hp->n_head, hp->n_head_kv, MAX_HEAD_DIM);
         return NULL;
     }
+    uint32_t G = hp->n_head / hp->n_head_kv;
+    if (G > ATT_MAX_GROUP || G * hp->head_dim > ATT_MAX_GROUP_DIMS) {
+        smq_err_set(err,
+                    "cuda backend: %" PRIu32 " query heads of %" PRIu32 " dims per kv head: the attention kernel "
+                    "takes at most %d heads and %d dims per group",
+                    G, hp->head_dim, ATT_MAX_GROUP, ATT_MAX_GROUP_DIMS);
+        return NULL;
+    }
     if (check_types(m, err))
         return NULL;
     cuda_backend *b = (cuda_backend *)calloc(1, sizeof *b);
@@ -580,6 +447,9 @@ static backend *cuda_create(const model *m, const backend_config *cfg, smq_err *
     b->layers = layers;
     b->kv_dim = hp->n_head_kv * hp->head_dim;
     b->max_ctx = (uint64_t)cfg->n_pages * cfg->page_size;
+    const char *graphs = getenv("SMQ_CUDA_GRAPHS");
+    b->use_graphs = !(graphs && !strcmp(graphs, "0"));
+    b->dims = (fwd_dims){ hp->n_embd, hp->n_head, hp->n_head_kv, hp->head_dim, hp->n_rot, hp->n_ff, cfg->page_size };
     if (create_on_device(b, err)) {
         backend *bb = &b->base;
         cuda_destroy(&bb);
@@ -587,38 +457,55 @@ static backend *cuda_create(const model *m, const backend_config *cfg, smq_err *
     }
     return &b->base;
 }
-
 /* ---- the step ---- */
 
-/* Grows the activation buffers to rows, the logits to n_out rows and the
- * metadata to meta_bytes. Old contents are not kept. */
-static int grow(cuda_backend *b, uint32_t rows, uint64_t n_out, uint64_t meta_bytes, smq_err *err)
+/* The decode graphs hold the buffers' addresses: any regrowth drops them. */
+static void drop_graphs(cuda_backend *b)
+{
+    for (int i = 0; i < GRAPH_WIDTHS; i++)
+        if (b->graph[i]) {
+            cudaGraphExecDestroy(b->graph[i]);
+            b->graph[i] = NULL;
+        }
+}
+
+/* Grows the activation buffers to rows, the attention partials to
+ * part_floats, the logits to n_out rows and the metadata to meta_bytes. Old
+ * contents are not kept. */
+static int grow(cuda_backend *b, uint32_t rows, uint64_t part_floats, uint64_t n_out, uint64_t meta_bytes, smq_err *err)
 {
     const hparams *hp = &b->base.m->hp;
     if (rows > b->cap_rows) {
+        drop_graphs(b);
         uint32_t cap = (uint32_t)(((uint64_t)rows + ROW_ALIGN - 1) / ROW_ALIGN * ROW_ALIGN);
         cudaFree(b->act);
         b->act = NULL;
         b->cap_rows = 0;
-        if (dev_alloc((void **)&b->act, (uint64_t)cap * act_row_floats(hp) * sizeof(float), "a step's activations",
-                      err))
+        if (dev_alloc((void **)&b->act, act_bytes(hp, cap), "a step's activations", err))
             return -1;
-        uint64_t qd = (uint64_t)hp->n_head * hp->head_dim;
-        float *p = b->act;
-        struct {
-            float **buf;
-            uint64_t n;
-        } bufs[] = { { &b->x, hp->n_embd }, { &b->h, hp->n_embd }, { &b->q, qd },          { &b->k, b->kv_dim },
-                     { &b->v, b->kv_dim },  { &b->att, qd },       { &b->gate, hp->n_ff }, { &b->up, hp->n_ff } };
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
-            *bufs[i].buf = p;
-            p += (uint64_t)cap * bufs[i].n;
-        }
+        uint8_t *p = b->act;
+        b->x = (float *)p;
+        p += align_up((uint64_t)cap * hp->n_embd * 4);
+        b->q = (float *)p;
+        p += align_up((uint64_t)cap * q_dim(hp) * 4);
+        b->a = p;
+        p += align_up((uint64_t)cap * a_row_bytes(hp));
+        b->a_ff = p;
         b->cap_rows = cap;
         if (b->poison)
-            CUDA_CHECK(cudaMemsetAsync(b->act, 0xFF, (uint64_t)cap * act_row_floats(hp) * sizeof(float), b->stream));
+            CUDA_CHECK(cudaMemsetAsync(b->act, 0xFF, act_bytes(hp, cap), b->stream));
+    }
+    if (part_floats > b->cap_part) {
+        drop_graphs(b);
+        cudaFree(b->part);
+        b->part = NULL;
+        b->cap_part = 0;
+        if (dev_alloc((void **)&b->part, part_floats * sizeof(float), "attention's partial results", err))
+            return -1;
+        b->cap_part = part_floats;
     }
     if (n_out > b->cap_out) {
+        drop_graphs(b);
         cudaFree(b->logits);
         b->logits = NULL;
         b->cap_out = 0;
@@ -629,6 +516,7 @@ static int grow(cuda_backend *b, uint32_t rows, uint64_t n_out, uint64_t meta_by
             CUDA_CHECK(cudaMemsetAsync(b->logits, 0xFF, n_out * hp->n_vocab * sizeof(float), b->stream));
     }
     if (meta_bytes > b->cap_meta) {
+        drop_graphs(b);
         uint64_t cap = meta_bytes * 2;
         cudaFree(b->meta_dev);
         cudaFreeHost(b->meta_host);
@@ -642,8 +530,44 @@ static int grow(cuda_backend *b, uint32_t rows, uint64_t n_out, uint64_t meta_by
     return 0;
 }
 
+/* Splits the step's rows into attention launches of at most ATT_PART_SLOTS
+ * split-K slots, numbering each row's slots (row_part) within its launch.
+ * Returns the most slots a launch needs. */
+static uint64_t plan_attention(cuda_backend *b, const uint32_t *row_pos, uint32_t rows, uint32_t *row_part,
+                               smq_err *err, int *failed)
+{
+    uint64_t most = 0, used = 0;
+    *failed = 0;
+    b->n_groups = 0;
+    for (uint32_t r = 0; r < rows; r++) {
+        uint32_t ns = att_splits(row_pos[r] + 1), need = ns > 1 ? ns : 0;
+        if (b->n_groups == 0 || used + need > ATT_PART_SLOTS) {
+            if (b->n_groups == b->cap_groups) {
+                uint32_t cap = b->cap_groups ? 2 * b->cap_groups : 16;
+                att_group *g = (att_group *)realloc(b->groups, cap * sizeof *g);
+                if (!g) {
+                    *failed = 1;
+                    smq_err_set(err, "cuda backend: out of memory");
+                    return 0;
+                }
+                b->groups = g;
+                b->cap_groups = cap;
+            }
+            b->groups[b->n_groups++] = (att_group){ r, 0, 1 };
+            used = 0;
+        }
+        att_group *g = &b->groups[b->n_groups - 1];
+        g->rows++;
+        g->max_splits = ns > g->max_splits ? ns : g->max_splits;
+        row_part[r] = (uint32_t)used;
+        used += need;
+        most = used > most ? used : most;
+    }
+    return most;
+}
+
 /* Packs the step's metadata into meta_host (laid out by *sm, which this
- * fills) and sends it to the device. */
+ * fills), plans attention and sends the metadata to the device. */
 static int send_meta(cuda_backend *b, const fwd_batch *batch, uint32_t rows, step_meta *sm, smq_err *err)
 {
     const hparams *hp = &b->base.m->hp;
@@ -657,11 +581,14 @@ static int send_meta(cuda_backend *b, const fwd_batch *batch, uint32_t rows, ste
     sm->tokens = 0;
     sm->row_pos = rows;
     sm->row_table = 2 * (uint64_t)rows;
-    sm->out_rows = 3 * (uint64_t)rows;
-    sm->pages = sm->out_rows + n_out;
-    sm->rope = sm->pages + n_table;
-    sm->words = sm->rope + (uint64_t)rows * hp->n_rot;
-    if (grow(b, rows, n_out, sm->words * 4, err))
+    sm->row_part = 3 * (uint64_t)rows;
+    sm->out_rows = 4 * (uint64_t)rows;
+    sm->rope = sm->out_rows + n_out;
+    sm->pages = sm->rope + (uint64_t)rows * hp->n_rot;
+    sm->words = sm->pages + n_table;
+    /* a one-row step may be replayed with up to ATT_MAX_SPLITS splits */
+    uint64_t slot = att_slot_floats(&b->dims), min_part = ATT_MAX_SPLITS * slot;
+    if (grow(b, rows, min_part, n_out, sm->words * 4, err))
         return -1;
     uint32_t *w = (uint32_t *)b->meta_host;
     int32_t *tokens = (int32_t *)w;
@@ -681,64 +608,114 @@ static int send_meta(cuda_backend *b, const fwd_batch *batch, uint32_t rows, ste
         }
         table += n_pages;
     }
+    int failed;
+    uint64_t slots = plan_attention(b, w + sm->row_pos, rows, w + sm->row_part, err, &failed);
+    if (failed || grow(b, rows, slots * slot, n_out, sm->words * 4, err))
+        return -1;
     CUDA_CHECK(cudaMemcpyAsync(b->meta_dev, b->meta_host, sm->words * 4, cudaMemcpyHostToDevice, b->stream));
     return 0;
 }
 
-static int rmsnorm(cuda_backend *b, const float *x, const uint32_t *map, const float *w, float *out, uint32_t n_rows,
-                   smq_err *err)
-{
-    const hparams *hp = &b->base.m->hp;
-    rmsnorm_kernel<<<n_rows, NORM_THREADS, 0, b->stream>>>(x, map, w, out, hp->n_embd, hp->rms_eps);
-    LAUNCH_CHECK("rmsnorm");
-    return 0;
-}
-
-/* out[t] (+)= W x[t] for t < rows; strides are the buffers' row lengths. */
-static int matmul(cuda_backend *b, const dev_tensor *w, const float *x, uint32_t rows, float *out, int accumulate,
+static int matmul(cuda_backend *b, const dev_mat *w, const uint8_t *a, uint32_t rows, float *out, int accumulate,
                   smq_err *err)
 {
-    if (cuda_matmul(w->type, w->d, w->ne1, w->ne0, x, w->ne0, out, w->ne1, rows, accumulate, b->stream, err))
+    if (cuda_q16_matmul(w->type, w->d, w->ne1, w->ne0, a, rows, out, w->ne1, accumulate, b->stream, err))
         return smq_err_prefix(err, "cuda backend");
     return 0;
 }
 
-static int layer_forward(cuda_backend *b, uint32_t il, uint32_t rows, const step_meta *sm, smq_err *err)
+static int quantize(cuda_backend *b, const uint32_t *map, const float *norm, uint8_t *out, uint32_t rows, smq_err *err)
 {
     const hparams *hp = &b->base.m->hp;
+    if (cuda_q16_quantize(b->x, map, norm, hp->rms_eps, hp->n_embd, rows, out, b->stream, err))
+        return smq_err_prefix(err, "cuda backend");
+    return 0;
+}
+
+static int layer_forward(cuda_backend *b, uint32_t il, uint32_t rows, const fwd_meta *fm, smq_err *err)
+{
     const backend_config *c = &b->base.cfg;
     const dev_layer *l = &b->layers[il];
-    const uint32_t *meta = (const uint32_t *)b->meta_dev;
     __half *kv_layer = b->kv + (uint64_t)il * c->n_pages * c->page_size * 2 * b->kv_dim;
 
-    if (rmsnorm(b, b->x, NULL, l->attn_norm, b->h, rows, err) || matmul(b, &l->wq, b->h, rows, b->q, 0, err) ||
-        matmul(b, &l->wk, b->h, rows, b->k, 0, err) || matmul(b, &l->wv, b->h, rows, b->v, 0, err))
+    if (quantize(b, NULL, l->attn_norm, b->a, rows, err) ||
+        fwd_qkv_rope(&l->wq, &l->wk, &l->wv, b->a, rows, &b->dims, l->use_rope, fm, b->q, kv_layer, b->stream, err))
         return -1;
-    rope_store_kernel<<<rows, ROPE_THREADS, 0, b->stream>>>(
-        b->q, b->k, b->v, kv_layer, (const float *)(meta + sm->rope), meta + sm->row_pos, meta + sm->row_table,
-        meta + sm->pages, hp->n_head, hp->n_head_kv, hp->head_dim, hp->n_rot, l->use_rope, c->page_size);
-    LAUNCH_CHECK("rope_store");
-    attention_kernel<<<dim3(rows, hp->n_head), 32 * ATT_WARPS, 0, b->stream>>>(
-        b->q, kv_layer, b->att, meta + sm->row_pos, meta + sm->row_table, meta + sm->pages, hp->n_head, hp->n_head_kv,
-        hp->head_dim, c->page_size, 1.0f / sqrtf((float)hp->head_dim));
-    LAUNCH_CHECK("attention");
-    if (matmul(b, &l->wo, b->att, rows, b->x, 1, err))
-        return -1;
+    for (uint32_t g = 0; g < b->n_groups; g++) {
+        const att_group *ag = &b->groups[g];
+        if (fwd_attention(b->q, kv_layer, ag->r0, ag->rows, ag->max_splits, &b->dims, fm, b->part, b->a, b->stream,
+                          err))
+            return -1;
+    }
+    return matmul(b, &l->wo, b->a, rows, b->x, 1, err) || quantize(b, NULL, l->ffn_norm, b->a, rows, err) ||
+                   fwd_gate_up(&l->w_gate, &l->w_up, b->a, rows, &b->dims, b->a_ff, b->stream, err) ||
+                   matmul(b, &l->w_down, b->a_ff, rows, b->x, 1, err)
+               ? -1
+               : 0;
+}
 
-    if (rmsnorm(b, b->x, NULL, l->ffn_norm, b->h, rows, err) || matmul(b, &l->w_gate, b->h, rows, b->gate, 0, err) ||
-        matmul(b, &l->w_up, b->h, rows, b->up, 0, err))
+/* Enqueues the step's kernels, from the embedding to the logits. */
+static int enqueue_step(cuda_backend *b, uint32_t rows, const step_meta *sm, smq_err *err)
+{
+    const hparams *hp = &b->base.m->hp;
+    const uint32_t *meta = (const uint32_t *)b->meta_dev;
+    fwd_meta fm = { (const int32_t *)meta + sm->tokens,
+                    meta + sm->row_pos,
+                    meta + sm->row_table,
+                    meta + sm->row_part,
+                    meta + sm->pages,
+                    (const float *)(meta + sm->rope) };
+    if (fwd_embed(b->token_embd.type, b->token_embd.d, b->token_embd.row_bytes,
+                  b->token_embd.type == QTYPE_Q5_K ? (uint32_t)sizeof(block_q5_K) : dev_block_bytes(b->token_embd.type),
+                  fm.tokens, b->x, hp->n_embd, rows, b->stream, err))
         return -1;
-    uint64_t n = (uint64_t)rows * hp->n_ff, blocks = (n + 255) / 256;
-    swiglu_kernel<<<(unsigned)(blocks < 65536 ? blocks : 65536), 256, 0, b->stream>>>(b->gate, b->up, n);
-    LAUNCH_CHECK("swiglu");
-    return matmul(b, &l->w_down, b->gate, rows, b->x, 1, err);
+    for (uint32_t il = 0; il < hp->n_layer; il++)
+        if (layer_forward(b, il, rows, &fm, err))
+            return -1;
+    /* The rows whose logits are asked for, normed and quantized, times the head. */
+    uint32_t n_out = (uint32_t)(sm->rope - sm->out_rows);
+    return quantize(b, meta + sm->out_rows, b->output_norm, b->a, n_out, err) ||
+                   matmul(b, &b->output, b->a, n_out, b->logits, 0, err)
+               ? -1
+               : 0;
+}
+
+/* A one-token step from its graph, captured on first use for the width of
+ * its attention's split-K grid (att_splits rounded up to a power of two;
+ * splits past the row's own do nothing). */
+static int replay_step(cuda_backend *b, const step_meta *sm, smq_err *err)
+{
+    uint32_t width = 0;
+    while ((1u << width) < b->groups[0].max_splits)
+        width++;
+    b->groups[0].max_splits = 1u << width;
+    if (!b->graph[width]) {
+        cudaGraph_t g = NULL;
+        CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
+        int rc = enqueue_step(b, 1, sm, err);
+        cudaError_t e = cudaStreamEndCapture(b->stream, &g);
+        if (rc) {
+            if (g)
+                cudaGraphDestroy(g);
+            return -1;
+        }
+        if (e != cudaSuccess)
+            return smq_err_set(err, "cuda backend: capturing the decode step: %s", cudaGetErrorString(e));
+        e = cudaGraphInstantiate(&b->graph[width], g, 0);
+        cudaGraphDestroy(g);
+        if (e != cudaSuccess) {
+            b->graph[width] = NULL;
+            return smq_err_set(err, "cuda backend: instantiating the decode step's graph: %s", cudaGetErrorString(e));
+        }
+    }
+    CUDA_CHECK(cudaGraphLaunch(b->graph[width], b->stream));
+    return 0;
 }
 
 static int cuda_forward(backend *base, const fwd_batch *batch, smq_err *err)
 {
     cuda_backend *b = (cuda_backend *)base;
-    const model *m = base->m;
-    const hparams *hp = &m->hp;
+    const hparams *hp = &base->m->hp;
     uint32_t rows = 0;
     step_meta sm;
     if (backend_check_batch(base, batch, &rows, err))
@@ -746,20 +723,7 @@ static int cuda_forward(backend *base, const fwd_batch *batch, smq_err *err)
     CUDA_CHECK(cudaSetDevice(b->device));
     if (send_meta(b, batch, rows, &sm, err))
         return -1;
-    const uint32_t *meta = (const uint32_t *)b->meta_dev;
-
-    embed_kernel<<<rows, 256, 0, b->stream>>>(b->token_embd.type, (const uint8_t *)b->token_embd.d,
-                                              b->token_embd.row_bytes, (const int32_t *)meta + sm.tokens, b->x,
-                                              hp->n_embd);
-    LAUNCH_CHECK("embed");
-    for (uint32_t il = 0; il < hp->n_layer; il++)
-        if (layer_forward(b, il, rows, &sm, err))
-            return -1;
-
-    /* The rows whose logits are asked for, normed into h, times the head. */
-    uint32_t n_out = (uint32_t)(sm.pages - sm.out_rows);
-    if (rmsnorm(b, b->x, meta + sm.out_rows, b->output_norm, b->h, n_out, err) ||
-        matmul(b, &b->output, b->h, n_out, b->logits, 0, err))
+    if (rows == 1 && b->use_graphs ? replay_step(b, &sm, err) : enqueue_step(b, rows, &sm, err))
         return -1;
     uint64_t at = 0;
     for (uint32_t i = 0; i < batch->n_seqs; i++) {
@@ -785,7 +749,7 @@ static int cuda_copy_kv(backend *base, const uint32_t *src, const uint32_t *dst,
         if (src[p] >= base->cfg.n_pages || dst[p] >= base->cfg.n_pages)
             return smq_err_set(err, "cuda backend: page outside the pool");
     CUDA_CHECK(cudaSetDevice(b->device));
-    if (grow(b, 1, 1, 2 * (uint64_t)n_pages * sizeof(uint32_t), err))
+    if (grow(b, 1, 0, 1, 2 * (uint64_t)n_pages * sizeof(uint32_t), err))
         return -1;
     memcpy(b->meta_host, src, n_pages * sizeof(uint32_t));
     memcpy(b->meta_host + n_pages * sizeof(uint32_t), dst, n_pages * sizeof(uint32_t));
@@ -804,8 +768,8 @@ static uint64_t cuda_memory(const backend *base)
 {
     const cuda_backend *b = (const cuda_backend *)base;
     const hparams *hp = &base->m->hp;
-    return b->weight_bytes + b->kv_bytes + (uint64_t)b->cap_rows * act_row_floats(hp) * sizeof(float) +
-           b->cap_out * hp->n_vocab * sizeof(float) + b->cap_meta;
+    return b->weight_bytes + b->kv_bytes + (b->cap_rows ? act_bytes(hp, b->cap_rows) : 0) +
+           b->cap_part * sizeof(float) + b->cap_out * hp->n_vocab * sizeof(float) + b->cap_meta;
 }
 
 extern "C" int cuda_backend_poison(backend *base, int kv, smq_err *err)
@@ -815,8 +779,9 @@ extern "C" int cuda_backend_poison(backend *base, int kv, smq_err *err)
     CUDA_CHECK(cudaSetDevice(b->device));
     b->poison = 1;
     if (b->act)
-        CUDA_CHECK(
-            cudaMemsetAsync(b->act, 0xFF, (uint64_t)b->cap_rows * act_row_floats(hp) * sizeof(float), b->stream));
+        CUDA_CHECK(cudaMemsetAsync(b->act, 0xFF, act_bytes(hp, b->cap_rows), b->stream));
+    if (b->part)
+        CUDA_CHECK(cudaMemsetAsync(b->part, 0xFF, b->cap_part * sizeof(float), b->stream));
     if (b->logits)
         CUDA_CHECK(cudaMemsetAsync(b->logits, 0xFF, b->cap_out * hp->n_vocab * sizeof(float), b->stream));
     if (kv)

@@ -1,5 +1,6 @@
 /* cuda_backend.h - SmolLM3's forward pass on one NVIDIA GPU: the backend.h
- * interface, computing cpu_backend.c's function (float32 activations) with
+ * interface, computing cpu_backend.c's function with the matrix products on
+ * activations quantized to 16 bits (in both of backend_config's modes) and
  * the KV cache in fp16. The GPU is cfg->gpu (0: the first). */
 #ifndef SMQ_CUDA_BACKEND_H
 #define SMQ_CUDA_BACKEND_H

@@ -14,21 +14,20 @@
  * partial sums meet by shuffles.
  *
  * First version, for correctness against the CPU and a first measurement of
- * the bandwidth it reaches; see docs/BENCHMARKS.md.
+ * the bandwidth it reaches; see docs/BENCHMARKS.md. The backend runs the
+ * q16 products at the end of this file (qdot.cuh): integer dot products
+ * (__dp4a) on 16-byte loads of the blocks, activations quantized once per
+ * product.
  */
 #include "matvec.h"
+#include "qdot.cuh"
 #include "quant.h"
 
 #include <cuda_runtime.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define WARPS_PER_BLOCK 8
-
-__device__ static float warp_sum(float v)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 /* The thread block's partial sums into *out (added to it when acc). */
 __device__ static void row_sum(float sum, float *out, int acc)
@@ -208,4 +207,159 @@ extern "C" int cuda_matvec(qtype type, const void *d_w, uint64_t rows, uint64_t 
                            void *stream, smq_err *err)
 {
     return cuda_matmul(type, d_w, rows, k, d_x, k, d_y, rows, 1, 0, stream, err);
+}
+
+/* ---- products on q16 activations (qdot.cuh) ---- */
+
+#define Q16_NORM_THREADS 256
+#define MV_WARPS         8 /* warps of a product's thread block */
+#define MV_ROWS          2 /* weight rows per warp, sharing the activation loads */
+
+/* Groups 8 blockIdx.y .. + 7 (a warp each) of output row blockIdx.x:
+ * x[map ? map[r] : r], RMS-normed and scaled by norm_w when given, quantized
+ * to q16. Every block of a row computes the row's sum of squares itself, in
+ * double and in the same fixed order (as the CPU), so that a row's groups
+ * need no second launch and run in parallel. */
+__global__ static void __launch_bounds__(Q16_NORM_THREADS)
+    q16_quantize_kernel(const float *__restrict__ x, const uint32_t *__restrict__ map, const float *__restrict__ norm_w,
+                        float eps, uint32_t n, uint8_t *__restrict__ out)
+{
+    __shared__ double part[Q16_NORM_THREADS];
+    const float *src = x + (uint64_t)(map ? map[blockIdx.x] : blockIdx.x) * n;
+    q16_view a = q16_at(out + (uint64_t)blockIdx.x * q16_row_bytes(n), n);
+    float scale = 1.f;
+    if (norm_w) {
+        double ss = 0;
+#pragma unroll 8
+        for (uint32_t i = threadIdx.x; i < n; i += Q16_NORM_THREADS)
+            ss += (double)src[i] * src[i];
+        part[threadIdx.x] = ss;
+        __syncthreads();
+        for (unsigned s = Q16_NORM_THREADS / 2; s > 0; s >>= 1) {
+            if (threadIdx.x < s)
+                part[threadIdx.x] += part[threadIdx.x + s];
+            __syncthreads();
+        }
+        scale = 1.0f / sqrtf((float)(part[0] / n) + eps);
+    }
+    unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    uint32_t g = blockIdx.y * (Q16_NORM_THREADS / 32) + warp, i = 32 * g + lane;
+    if (g >= n / 32)
+        return;
+    float v = norm_w ? __fmul_rn(__fmul_rn(src[i], scale), norm_w[i]) : src[i];
+    q16_store_group(a, g, v, lane);
+}
+
+extern "C" int cuda_q16_quantize(const float *d_x, const uint32_t *d_map, const float *d_norm, float eps, uint64_t n,
+                                 uint64_t n_rows, uint8_t *d_out, void *stream, smq_err *err)
+{
+    if (n == 0 || n % QK_K || n >= (1u << 24) || n_rows > 0x7FFFFFFFu)
+        return smq_err_set(err, "cuda_q16_quantize: %llu rows of %llu elements: rows must be 256-element blocks",
+                           (unsigned long long)n_rows, (unsigned long long)n);
+    if (n_rows == 0)
+        return 0;
+    dim3 grid((unsigned)n_rows, (unsigned)(n / 32 / (Q16_NORM_THREADS / 32)));
+    q16_quantize_kernel<<<grid, Q16_NORM_THREADS, 0, (cudaStream_t)stream>>>(d_x, d_map, d_norm, eps, (uint32_t)n,
+                                                                             d_out);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess)
+        return smq_err_set(err, "cuda_q16_quantize: launch: %s", cudaGetErrorString(e));
+    return 0;
+}
+
+/* y[t][r] (+)= W[r] . a[t]: a warp takes MV_ROWS consecutive rows, blockIdx.y
+ * the activation row t. */
+template <qtype T>
+__global__ static void __launch_bounds__(32 * MV_WARPS)
+    q16_matmul_kernel(const uint8_t *__restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t k,
+                      const uint8_t *__restrict__ act, uint64_t act_stride, float *__restrict__ y, uint64_t y_stride,
+                      int acc)
+{
+    uint32_t row0 = (blockIdx.x * MV_WARPS + threadIdx.x / 32) * MV_ROWS;
+    if (row0 >= rows)
+        return;
+    q16_view a = q16_at(act + blockIdx.y * act_stride, k);
+    y += blockIdx.y * y_stride;
+    const uint8_t *wr[MV_ROWS];
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; r++)
+        wr[r] = w + (uint64_t)min(row0 + r, rows - 1) * row_bytes;
+    float out[MV_ROWS];
+    warp_dots<T, MV_ROWS>(wr, k / QK_K, a, out);
+    unsigned lane = threadIdx.x % 32;
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; r++)
+        if (lane == r && row0 + r < rows)
+            y[row0 + r] = acc ? y[row0 + r] + out[r] : out[r];
+}
+
+extern "C" uint64_t cuda_q16_row_bytes(uint64_t n)
+{
+    return q16_row_bytes(n);
+}
+
+extern "C" uint64_t cuda_weight_bytes(qtype type, uint64_t rows, uint64_t k)
+{
+    return rows * (k / QK_K) * dev_block_bytes(type);
+}
+
+extern "C" int cuda_weight_upload(qtype type, const void *src, uint64_t rows, uint64_t k, void *d_dst, smq_err *err)
+{
+    if ((type != QTYPE_Q4_K && type != QTYPE_Q6_K) || k % QK_K)
+        return smq_err_set(err, "cuda_weight_upload: type %s, rows of %llu: Q4_K or Q6_K rows of 256-element blocks",
+                           qtype_name(type), (unsigned long long)k);
+    uint64_t n_blocks = rows * (k / QK_K);
+    cudaError_t e = cudaSuccess;
+    if (type == QTYPE_Q4_K) {
+        e = cudaMemcpy(d_dst, src, n_blocks * sizeof(block_q4_K), cudaMemcpyHostToDevice);
+    } else {
+        /* Q6_K: each 210-byte block into a 224-byte slot, through a bounce
+         * buffer of CHUNK blocks. */
+        const uint64_t CHUNK = 1 << 16;
+        uint8_t *buf = (uint8_t *)calloc(CHUNK, Q6K_STRIDE);
+        if (!buf)
+            return smq_err_set(err, "cuda_weight_upload: out of host memory");
+        for (uint64_t b0 = 0; b0 < n_blocks && e == cudaSuccess; b0 += CHUNK) {
+            uint64_t n = n_blocks - b0 < CHUNK ? n_blocks - b0 : CHUNK;
+            for (uint64_t i = 0; i < n; i++)
+                memcpy(buf + i * Q6K_STRIDE, (const uint8_t *)src + (b0 + i) * sizeof(block_q6_K), sizeof(block_q6_K));
+            e = cudaMemcpy((uint8_t *)d_dst + b0 * Q6K_STRIDE, buf, n * Q6K_STRIDE, cudaMemcpyHostToDevice);
+        }
+        free(buf);
+    }
+    if (e != cudaSuccess)
+        return smq_err_set(err, "cuda_weight_upload: %s", cudaGetErrorString(e));
+    return 0;
+}
+
+extern "C" int cuda_q16_matmul(qtype type, const void *d_w, uint64_t rows, uint64_t k, const uint8_t *d_act,
+                               uint64_t n_x, float *d_y, uint64_t y_stride, int accumulate, void *stream, smq_err *err)
+{
+    if (k % QK_K || k == 0 || rows == 0 || rows > (1u << 30) || k > (1u << 24))
+        return smq_err_set(err, "cuda_q16_matmul: %llu rows of %llu elements: rows must be 256-element blocks",
+                           (unsigned long long)rows, (unsigned long long)k);
+    if (n_x > 1 && y_stride < rows)
+        return smq_err_set(err, "cuda_q16_matmul: y stride %llu for %llu rows", (unsigned long long)y_stride,
+                           (unsigned long long)rows);
+    if (type != QTYPE_Q4_K && type != QTYPE_Q6_K)
+        return smq_err_set(err, "cuda_q16_matmul: type %s has no GPU kernel", qtype_name(type));
+    uint64_t row_bytes = (k / QK_K) * dev_block_bytes(type), act_stride = q16_row_bytes(k);
+    unsigned per_cta = MV_WARPS * MV_ROWS, ctas = (unsigned)((rows + per_cta - 1) / per_cta);
+    cudaStream_t s = (cudaStream_t)stream;
+    for (uint64_t t = 0; t < n_x; t += MAX_GRID_Y) {
+        unsigned n = (unsigned)(n_x - t < MAX_GRID_Y ? n_x - t : MAX_GRID_Y);
+        dim3 grid(ctas, n);
+        if (type == QTYPE_Q4_K)
+            q16_matmul_kernel<QTYPE_Q4_K><<<grid, 32 * MV_WARPS, 0, s>>>(
+                (const uint8_t *)d_w, row_bytes, (uint32_t)rows, (uint32_t)k, d_act + t * act_stride, act_stride,
+                d_y + t * y_stride, y_stride, accumulate);
+        else
+            q16_matmul_kernel<QTYPE_Q6_K><<<grid, 32 * MV_WARPS, 0, s>>>(
+                (const uint8_t *)d_w, row_bytes, (uint32_t)rows, (uint32_t)k, d_act + t * act_stride, act_stride,
+                d_y + t * y_stride, y_stride, accumulate);
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess)
+            return smq_err_set(err, "cuda_q16_matmul: launch: %s", cudaGetErrorString(e));
+    }
+    return 0;
 }

@@ -1,0 +1,48 @@
+#!/bin/sh
+# cuda_device_check.sh - the GPU tests and the CUDA backend's end-to-end
+# figures in one pass, for a lent GPU machine where the binaries built
+# elsewhere were carried (build/bin, build/tests/*_gpu_test, stripped to fit
+# the 64 MiB a call carries): never `make` there.
+#
+#   sh bench/cuda_device_check.sh [LOG]     (LOG: default /tmp/cuda_check.log)
+set -u
+LOG=${1:-/tmp/cuda_check.log}
+: >"$LOG"
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee -a "$LOG"
+for t in quant_gpu_test matvec_gpu_test cuda_backend_gpu_test; do
+    [ -x build/tests/$t ] || { echo "$t: not carried" | tee -a "$LOG"; continue; }
+    timeout 100 build/tests/$t >"$LOG.$t" 2>&1
+    echo "$t rc=$?" | tee -a "$LOG"
+    grep -E "^(PASS|FAIL)|rel L2|agree|^ +[^ ]" "$LOG.$t" | tee -a "$LOG"
+done
+build/bin/smolmq synth --preset smollm3-3b --seed 1 --out /tmp/3b.gguf >/dev/null || exit 1
+B="build/bin/smolmq bench --model /tmp/3b.gguf --backend cuda"
+for args in "--prompt-len 128 --gen 64" "--prompt-len 4096 --gen 32" "--prompt-len 128 --gen 32 --batch 8" \
+    "--prompt-len 128 --gen 32 --batch 64"; do
+    echo "== bench $args" | tee -a "$LOG"
+    timeout 60 $B $args 2>&1 | tee -a "$LOG"
+done
+echo "== bench --prompt-len 128 --gen 64, SMQ_CUDA_GRAPHS=0" | tee -a "$LOG"
+SMQ_CUDA_GRAPHS=0 timeout 60 $B --prompt-len 128 --gen 64 2>&1 | tee -a "$LOG"
+# One decode step's kernels, timed one by one by Nsight Compute (no graph,
+# caches left warm), summed by kernel: where a step's time goes.
+if command -v ncu >/dev/null 2>&1 && [ "${SMQ_CHECK_NCU:-1}" = 1 ]; then
+    SMQ_CUDA_GRAPHS=0 timeout 120 ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum \
+        --csv --launch-skip 1500 --launch-count 291 $B --prompt-len 128 --gen 8 >"$LOG.ncu.csv" 2>/dev/null
+    python3 - "$LOG.ncu.csv" <<'PY' | tee -a "$LOG"
+import csv, sys, collections
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 14]
+hdr, rows = rows[0], rows[1:]
+ki, vi, ui = hdr.index("Kernel Name"), hdr.index("Metric Value"), hdr.index("Metric Unit")
+tot, cnt = collections.Counter(), collections.Counter()
+for r in rows:
+    v = float(r[vi].replace(",", "")) * {"nsecond": 1e-3, "usecond": 1, "msecond": 1e3}.get(r[ui], 1)
+    k = r[ki]
+    name = (k.split(">(")[0] + ">") if ">(" in k else k.split("(")[0]
+    tot[name] += v
+    cnt[name] += 1
+print("ncu: %d kernels, %.1f us in all" % (sum(cnt.values()), sum(tot.values())))
+for n, v in tot.most_common():
+    print("  %-28s %4d launches %9.1f us  %7.2f us each" % (n, cnt[n], v, v / cnt[n]))
+PY
+fi

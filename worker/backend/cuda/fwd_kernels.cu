@@ -1,0 +1,467 @@
+/* fwd_kernels.cu - the fused kernels of the CUDA forward pass; see
+ * fwd_kernels.h for the step they make up, qdot.cuh for the products.
+ */
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+
+#include "fwd_kernels.h"
+#include "qdot.cuh"
+#include "quant.h"
+
+#define MV_WARPS     8 /* warps per thread block of the fused products */
+#define ATT_WARPS    4 /* warps per attention block; each takes 32 positions at a time */
+#define MAX_PER_LANE 8 /* head_dim / 32 values of a head a lane holds (head_dim <= 256) */
+#define MAX_GRID_Y   65535u
+
+#define LAUNCHED(name)                                                                                                 \
+    do {                                                                                                               \
+        cudaError_t e_ = cudaGetLastError();                                                                           \
+        if (e_ != cudaSuccess)                                                                                         \
+            return smq_err_set(err, "cuda backend: kernel %s: %s", name, cudaGetErrorString(e_));                      \
+    } while (0)
+
+/* ---- embedding ---- */
+
+/* Element i of an embedding row, as quant_dequant_row gives it (K-quant
+ * blocks block_bytes apart). */
+__device__ static float embd_value(qtype type, const uint8_t *row, uint32_t block_bytes, uint32_t i)
+{
+    const uint8_t *blk = row + (uint64_t)(i / QK_K) * block_bytes;
+    switch (type) {
+    case QTYPE_Q4_K:
+        return q4k_value((const block_q4_K *)blk, (int)(i % QK_K));
+    case QTYPE_Q5_K:
+        return q5k_value((const block_q5_K *)blk, (int)(i % QK_K));
+    case QTYPE_Q6_K:
+        return q6k_value((const block_q6_K *)blk, (int)(i % QK_K));
+    case QTYPE_Q8_0:
+        return q80_value((const block_q8_0 *)row + i / QK8_0, (int)(i % QK8_0));
+    case QTYPE_F16:
+        return fp16_to_f32(((const uint16_t *)row)[i]);
+    case QTYPE_BF16:
+        return bf16_to_f32(((const uint16_t *)row)[i]);
+    case QTYPE_F32:
+        return ((const float *)row)[i];
+    default: /* create() admits no other type */
+        return 0.f;
+    }
+}
+
+__global__ static void embed_kernel(qtype type, const uint8_t *__restrict__ embd, uint64_t row_bytes,
+                                    uint32_t block_bytes, const int32_t *__restrict__ tokens, float *__restrict__ x,
+                                    uint32_t n_embd)
+{
+    const uint8_t *row = embd + (uint64_t)tokens[blockIdx.x] * row_bytes;
+    float *out = x + (uint64_t)blockIdx.x * n_embd;
+#pragma unroll 8
+    for (uint32_t i = threadIdx.x; i < n_embd; i += blockDim.x)
+        out[i] = embd_value(type, row, block_bytes, i);
+}
+
+int fwd_embed(qtype type, const uint8_t *embd, uint64_t row_bytes, uint32_t block_bytes, const int32_t *tokens,
+              float *x, uint32_t n_embd, uint32_t rows, void *stream, smq_err *err)
+{
+    embed_kernel<<<rows, 256, 0, (cudaStream_t)stream>>>(type, embd, row_bytes, block_bytes, tokens, x, n_embd);
+    LAUNCHED("embed");
+    return 0;
+}
+
+/* ---- q, k, v with RoPE, k and v into the cache ---- */
+
+/* The pair (v0, v1) rotated by (c, s), rounded as the CPU rounds it. */
+__device__ static void rotate_pair(float *v0, float *v1, float c, float s)
+{
+    float x0 = *v0, x1 = *v1;
+    *v0 = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+    *v1 = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+}
+
+typedef struct qkv_args {
+    const uint8_t *w[3]; /* q, k, v */
+    uint64_t row_bytes[3];
+    qtype type[3];
+    uint32_t rows[3];
+} qkv_args;
+
+/* A warp per pair of rows (2p, 2p+1) of [Wq; Wk; Wv]: the pair RoPE rotates
+ * together, so the warp rotates it and stores it (q as float, k and v into
+ * the row's KV slot as fp16). blockIdx.y: the activation row. */
+__global__ static void __launch_bounds__(32 * MV_WARPS)
+    qkv_rope_kernel(const __grid_constant__ qkv_args w, const uint8_t *__restrict__ act, fwd_dims d, int use_rope,
+                    fwd_meta m, float *__restrict__ q, __half *__restrict__ kv_layer)
+{
+    uint32_t i = 2 * (blockIdx.x * MV_WARPS + threadIdx.x / 32), r = blockIdx.y;
+    uint32_t kv_dim = d.n_head_kv * d.head_dim;
+    int seg = i < w.rows[0] ? 0 : i < w.rows[0] + w.rows[1] ? 1 : 2;
+    uint32_t li = i - (seg > 0 ? w.rows[0] : 0) - (seg > 1 ? w.rows[1] : 0);
+    if (seg == 2 && li >= w.rows[2])
+        return;
+    const uint8_t *wr[2] = { w.w[seg] + li * w.row_bytes[seg], w.w[seg] + (li + 1) * w.row_bytes[seg] };
+    float o[2];
+    warp_dots_any<2>(w.type[seg], wr, d.n_embd / QK_K, q16_at(act + r * q16_row_bytes(d.n_embd), d.n_embd), o);
+    if (threadIdx.x % 32)
+        return;
+    uint32_t pair = (li % d.head_dim) / 2;
+    if (use_rope && seg < 2 && 2 * pair < d.n_rot) {
+        const float *cs = m.rope + (uint64_t)r * d.n_rot;
+        rotate_pair(&o[0], &o[1], cs[2 * pair], cs[2 * pair + 1]);
+    }
+    if (seg == 0) {
+        q[(uint64_t)r * w.rows[0] + li] = o[0];
+        q[(uint64_t)r * w.rows[0] + li + 1] = o[1];
+        return;
+    }
+    uint32_t pos = m.row_pos[r];
+    uint64_t page = m.pages[m.row_table[r] + pos / d.page_size];
+    __half *slot = kv_layer + (page * d.page_size + pos % d.page_size) * 2 * kv_dim + (seg == 2 ? kv_dim : 0);
+    slot[li] = __float2half_rn(o[0]);
+    slot[li + 1] = __float2half_rn(o[1]);
+}
+
+int fwd_qkv_rope(const dev_mat *wq, const dev_mat *wk, const dev_mat *wv, const uint8_t *act, uint32_t rows,
+                 const fwd_dims *d, int use_rope, const fwd_meta *m, float *q, __half *kv_layer, void *stream,
+                 smq_err *err)
+{
+    qkv_args w;
+    const dev_mat *mats[3] = { wq, wk, wv };
+    for (int s = 0; s < 3; s++) {
+        w.w[s] = mats[s]->d;
+        w.row_bytes[s] = mats[s]->row_bytes;
+        w.type[s] = mats[s]->type;
+        w.rows[s] = (uint32_t)mats[s]->ne1;
+    }
+    uint32_t pairs = (w.rows[0] + w.rows[1] + w.rows[2]) / 2;
+    for (uint32_t r0 = 0; r0 < rows; r0 += MAX_GRID_Y) {
+        uint32_t n = rows - r0 < MAX_GRID_Y ? rows - r0 : MAX_GRID_Y;
+        fwd_meta mr = *m;
+        mr.row_pos += r0;
+        mr.row_table += r0;
+        mr.rope += (uint64_t)r0 * d->n_rot;
+        qkv_rope_kernel<<<dim3((pairs + MV_WARPS - 1) / MV_WARPS, n), 32 * MV_WARPS, 0, (cudaStream_t)stream>>>(
+            w, act + r0 * q16_row_bytes(d->n_embd), *d, use_rope, mr, q + (uint64_t)r0 * w.rows[0], kv_layer);
+        LAUNCHED("qkv_rope");
+    }
+    return 0;
+}
+
+/* ---- attention ---- */
+
+/* One split of one row's attention for the query heads of KV group g
+ * (blockIdx: row, group, split). Warp w takes the split's positions in
+ * chunks of 32, w, w + ATT_WARPS, ...: lane t scores position c0 + t
+ * against every head of the group (one read of the key for all of them),
+ * the chunk's softmax weights go to an online softmax per head (running
+ * max m, sum l), and the values are summed with a lane per head_dim/32
+ * dims. The warps' states merge in a fixed order; a row of one split
+ * quantizes its heads' output here, others leave (max, sum, values) per
+ * head in their slot of part. */
+template <int PER>
+__global__ static void __launch_bounds__(32 * ATT_WARPS)
+    attention_kernel(const float *__restrict__ q, const __half *__restrict__ kv_layer, fwd_dims d, fwd_meta m,
+                     float *__restrict__ part, uint8_t *__restrict__ out, float scale)
+{
+    enum { HD = 32 * PER, NK = HD / 8, KB = NK < 16 ? NK : 16 }; /* 16-byte pieces of a key, loaded KB at a time */
+    __shared__ float qs[ATT_MAX_GROUP_DIMS];
+    __shared__ float sm_m[ATT_WARPS][ATT_MAX_GROUP], sm_l[ATT_WARPS][ATT_MAX_GROUP];
+    __shared__ float sm_o[ATT_WARPS][ATT_MAX_GROUP_DIMS], fin[ATT_MAX_GROUP_DIMS];
+    uint32_t r = blockIdx.x, g = blockIdx.y, s = blockIdx.z, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    uint32_t n_ctx = m.row_pos[r] + 1, len = att_split_len(n_ctx), n_split = att_splits(n_ctx);
+    if (s >= n_split)
+        return;
+    const uint32_t hd = HD, per = PER;
+    uint32_t G = d.n_head / d.n_head_kv, kv_dim = d.n_head_kv * hd;
+    uint32_t gd = G * hd, start = s * len, end = min(start + len, n_ctx);
+    const float *qg = q + ((uint64_t)r * d.n_head + g * G) * hd;
+    for (uint32_t i = threadIdx.x; i < gd; i += blockDim.x)
+        qs[i] = qg[i];
+    __syncthreads();
+    const uint32_t *table = m.pages + m.row_table[r];
+
+    float mx[ATT_MAX_GROUP], l[ATT_MAX_GROUP], acc[ATT_MAX_GROUP][PER];
+#pragma unroll
+    for (int j = 0; j < ATT_MAX_GROUP; j++) {
+        mx[j] = -INFINITY;
+        l[j] = 0.f;
+#pragma unroll
+        for (int e = 0; e < PER; e++)
+            acc[j][e] = 0.f;
+    }
+    for (uint32_t c0 = start + 32 * warp; c0 < end; c0 += 32 * ATT_WARPS) {
+        uint32_t t = c0 + lane;
+        float sc[ATT_MAX_GROUP];
+#pragma unroll
+        for (int j = 0; j < ATT_MAX_GROUP; j++)
+            sc[j] = 0.f;
+        /* lane's position's slot in the pool, shared below for the values */
+        uint32_t slot = t < end ? table[t / d.page_size] * d.page_size + t % d.page_size : 0;
+        if (t < end) {
+            const __half *key = kv_layer + (uint64_t)slot * 2 * kv_dim + (uint64_t)g * hd;
+#pragma unroll
+            for (int k0 = 0; k0 < NK; k0 += KB) {
+                uint4 raw[KB]; /* all of them in flight at once */
+#pragma unroll
+                for (int k = 0; k < KB; k++)
+                    raw[k] = __ldg((const uint4 *)key + k0 + k);
+#pragma unroll
+                for (int k = 0; k < KB; k++) {
+                    const __half2 *h2 = (const __half2 *)&raw[k];
+                    float kf[8];
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        float2 f = __half22float2(h2[i]);
+                        kf[2 * i] = f.x;
+                        kf[2 * i + 1] = f.y;
+                    }
+#pragma unroll
+                    for (int j = 0; j < ATT_MAX_GROUP; j++)
+                        if (j < (int)G)
+#pragma unroll
+                            for (int i = 0; i < 8; i++)
+                                sc[j] += qs[j * hd + 8 * (k0 + k) + i] * kf[i];
+                }
+            }
+        }
+        /* the chunk's softmax weights, per head */
+        float p[ATT_MAX_GROUP];
+#pragma unroll
+        for (int j = 0; j < ATT_MAX_GROUP; j++) {
+            p[j] = 0.f;
+            if (j >= (int)G)
+                continue;
+            float sj = t < end ? sc[j] * scale : -INFINITY;
+            float m_new = fmaxf(mx[j], warp_max(sj));
+            float corr = expf(mx[j] - m_new);
+            p[j] = t < end ? expf(sj - m_new) : 0.f;
+            l[j] = l[j] * corr + warp_sum(p[j]);
+#pragma unroll
+            for (int e = 0; e < PER; e++)
+                acc[j][e] *= corr;
+            mx[j] = m_new;
+        }
+        /* values: lane holds dims lane*per .. lane*per + per - 1; the
+         * loads of VB positions are in flight at once */
+        uint32_t nv = min(32u, end - c0);
+        constexpr int VB = PER <= 4 ? 32 : 16;
+#pragma unroll
+        for (int u0 = 0; u0 < 32; u0 += VB) {
+            float vf[VB][PER];
+#pragma unroll
+            for (int u = 0; u < VB; u++) {
+                uint32_t su = __shfl_sync(0xffffffffu, slot, u0 + u);
+                const __half *val = kv_layer + (uint64_t)su * 2 * kv_dim + kv_dim + (uint64_t)g * hd + lane * per;
+                if ((uint32_t)(u0 + u) < nv) {
+                    if constexpr (PER % 2 == 0) {
+#pragma unroll
+                        for (int e = 0; e < PER; e += 2) {
+                            float2 f = __half22float2(__ldg((const __half2 *)val + e / 2));
+                            vf[u][e] = f.x;
+                            vf[u][e + 1] = f.y;
+                        }
+                    } else {
+#pragma unroll
+                        for (int e = 0; e < PER; e++)
+                            vf[u][e] = __half2float(val[e]);
+                    }
+                } else {
+#pragma unroll
+                    for (int e = 0; e < PER; e++)
+                        vf[u][e] = 0.f;
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < VB; u++)
+#pragma unroll
+                for (int j = 0; j < ATT_MAX_GROUP; j++) {
+                    if (j >= (int)G)
+                        continue;
+                    float pu = __shfl_sync(0xffffffffu, p[j], u0 + u);
+#pragma unroll
+                    for (int e = 0; e < PER; e++)
+                        acc[j][e] += pu * vf[u][e];
+                }
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < ATT_MAX_GROUP; j++) {
+        if (j >= (int)G)
+            continue;
+        if (lane == 0) {
+            sm_m[warp][j] = mx[j];
+            sm_l[warp][j] = l[j];
+        }
+#pragma unroll
+        for (int e = 0; e < PER; e++)
+            sm_o[warp][j * hd + lane * per + e] = acc[j][e];
+    }
+    __syncthreads();
+    /* Merge the warps (warp 0 has position start, so the max is finite; a
+     * warp without positions weighs exp(-inf) = 0). */
+    for (uint32_t i = threadIdx.x; i < gd; i += blockDim.x) {
+        uint32_t j = i / hd;
+        float M = sm_m[0][j];
+        for (int w = 1; w < ATT_WARPS; w++)
+            M = fmaxf(M, sm_m[w][j]);
+        float L = 0.f, O = 0.f;
+        for (int w = 0; w < ATT_WARPS; w++) {
+            float wt = expf(sm_m[w][j] - M);
+            L += sm_l[w][j] * wt;
+            O += sm_o[w][i] * wt;
+        }
+        if (n_split == 1) {
+            fin[i] = O / L;
+        } else {
+            float *slot = part + ((uint64_t)(m.row_part[r] + s) * d.n_head + g * G + j) * (hd + 2);
+            if (i % hd == 0) {
+                slot[0] = M;
+                slot[1] = L;
+            }
+            slot[2 + i % hd] = O;
+        }
+    }
+    if (n_split > 1)
+        return;
+    __syncthreads();
+    q16_view a = q16_at(out + (uint64_t)r * q16_row_bytes((uint64_t)d.n_head * hd), d.n_head * hd);
+    for (uint32_t grp = warp; grp < gd / 32; grp += ATT_WARPS)
+        q16_store_group(a, (g * gd) / 32 + grp, fin[32 * grp + lane], lane);
+}
+
+/* Rows of several splits: head blockIdx.y of row blockIdx.x merged from its
+ * splits' slots in split order, and quantized. */
+__global__ static void attention_merge_kernel(fwd_dims d, fwd_meta m, const float *__restrict__ part,
+                                              uint8_t *__restrict__ out)
+{
+    __shared__ float fin[32 * MAX_PER_LANE];
+    uint32_t r = blockIdx.x, h = blockIdx.y, hd = d.head_dim;
+    uint32_t n_split = att_splits(m.row_pos[r] + 1);
+    if (n_split == 1)
+        return;
+    const float *slot0 = part + ((uint64_t)m.row_part[r] * d.n_head + h) * (hd + 2);
+    uint64_t step = att_slot_floats(&d);
+    float M = slot0[0];
+    for (uint32_t s = 1; s < n_split; s++)
+        M = fmaxf(M, slot0[s * step]);
+    for (uint32_t i = threadIdx.x; i < hd; i += blockDim.x) {
+        float L = 0.f, O = 0.f;
+        for (uint32_t s = 0; s < n_split; s++) {
+            const float *sl = slot0 + s * step;
+            float wt = expf(sl[0] - M);
+            L += sl[1] * wt;
+            O += sl[2 + i] * wt;
+        }
+        fin[i] = O / L;
+    }
+    __syncthreads();
+    q16_view a = q16_at(out + (uint64_t)r * q16_row_bytes((uint64_t)d.n_head * hd), d.n_head * hd);
+    unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    for (uint32_t grp = warp; grp < hd / 32; grp += blockDim.x / 32)
+        q16_store_group(a, (h * hd) / 32 + grp, fin[32 * grp + lane], lane);
+}
+
+int fwd_attention(const float *q, const __half *kv_layer, uint32_t r0, uint32_t rows, uint32_t max_splits,
+                  const fwd_dims *d, const fwd_meta *m, float *part, uint8_t *out, void *stream, smq_err *err)
+{
+    cudaStream_t s = (cudaStream_t)stream;
+    float scale = 1.0f / sqrtf((float)d->head_dim);
+    uint64_t out_row = q16_row_bytes((uint64_t)d->n_head * d->head_dim);
+    for (uint32_t a = 0; a < rows; a += MAX_GRID_Y) {
+        uint32_t n = rows - a < MAX_GRID_Y ? rows - a : MAX_GRID_Y, r = r0 + a;
+        fwd_meta mr = *m;
+        mr.row_pos += r;
+        mr.row_table += r;
+        mr.row_part += r;
+        const float *qr = q + (uint64_t)r * d->n_head * d->head_dim;
+        dim3 grid(n, d->n_head_kv, max_splits);
+        uint8_t *o = out + r * out_row;
+        switch (d->head_dim / 32) {
+        case 1:
+            attention_kernel<1><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, o, scale);
+            break;
+        case 2:
+            attention_kernel<2><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, o, scale);
+            break;
+        case 3:
+            attention_kernel<3><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, o, scale);
+            break;
+        case 4:
+            attention_kernel<4><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, o, scale);
+            break;
+        case 5:
+            attention_kernel<5><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, o, scale);
+            break;
+        case 6:
+            attention_kernel<6><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, o, scale);
+            break;
+        case 7:
+            attention_kernel<7><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, o, scale);
+            break;
+        default: /* create() admits head_dim 32 .. 256 in steps of 32 */
+            attention_kernel<8><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, o, scale);
+            break;
+        }
+        LAUNCHED("attention");
+        if (max_splits > 1) {
+            attention_merge_kernel<<<dim3(n, d->n_head), 128, 0, s>>>(*d, mr, part, out + r * out_row);
+            LAUNCHED("attention_merge");
+        }
+    }
+    return 0;
+}
+
+/* ---- SwiGLU ---- */
+
+/* Block b takes 32 rows of Wgate and Wup (one q16 group of the output), a
+ * warp 4 of them, the 8 products with their loads in flight together:
+ * silu(gate) * up as the CPU computes it, then the group is quantized.
+ * blockIdx.y: the activation row. */
+__global__ static void __launch_bounds__(32 * MV_WARPS)
+    gate_up_kernel(const uint8_t *__restrict__ wg, const uint8_t *__restrict__ wu, qtype tg, qtype tu,
+                   uint64_t row_bytes_g, uint64_t row_bytes_u, const uint8_t *__restrict__ act, uint32_t n_embd,
+                   uint32_t n_ff, uint8_t *__restrict__ act_ff)
+{
+    enum { PER_WARP = 32 / MV_WARPS };
+    __shared__ float h[32];
+    uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = blockIdx.y;
+    q16_view a = q16_at(act + r * q16_row_bytes(n_embd), n_embd);
+    uint32_t nb = n_embd / QK_K, f0 = 32 * blockIdx.x + PER_WARP * warp;
+    const uint8_t *wr[2 * PER_WARP];
+    float o[2 * PER_WARP];
+#pragma unroll
+    for (int u = 0; u < PER_WARP; u++) {
+        wr[u] = wg + (f0 + u) * row_bytes_g;
+        wr[PER_WARP + u] = wu + (f0 + u) * row_bytes_u;
+    }
+    if (tg == tu) {
+        warp_dots_any<2 * PER_WARP>(tg, wr, nb, a, o);
+    } else {
+        warp_dots_any<PER_WARP>(tg, wr, nb, a, o);
+        warp_dots_any<PER_WARP>(tu, wr + PER_WARP, nb, a, o + PER_WARP);
+    }
+    if (lane < PER_WARP) {
+        float g = o[0], up = o[PER_WARP];
+#pragma unroll
+        for (int u = 1; u < PER_WARP; u++)
+            if (lane == (uint32_t)u) {
+                g = o[u];
+                up = o[PER_WARP + u];
+            }
+        h[PER_WARP * warp + lane] = __fmul_rn(g / (1.0f + expf(-g)), up);
+    }
+    __syncthreads();
+    if (warp == 0)
+        q16_store_group(q16_at(act_ff + r * q16_row_bytes(n_ff), n_ff), blockIdx.x, h[lane], lane);
+}
+
+int fwd_gate_up(const dev_mat *gate, const dev_mat *up, const uint8_t *act, uint32_t rows, const fwd_dims *d,
+                uint8_t *act_ff, void *stream, smq_err *err)
+{
+    for (uint32_t r0 = 0; r0 < rows; r0 += MAX_GRID_Y) {
+        uint32_t n = rows - r0 < MAX_GRID_Y ? rows - r0 : MAX_GRID_Y;
+        gate_up_kernel<<<dim3(d->n_ff / 32, n), 32 * MV_WARPS, 0, (cudaStream_t)stream>>>(
+            gate->d, up->d, gate->type, up->type, gate->row_bytes, up->row_bytes, act + r0 * q16_row_bytes(d->n_embd),
+            d->n_embd, d->n_ff, act_ff + r0 * q16_row_bytes(d->n_ff));
+        LAUNCHED("gate_up");
+    }
+    return 0;
+}

@@ -1,0 +1,103 @@
+/* fwd_kernels.h - the fused kernels of the CUDA forward pass (fwd_kernels.cu),
+ * each behind a launcher that checks its launch. cuda_backend.cu composes
+ * them with matvec.h's products into a step:
+ *
+ *   embed          x = token_embd[tok]
+ *   per layer      a = q16(rmsnorm(x) * attn_norm)            cuda_q16_quantize
+ *                  q, k, v = W a; RoPE; k, v into the KV page  fwd_qkv_rope
+ *                  a = q16(attention(q, K, V))                 fwd_attention
+ *                  x += Wo a                                   cuda_q16_matmul
+ *                  a = q16(rmsnorm(x) * ffn_norm)              cuda_q16_quantize
+ *                  a = q16(silu(Wgate a) * Wup a)              fwd_gate_up
+ *                  x += Wdown a                                cuda_q16_matmul
+ *   head           logits = Wout q16(rmsnorm(x) * output_norm)
+ *
+ * Every kernel computes a row (a token) with a fixed order of operations
+ * that depends on nothing but that row (and its position), so that batches
+ * and prefill chunks give each row the numbers it gets alone.
+ */
+#ifndef SMQ_CUDA_FWD_KERNELS_H
+#define SMQ_CUDA_FWD_KERNELS_H
+
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "qtype.h"
+
+/* A weight matrix on the device, in cuda_weight_upload's layout. */
+typedef struct dev_mat {
+    qtype type;
+    uint64_t ne0, ne1, row_bytes;
+    const uint8_t *d;
+} dev_mat;
+
+/* The step's metadata on the device. Row r of the step: its position, the
+ * offset of its sequence's page table in pages, and (attention) the first
+ * of its split-K slots in the partial-results buffer. */
+typedef struct fwd_meta {
+    const int32_t *tokens;
+    const uint32_t *row_pos, *row_table, *row_part, *pages;
+    const float *rope; /* [rows][n_rot]: cos, sin of each rotated pair */
+} fwd_meta;
+
+typedef struct fwd_dims {
+    uint32_t n_embd, n_head, n_head_kv, head_dim, n_rot, n_ff, page_size;
+} fwd_dims;
+
+/* Split-K of a row's attention over its n_ctx cached positions: splits of
+ * att_split_len(n_ctx) positions (a multiple of 32, at least
+ * ATT_MIN_SPLIT), at most ATT_MAX_SPLITS of them. A function of n_ctx
+ * alone. */
+#define ATT_MIN_SPLIT  128
+#define ATT_MAX_SPLITS 32
+
+static inline __host__ __device__ uint32_t att_split_len(uint32_t n_ctx)
+{
+    uint32_t len = (n_ctx + ATT_MAX_SPLITS - 1) / ATT_MAX_SPLITS;
+    len = (len + 31) / 32 * 32;
+    return len < ATT_MIN_SPLIT ? ATT_MIN_SPLIT : len;
+}
+
+static inline __host__ __device__ uint32_t att_splits(uint32_t n_ctx)
+{
+    uint32_t len = att_split_len(n_ctx);
+    return (n_ctx + len - 1) / len;
+}
+
+/* Floats of one split-K slot: per query head, max, sum and head_dim values. */
+static inline __host__ __device__ uint64_t att_slot_floats(const fwd_dims *d)
+{
+    return (uint64_t)d->n_head * (d->head_dim + 2);
+}
+
+/* The largest G * head_dim (query heads of a KV group times their dims)
+ * the attention kernel holds. */
+#define ATT_MAX_GROUP_DIMS 1024
+#define ATT_MAX_GROUP      8
+
+/* x[r] = row tokens[r] of the embedding table (type, rows of row_bytes,
+ * K-quant blocks block_bytes apart), for r < rows. */
+int fwd_embed(qtype type, const uint8_t *embd, uint64_t row_bytes, uint32_t block_bytes, const int32_t *tokens,
+              float *x, uint32_t n_embd, uint32_t rows, void *stream, smq_err *err);
+
+/* q[r] = Wq a[r] and the row's key and value slot in kv_layer ([page]
+ * [page_size][2][kv_dim] fp16) = Wk a[r], Wv a[r], q and k rotated (RoPE
+ * NORM, first n_rot dims of each head) when use_rope. a: q16 rows of n_embd. */
+int fwd_qkv_rope(const dev_mat *wq, const dev_mat *wk, const dev_mat *wv, const uint8_t *act, uint32_t rows,
+                 const fwd_dims *d, int use_rope, const fwd_meta *m, float *q, __half *kv_layer, void *stream,
+                 smq_err *err);
+
+/* Causal attention of rows [r0, r0 + rows) over their cached positions,
+ * into q16 rows of n_head * head_dim at out (row r0 first). Rows of more
+ * than one split leave partial results in part (at their row_part slots,
+ * relative to part) and are merged by a second kernel; max_splits is the
+ * most splits any of these rows has. */
+int fwd_attention(const float *q, const __half *kv_layer, uint32_t r0, uint32_t rows, uint32_t max_splits,
+                  const fwd_dims *d, const fwd_meta *m, float *part, uint8_t *out, void *stream, smq_err *err);
+
+/* a_ff[r] = q16(silu(Wgate a[r]) * Wup a[r]); a: q16 rows of n_embd, a_ff of n_ff. */
+int fwd_gate_up(const dev_mat *gate, const dev_mat *up, const uint8_t *act, uint32_t rows, const fwd_dims *d,
+                uint8_t *act_ff, void *stream, smq_err *err);
+
+#endif

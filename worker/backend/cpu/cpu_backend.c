@@ -31,6 +31,7 @@
 
 #define ROWS_PER_TASK  32
 #define QGEMM_MIN_ROWS 8
+#define QGEMM_TOKENS   64
 
 typedef struct cpu_backend {
     backend base;
@@ -48,7 +49,7 @@ typedef struct cpu_backend {
     uint64_t cap_xq;
     const float *xq_src; /* what xq holds: these rows of x, quantized */
     uint32_t xq_rows;
-    float *gacc; /* fast path, 16-row kernels: [threads][rows][16] */
+    float *gacc; /* fast path, 16-row kernels: [threads][QGEMM_TOKENS][16] */
     uint64_t cap_gacc;
     float *scores; /* [threads][max_ctx] */
     uint64_t max_k, max_ctx;
@@ -83,16 +84,23 @@ static void matmul_task(void *ctx, int task, int thread)
         uint64_t n = n0;
         /* Many rows of x: sixteen weight rows unpacked once for all of them. */
         if (j->qgemm16) {
-            float *acc = j->b->gacc + (uint64_t)thread * j->rows * 16;
-            for (; n + 16 <= n1; n += 16) {
-                j->qgemm16((const uint8_t *)w->data + n * w->row_bytes, w->row_bytes, j->xq, j->nb, (int)j->rows,
-                           (int)j->nb, acc);
-                for (uint32_t t = 0; t < j->rows; t++) {
-                    float *o = j->out + (uint64_t)t * j->out_stride + n;
-                    for (int i = 0; i < 16; i++)
-                        o[i] = j->accumulate ? o[i] + acc[16 * t + (uint32_t)i] : acc[16 * t + (uint32_t)i];
+            /* x in runs of QGEMM_TOKENS rows, which stay in L2 while the
+             * task's weight rows pass by 16 at a time */
+            float *acc = j->b->gacc + (uint64_t)thread * QGEMM_TOKENS * 16;
+            uint64_t n_end = n + (n1 - n) / 16 * 16;
+            for (uint32_t t0 = 0; t0 < j->rows; t0 += QGEMM_TOKENS) {
+                uint32_t nt = j->rows - t0 < QGEMM_TOKENS ? j->rows - t0 : QGEMM_TOKENS;
+                for (uint64_t r = n; r < n_end; r += 16) {
+                    j->qgemm16((const uint8_t *)w->data + r * w->row_bytes, w->row_bytes, j->xq + (uint64_t)t0 * j->nb,
+                               j->nb, (int)nt, (int)j->nb, acc);
+                    for (uint32_t t = 0; t < nt; t++) {
+                        float *o = j->out + (uint64_t)(t0 + t) * j->out_stride + r;
+                        for (int i = 0; i < 16; i++)
+                            o[i] = j->accumulate ? o[i] + acc[16 * t + (uint32_t)i] : acc[16 * t + (uint32_t)i];
+                    }
                 }
             }
+            n = n_end;
         }
         /* Four activation rows at a time against every weight row left: the
          * four rows stay in L1 while the weight rows (at most ROWS_PER_TASK,
@@ -183,7 +191,7 @@ static void matmul(cpu_backend *b, const model_tensor *w, const float *x, uint32
             j.qdot4 = qdot4_for(w->type);
             /* Sixteen weight rows at once pays its unpacking back from about
              * eight rows of x on. */
-            uint64_t gneed = (uint64_t)pool_threads(b->pool) * rows * 16;
+            uint64_t gneed = (uint64_t)pool_threads(b->pool) * QGEMM_TOKENS * 16;
             if (rows >= QGEMM_MIN_ROWS && (j.qgemm16 = qgemm16_for(w->type)) != NULL && gneed > b->cap_gacc) {
                 float *g = realloc(b->gacc, gneed * sizeof *g);
                 if (g) {

@@ -319,13 +319,14 @@ static void test_qdot_kernels(void)
 }
 
 /* One head's attention over 8197 positions in shuffled pages against a plain
- * float64 computation, at every SIMD level. */
+ * float64 computation, at every SIMD level, alone and as one head of a GQA
+ * group. */
 static void test_attention_f64(void)
 {
     enum { N = 8197, HD = 128, P = 16, PAGES_N = (N + P - 1) / P };
     uint64_t slot = 2 * HD; /* key then value */
     float *kv = malloc((size_t)PAGES_N * P * slot * sizeof *kv);
-    float q[HD], out[HD], *scores = malloc(N * sizeof *scores);
+    float q[HD], out[HD], *scores = malloc(N * sizeof *scores), *scores4 = malloc(4 * N * sizeof *scores4);
     uint32_t pages[PAGES_N];
     for (uint32_t i = 0; i < PAGES_N; i++)
         pages[i] = (i * 97 + 13) % PAGES_N; /* a permutation: 97 is prime to 513 */
@@ -354,7 +355,15 @@ static void test_attention_f64(void)
     simd_level best = simd_best();
     for (int lvl = SIMD_SCALAR; lvl <= (int)best; lvl++) {
         simd_use((simd_level)lvl);
-        attend_head(q, &view, N, HD, 1.0f / sqrtf((float)HD), scores, out);
+        attend_group(q, 1, &view, N, HD, 1.0f / sqrtf((float)HD), scores, out);
+        /* as one head of a group of four, the same bits */
+        float q4[4 * HD], out4[4 * HD];
+        for (int h = 0; h < 4; h++)
+            for (int i = 0; i < HD; i++)
+                q4[h * HD + i] = h == 2 ? q[i] : q[i] * (float)(h + 1) * 0.5f;
+        attend_group(q4, 4, &view, N, HD, 1.0f / sqrtf((float)HD), scores4, out4);
+        CHECK_MSG(memcmp(out4 + 2 * HD, out, sizeof out) == 0, "%s: head 2 of 4 differs from the head alone",
+                  simd_name((simd_level)lvl));
         double num = 0, den = 0;
         for (int i = 0; i < HD; i++) {
             num += (out[i] - ref[i]) * (out[i] - ref[i]);
@@ -368,6 +377,7 @@ static void test_attention_f64(void)
     free(s);
     free(kv);
     free(scores);
+    free(scores4);
 }
 
 /* An 8200-token prompt prefilled whole and in uneven chunks gives the same

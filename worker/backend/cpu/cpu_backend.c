@@ -51,7 +51,7 @@ typedef struct cpu_backend {
     uint32_t xq_rows;
     float *gacc; /* fast path, 16-row kernels: [threads][QGEMM_TOKENS][16] */
     uint64_t cap_gacc;
-    float *scores; /* [threads][max_ctx] */
+    float *scores; /* [threads][query heads per KV head][max_ctx] */
     uint64_t max_k, max_ctx;
 } cpu_backend;
 
@@ -245,17 +245,17 @@ typedef struct attn_job {
     uint32_t layer;
 } attn_job;
 
-/* One task: one head of one row. */
+/* One task: the query heads of one KV head, for one row. */
 static void attn_task(void *ctx, int task, int thread)
 {
     attn_job *j = ctx;
     cpu_backend *b = j->b;
     const hparams *hp = &b->base.m->hp;
-    uint32_t row = (uint32_t)task / hp->n_head, h = (uint32_t)task % hp->n_head;
-    uint32_t g = h / (hp->n_head / hp->n_head_kv), hd = hp->head_dim, P = b->base.cfg.page_size;
+    uint32_t row = (uint32_t)task / hp->n_head_kv, g = (uint32_t)task % hp->n_head_kv;
+    uint32_t n_q = hp->n_head / hp->n_head_kv, hd = hp->head_dim, P = b->base.cfg.page_size;
     const fwd_seq *s = &j->batch->seqs[b->row_seq[row]];
     uint32_t pos = b->row_pos[row];
-    const float *q = b->q + (uint64_t)row * hp->n_head * hd + (uint64_t)h * hd;
+    uint64_t head0 = (uint64_t)row * hp->n_head * hd + (uint64_t)g * n_q * hd;
     const backend_config *c = &b->base.cfg;
     kv_view kv = { b->kv + (uint64_t)j->layer * c->n_pages * P * 2 * b->kv_dim + (uint64_t)g * hd,
                    s->pages,
@@ -263,8 +263,8 @@ static void attn_task(void *ctx, int task, int thread)
                    (uint64_t)P * 2 * b->kv_dim,
                    2 * b->kv_dim,
                    b->kv_dim };
-    attend_head(q, &kv, pos + 1, hd, 1.0f / sqrtf((float)hd), b->scores + (uint64_t)thread * b->max_ctx,
-                b->att + (uint64_t)row * hp->n_head * hd + (uint64_t)h * hd);
+    attend_group(b->q + head0, n_q, &kv, pos + 1, hd, 1.0f / sqrtf((float)hd),
+                 b->scores + (uint64_t)thread * n_q * b->max_ctx, b->att + head0);
 }
 
 /* ---- the step ---- */
@@ -343,7 +343,7 @@ static int cpu_forward(backend *base, const fwd_batch *batch, smq_err *err)
             memcpy(slot + kvd, b->v + r * kvd, kvd * sizeof(float));
         }
         attn_job aj = { b, batch, il };
-        pool_run(b->pool, attn_task, &aj, (int)(rows * hp->n_head));
+        pool_run(b->pool, attn_task, &aj, (int)(rows * hp->n_head_kv));
         matmul(b, &l->wo, b->att, rows, (uint32_t)qd, b->x, (uint32_t)E, 1, 0);
 
         for (r = 0; r < rows; r++)
@@ -393,7 +393,8 @@ static uint64_t cpu_memory(const backend *base)
                        2 * (uint64_t)hp->n_ff + hp->n_rot;
     return b->kv_bytes + (uint64_t)b->cap_rows * per_row * sizeof(float) + b->cap_xq * sizeof(block_q8_K) +
            b->cap_gacc * sizeof(float) +
-           (uint64_t)pool_threads(b->pool) * (ROWS_PER_TASK * b->max_k + b->max_ctx) * sizeof(float);
+           (uint64_t)pool_threads(b->pool) *
+               (ROWS_PER_TASK * b->max_k + (uint64_t)(hp->n_head / hp->n_head_kv) * b->max_ctx) * sizeof(float);
 }
 
 static void cpu_destroy(backend **self)
@@ -451,7 +452,7 @@ static backend *cpu_create(const model *m, const backend_config *cfg, smq_err *e
     b->pool = pool_new(threads);
     b->kv = malloc(b->kv_bytes);
     b->deq = malloc((uint64_t)threads * ROWS_PER_TASK * b->max_k * sizeof(float));
-    b->scores = malloc((uint64_t)threads * b->max_ctx * sizeof(float));
+    b->scores = malloc((uint64_t)threads * (hp->n_head / hp->n_head_kv) * b->max_ctx * sizeof(float));
     if (!b->pool || !b->kv || !b->deq || !b->scores) {
         smq_err_set(err,
                     "cpu backend: cannot allocate a KV pool of %" PRIu64 " MiB (%" PRIu64 " tokens) and %d threads",

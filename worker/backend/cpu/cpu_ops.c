@@ -68,9 +68,40 @@ __attribute__((target("avx512f"))) static float dot_avx512(const float *a, const
 }
 #endif
 
+/* y[i] += w * x[i], a product then a sum (no fused multiply-add): every
+ * level gives the same bits. */
+static void axpy_scalar(float *y, float w, const float *x, int n)
+{
+    for (int i = 0; i < n; i++)
+        y[i] += w * x[i];
+}
+
+#ifdef SMQ_X86
+__attribute__((target("avx2"))) static void axpy_avx2(float *y, float w, const float *x, int n)
+{
+    __m256 wv = _mm256_set1_ps(w);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(wv, _mm256_loadu_ps(x + i))));
+    for (; i < n; i++)
+        y[i] += w * x[i];
+}
+
+__attribute__((target("avx512f"))) static void axpy_avx512(float *y, float w, const float *x, int n)
+{
+    __m512 wv = _mm512_set1_ps(w);
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_add_ps(_mm512_loadu_ps(y + i), _mm512_mul_ps(wv, _mm512_loadu_ps(x + i))));
+    for (; i < n; i++)
+        y[i] += w * x[i];
+}
+#endif
+
 static simd_level level = SIMD_SCALAR;
 static int chosen;
 static float (*dot_impl)(const float *, const float *, int) = dot_scalar;
+static void (*axpy_impl)(float *, float, const float *, int) = axpy_scalar;
 
 simd_level simd_best(void)
 {
@@ -91,11 +122,15 @@ int simd_use(simd_level l)
     level = l;
     chosen = 1;
     dot_impl = dot_scalar;
+    axpy_impl = axpy_scalar;
 #ifdef SMQ_X86
-    if (l == SIMD_AVX2)
+    if (l == SIMD_AVX2) {
         dot_impl = dot_avx2;
-    else if (l == SIMD_AVX512)
+        axpy_impl = axpy_avx2;
+    } else if (l == SIMD_AVX512) {
         dot_impl = dot_avx512;
+        axpy_impl = axpy_avx512;
+    }
 #endif
     return 0;
 }
@@ -133,28 +168,37 @@ float dot_f32(const float *a, const float *b, int n)
     return dot_impl(a, b, n);
 }
 
-void attend_head(const float *q, const kv_view *kv, uint32_t n, uint32_t head_dim, float scale, float *scores,
-                 float *out)
+void attend_group(const float *q, uint32_t n_q, const kv_view *kv, uint32_t n, uint32_t head_dim, float scale,
+                  float *scores, float *out)
 {
-    float mx = -INFINITY;
+    if (!chosen)
+        choose();
+    /* Position by position, so that a key and a value are read once for the
+     * whole group. */
     for (uint32_t p = 0; p < n; p++) {
         const float *k =
             kv->base + kv->pages[p / kv->page_size] * kv->page_stride + (p % kv->page_size) * kv->slot_stride;
-        scores[p] = dot_f32(q, k, (int)head_dim) * scale;
-        mx = scores[p] > mx ? scores[p] : mx;
+        for (uint32_t h = 0; h < n_q; h++)
+            scores[(uint64_t)h * n + p] = dot_impl(q + (uint64_t)h * head_dim, k, (int)head_dim) * scale;
     }
-    double sum = 0;
-    for (uint32_t p = 0; p < n; p++) {
-        scores[p] = expf(scores[p] - mx);
-        sum += scores[p];
+    for (uint32_t h = 0; h < n_q; h++) {
+        float *sc = scores + (uint64_t)h * n, mx = -INFINITY;
+        for (uint32_t p = 0; p < n; p++)
+            mx = sc[p] > mx ? sc[p] : mx;
+        double sum = 0;
+        for (uint32_t p = 0; p < n; p++) {
+            sc[p] = expf(sc[p] - mx);
+            sum += sc[p];
+        }
+        float inv = (float)(1.0 / sum);
+        for (uint32_t p = 0; p < n; p++)
+            sc[p] *= inv;
     }
-    float inv = (float)(1.0 / sum);
-    memset(out, 0, head_dim * sizeof *out);
+    memset(out, 0, (uint64_t)n_q * head_dim * sizeof *out);
     for (uint32_t p = 0; p < n; p++) {
         const float *v = kv->base + kv->pages[p / kv->page_size] * kv->page_stride +
                          (p % kv->page_size) * kv->slot_stride + kv->v_offset;
-        float w = scores[p] * inv;
-        for (uint32_t i = 0; i < head_dim; i++)
-            out[i] += w * v[i];
+        for (uint32_t h = 0; h < n_q; h++)
+            axpy_impl(out + (uint64_t)h * head_dim, scores[(uint64_t)h * n + p], v, (int)head_dim);
     }
 }

@@ -28,10 +28,11 @@ typedef struct kv_view {
     uint64_t page_stride, slot_stride, v_offset;
 } kv_view;
 
-/* Causal attention of one query head over positions 0..n-1:
- * out = softmax(q.k_p * scale) . v_p, in float32 (the softmax sum in
- * double). scores: room for n floats. */
-void attend_head(const float *q, const kv_view *kv, uint32_t n, uint32_t head_dim, float scale, float *scores,
-                 float *out);
+/* Causal attention of the n_q query heads that share one KV head (q and
+ * out: n_q rows of head_dim) over positions 0..n-1: out_h = softmax(q_h.k_p *
+ * scale) . v_p, in float32 (the softmax sum in double). scores: room for
+ * n_q * n floats. Each head's result is the same whatever n_q. */
+void attend_group(const float *q, uint32_t n_q, const kv_view *kv, uint32_t n, uint32_t head_dim, float scale,
+                  float *scores, float *out);
 
 #endif

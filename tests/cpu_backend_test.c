@@ -318,6 +318,35 @@ static void test_qdot_kernels(void)
     simd_use(best);
 }
 
+/* The SIMD quantizer of activations gives quant_quantize_row's Q8_K blocks
+ * bit for bit: random values, zeros, exact halves (d = 1), NaN and
+ * infinities, denormals. */
+static void test_q8k_quantize(void)
+{
+    enum { NB = 6 };
+    static float x[NB * QK_K];
+    for (int i = 0; i < QK_K; i++) {
+        x[i] = (float)((int64_t)(test_rng() % 200001) - 100000) / 3777.0f;
+        x[QK_K + i] = 0;
+        x[2 * QK_K + i] = i == 0 ? 127.0f : (float)(i % 40) - 19.5f; /* amax 127: id 1, every value a half */
+        x[3 * QK_K + i] = i == 7 ? NAN : i == 9 ? INFINITY : (float)(i % 13) - 6.0f;
+        x[4 * QK_K + i] = (float)((int64_t)(test_rng() % 2001) - 1000) * 1e-42f;
+        x[5 * QK_K + i] = i == 3 ? -INFINITY : (float)i;
+    }
+    block_q8_K ref[NB], fast[NB];
+    quant_quantize_row(QTYPE_Q8_K, x, ref, NB * QK_K);
+    simd_level best = simd_best();
+    for (int lvl = SIMD_SCALAR; lvl <= (int)best; lvl++) {
+        simd_use((simd_level)lvl);
+        memset(fast, 0x55, sizeof fast);
+        q8k_quantize(x, fast, NB);
+        for (int b = 0; b < NB; b++)
+            CHECK_MSG(memcmp(&ref[b], &fast[b], sizeof ref[b]) == 0, "%s: block %d differs from quant.c's",
+                      simd_name((simd_level)lvl), b);
+    }
+    simd_use(best);
+}
+
 /* One head's attention over 8197 positions in shuffled pages against a plain
  * float64 computation, at every SIMD level, alone and as one head of a GQA
  * group. */
@@ -522,6 +551,7 @@ int main(void)
     TEST_RUN(test_batch_and_chunks);
     TEST_RUN(test_fast_path);
     TEST_RUN(test_qdot_kernels);
+    TEST_RUN(test_q8k_quantize);
     TEST_RUN(test_attention_f64);
     TEST_RUN(test_long_context);
     TEST_RUN(test_bad_batches);

@@ -155,8 +155,7 @@ static void quant_task(void *ctx, int task, int thread)
     quant_job *j = ctx;
     uint32_t row = (uint32_t)task / j->tasks_per_row, b0 = (uint32_t)task % j->tasks_per_row * QUANT_BLOCKS_PER_TASK;
     uint32_t n = j->nb - b0 < QUANT_BLOCKS_PER_TASK ? j->nb - b0 : QUANT_BLOCKS_PER_TASK;
-    quant_quantize_row(QTYPE_Q8_K, j->x + (uint64_t)row * j->x_stride + (uint64_t)b0 * QK_K,
-                       j->out + (uint64_t)row * j->nb + b0, (uint64_t)n * QK_K);
+    q8k_quantize(j->x + (uint64_t)row * j->x_stride + (uint64_t)b0 * QK_K, j->out + (uint64_t)row * j->nb + b0, (int)n);
 }
 
 /* out[t][n] (+)= sum_k W[n][k] x[t][k]. same_x: x holds what it held at the

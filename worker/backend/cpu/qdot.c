@@ -706,6 +706,50 @@ QGEMM16(q4k_gemm16, q4k_tile, q4k_tile_rows1, q4k_tile_rows2)
 QGEMM16(q6k_gemm16, q6k_tile, q6k_tile_rows1, q6k_tile_rows2)
 #endif
 
+/* ---- activations to Q8_K ---- */
+
+#ifdef SMQ_X86
+/* quant.c's q8k_quantize_block, sixteen lanes at a time, with the same
+ * result bit for bit: absmax ignoring NaN, d = amax / 127, q = roundf(x / d)
+ * (halves away from zero) clamped to +-127, NaN to 0. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) static void q8k_quantize_avx512(const float *x,
+                                                                                              block_q8_K *y, int nb)
+{
+    const __m512 sign = _mm512_set1_ps(-0.0f), half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
+    const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+    for (int b = 0; b < nb; b++, x += QK_K, y++) {
+        __m512 mx = _mm512_setzero_ps();
+        for (int i = 0; i < QK_K; i += 16) /* max(|x|, mx) keeps mx where x is NaN, as fmaxf */
+            mx = _mm512_max_ps(_mm512_andnot_ps(sign, _mm512_loadu_ps(x + i)), mx);
+        float amax = _mm512_reduce_max_ps(mx);
+        y->d = amax / 127;
+        float id = y->d ? 1 / y->d : 0.f;
+        __m512 idv = _mm512_set1_ps(id);
+        for (int g = 0; g < QK_K / 16; g++) {
+            __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + 16 * g), idv);
+            __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            __mmask16 up = _mm512_cmp_ps_mask(_mm512_andnot_ps(sign, _mm512_sub_ps(v, t)), half, _CMP_GE_OQ);
+            __m512 r = _mm512_mask_add_ps(t, up, t, _mm512_or_ps(_mm512_and_ps(v, sign), one));
+            r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), r, _mm512_setzero_ps());
+            __m512i q = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r, lo), hi));
+            _mm_storeu_si128((__m128i *)(y->qs + 16 * g), _mm512_cvtepi32_epi8(q));
+            y->bsums[g] = (int16_t)_mm512_reduce_add_epi32(q);
+        }
+    }
+}
+#endif
+
+void q8k_quantize(const float *x, block_q8_K *y, int nb)
+{
+#ifdef SMQ_X86
+    if (simd_current() >= SIMD_AVX512 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")) {
+        q8k_quantize_avx512(x, y, nb);
+        return;
+    }
+#endif
+    quant_quantize_row(QTYPE_Q8_K, x, y, (uint64_t)nb * QK_K);
+}
+
 #ifdef SMQ_X86
 /* The AVX-512 kernels need BW, VL and DQ on top of F (every AVX-512 CPU since
  * Skylake-SP has them). */

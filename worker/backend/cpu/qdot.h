@@ -23,6 +23,10 @@ qdot4_fn qdot4_for(qtype t);
 typedef void (*qgemm16_fn)(const void *w, size_t row_bytes, const block_q8_K *x, size_t xs, int n, int nb, float *acc);
 qgemm16_fn qgemm16_for(qtype t);
 
+/* nb blocks of x to Q8_K, as quant_quantize_row does (bit for bit), with
+ * SIMD where there is some. */
+void q8k_quantize(const float *x, block_q8_K *y, int nb);
+
 /* The portable one, for tests. */
 qdot_fn qdot_reference(qtype t);
 

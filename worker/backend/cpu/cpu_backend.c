@@ -266,6 +266,60 @@ static void attn_task(void *ctx, int task, int thread)
                  b->scores + (uint64_t)thread * n_q * b->max_ctx, b->att + head0);
 }
 
+/* ---- the per-row elementwise parts, spread over the pool ---- */
+
+typedef enum rows_op { ROWS_NORM, ROWS_ROPE_STORE, ROWS_SWIGLU } rows_op;
+
+typedef struct rows_job {
+    cpu_backend *b;
+    const fwd_batch *batch;
+    rows_op op;
+    const model_layer *l;
+    uint32_t layer;
+    const float *norm; /* ROWS_NORM: the norm's weights */
+} rows_job;
+
+static void rows_task(void *ctx, int task, int thread)
+{
+    (void)thread;
+    rows_job *j = ctx;
+    cpu_backend *b = j->b;
+    const hparams *hp = &b->base.m->hp;
+    uint32_t r = (uint32_t)task;
+    uint64_t E = hp->n_embd, qd = (uint64_t)hp->n_head * hp->head_dim, kvd = b->kv_dim;
+    switch (j->op) {
+    case ROWS_NORM:
+        rmsnorm(b->h + r * E, b->x + r * E, j->norm, hp->n_embd, hp->rms_eps);
+        break;
+    case ROWS_ROPE_STORE: {
+        if (j->l->use_rope) {
+            rope_apply(b->q + r * qd, hp->n_head, hp->head_dim, hp->n_rot, b->rope + (uint64_t)r * hp->n_rot);
+            rope_apply(b->k + r * kvd, hp->n_head_kv, hp->head_dim, hp->n_rot, b->rope + (uint64_t)r * hp->n_rot);
+        }
+        const fwd_seq *s = &j->batch->seqs[b->row_seq[r]];
+        uint32_t pos = b->row_pos[r], P = b->base.cfg.page_size;
+        float *slot = kv_slot(b, j->layer, s->pages[pos / P], pos % P);
+        memcpy(slot, b->k + r * kvd, kvd * sizeof(float));
+        memcpy(slot + kvd, b->v + r * kvd, kvd * sizeof(float));
+        break;
+    }
+    case ROWS_SWIGLU: {
+        float *gate = b->gate + (uint64_t)r * hp->n_ff;
+        const float *up = b->up + (uint64_t)r * hp->n_ff;
+        for (uint32_t i = 0; i < hp->n_ff; i++)
+            gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+        break;
+    }
+    }
+}
+
+static void rows_run(cpu_backend *b, const fwd_batch *batch, rows_op op, const model_layer *l, uint32_t layer,
+                     const float *norm, uint32_t rows)
+{
+    rows_job j = { b, batch, op, l, layer, norm };
+    pool_run(b->pool, rows_task, &j, (int)rows);
+}
+
 /* ---- the step ---- */
 
 static int grow(cpu_backend *b, uint32_t rows, smq_err *err)
@@ -304,7 +358,7 @@ static int cpu_forward(backend *base, const fwd_batch *batch, smq_err *err)
     cpu_backend *b = (cpu_backend *)base;
     const model *m = base->m;
     const hparams *hp = &m->hp;
-    uint32_t rows = 0, P = base->cfg.page_size;
+    uint32_t rows = 0;
     if (backend_check_batch(base, batch, &rows, err) || grow(b, rows, err))
         return -1;
     uint64_t E = hp->n_embd, qd = (uint64_t)hp->n_head * hp->head_dim, kvd = b->kv_dim;
@@ -325,34 +379,19 @@ static int cpu_forward(backend *base, const fwd_batch *batch, smq_err *err)
 
     for (uint32_t il = 0; il < hp->n_layer; il++) {
         const model_layer *l = &m->layers[il];
-        for (r = 0; r < rows; r++)
-            rmsnorm(b->h + r * E, b->x + r * E, l->attn_norm.data, hp->n_embd, hp->rms_eps);
+        rows_run(b, batch, ROWS_NORM, l, il, l->attn_norm.data, rows);
         matmul(b, &l->wq, b->h, rows, (uint32_t)E, b->q, (uint32_t)qd, 0, 0);
         matmul(b, &l->wk, b->h, rows, (uint32_t)E, b->k, (uint32_t)kvd, 0, 1);
         matmul(b, &l->wv, b->h, rows, (uint32_t)E, b->v, (uint32_t)kvd, 0, 1);
-        for (r = 0; r < rows; r++) {
-            if (l->use_rope) {
-                rope_apply(b->q + r * qd, hp->n_head, hp->head_dim, hp->n_rot, b->rope + (uint64_t)r * hp->n_rot);
-                rope_apply(b->k + r * kvd, hp->n_head_kv, hp->head_dim, hp->n_rot, b->rope + (uint64_t)r * hp->n_rot);
-            }
-            const fwd_seq *s = &batch->seqs[b->row_seq[r]];
-            uint32_t pos = b->row_pos[r];
-            float *slot = kv_slot(b, il, s->pages[pos / P], pos % P);
-            memcpy(slot, b->k + r * kvd, kvd * sizeof(float));
-            memcpy(slot + kvd, b->v + r * kvd, kvd * sizeof(float));
-        }
+        rows_run(b, batch, ROWS_ROPE_STORE, l, il, NULL, rows);
         attn_job aj = { b, batch, il };
         pool_run(b->pool, attn_task, &aj, (int)(rows * hp->n_head_kv));
         matmul(b, &l->wo, b->att, rows, (uint32_t)qd, b->x, (uint32_t)E, 1, 0);
 
-        for (r = 0; r < rows; r++)
-            rmsnorm(b->h + r * E, b->x + r * E, l->ffn_norm.data, hp->n_embd, hp->rms_eps);
+        rows_run(b, batch, ROWS_NORM, l, il, l->ffn_norm.data, rows);
         matmul(b, &l->w_gate, b->h, rows, (uint32_t)E, b->gate, hp->n_ff, 0, 0);
         matmul(b, &l->w_up, b->h, rows, (uint32_t)E, b->up, hp->n_ff, 0, 1);
-        for (uint64_t i = 0; i < (uint64_t)rows * hp->n_ff; i++) {
-            float g = b->gate[i];
-            b->gate[i] = g / (1.0f + expf(-g)) * b->up[i];
-        }
+        rows_run(b, batch, ROWS_SWIGLU, l, il, NULL, rows);
         matmul(b, &l->w_down, b->gate, rows, hp->n_ff, b->x, (uint32_t)E, 1, 0);
     }
 

@@ -312,6 +312,7 @@ def test_chat_reuses_the_previous_turn():
     p = subprocess.run([BIN, "chat", "--model", TINY, "--temperature", "0", "--max-tokens", "6"],
                        input="Hello there\nTell me more\n/quit\n", capture_output=True, text=True, timeout=120)
     check(p.returncode == 0, p.stderr)
+    check("MB of KV cache and buffers" in p.stdout.splitlines()[0], p.stdout[:300])
     turns = [l for l in p.stdout.splitlines() if "prompt tokens" in l]
     check(len(turns) == 2, p.stdout[-500:])
     import re

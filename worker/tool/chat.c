@@ -136,8 +136,12 @@ int tool_chat(int argc, char **argv)
     chat_message msgs[MAX_TURNS];
     char *owned[MAX_TURNS];
     size_t n = 0;
-    printf("smolmq chat: %s, context %" PRIu32 ", thinking on. /think, /no_think, /reset, /quit\n", path,
-           engine_n_ctx(e));
+    const backend *b = engine_backend(e);
+    printf("smolmq chat: %s, context %" PRIu32 ", backend %s; memory: %.2f GB of weights %s, %.1f MB of KV cache "
+           "and buffers\n",
+           path, engine_n_ctx(e), b->ops->name, (double)m->weight_bytes / 1e9,
+           strcmp(b->ops->name, "cpu") ? "on the GPU" : "mapped", (double)b->ops->memory(b) / 1e6);
+    printf("thinking on. /think, /no_think, /reset, /quit\n");
     char *line = NULL;
     size_t cap = 0;
     for (;;) {

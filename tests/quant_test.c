@@ -195,6 +195,26 @@ static void test_q4k_scale_min_pack(void)
     CHECK_INT(s[9], (0x2A & 0xF) | (0x35 & 0xF) << 4);
 }
 
+/* The word-wise unpacking gives q4k_scale_min's pairs on random headers. */
+static void test_q4k_unpack_scale_words(void)
+{
+    int bad = 0;
+    for (int it = 0; it < 10000; it++) {
+        uint8_t scales[K_SCALE_SIZE];
+        for (int k = 0; k < K_SCALE_SIZE; k++)
+            scales[k] = (uint8_t)test_rng();
+        uint32_t w[3], sc[2], mn[2];
+        memcpy(w, scales, sizeof w);
+        q4k_unpack_scale_words(w[0], w[1], w[2], sc, mn);
+        for (int j = 0; j < 8; j++) {
+            uint8_t s, m;
+            q4k_scale_min(j, scales, &s, &m);
+            uint32_t gs = (sc[j / 4] >> (8 * (j % 4))) & 0xFF, gm = (mn[j / 4] >> (8 * (j % 4))) & 0xFF;
+            CHECK_FEW(bad, gs == s && gm == m, "sub-block %d: (%u, %u), q4k_scale_min (%d, %d)", j, gs, gm, s, m);
+        }
+    }
+}
+
 /* One golden type: raw.bin dequantized row by row must equal dequant.f32.bin. */
 static void check_golden_dequant(const char *name, qtype t)
 {
@@ -488,6 +508,7 @@ int main(void)
     TEST_RUN(test_fp16_known_values);
     TEST_RUN(test_bf16);
     TEST_RUN(test_q4k_scale_min_pack);
+    TEST_RUN(test_q4k_unpack_scale_words);
     TEST_RUN(test_dequant_golden_q4_K);
     TEST_RUN(test_dequant_golden_q5_K);
     TEST_RUN(test_dequant_golden_q6_K);

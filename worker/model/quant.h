@@ -245,6 +245,20 @@ QFN void q4k_pack_scale_min(int j, uint8_t sc, uint8_t m, uint8_t *scales)
     }
 }
 
+/* All eight (sc, m) pairs at once from the 12 scale bytes held as three
+ * little-endian words s0 = scales[0..3], s1 = [4..7], s2 = [8..11], by word
+ * arithmetic (no byte loads, no branches): byte j of sc[0] is sub-block j's
+ * scale for j < 4 and byte j-4 of sc[1] that of j >= 4; likewise mn for the
+ * mins. The same values as q4k_scale_min, for kernels that keep a block's
+ * header in registers (the GPU's, and the CPU's through q4k_unpack_scales). */
+QFN void q4k_unpack_scale_words(uint32_t s0, uint32_t s1, uint32_t s2, uint32_t sc[2], uint32_t mn[2])
+{
+    sc[0] = s0 & 0x3F3F3F3Fu;
+    mn[0] = s1 & 0x3F3F3F3Fu;
+    sc[1] = (s2 & 0x0F0F0F0Fu) | (((s0 >> 6) & 0x03030303u) << 4);
+    mn[1] = ((s2 >> 4) & 0x0F0F0F0Fu) | (((s1 >> 6) & 0x03030303u) << 4);
+}
+
 /* Scale and min of 32-element sub-block j as ggml computes them:
  * d1 = d*sc, m1 = dmin*m. Q5_K's header is laid out the same way. */
 QFN void q4k_sub_scale(uint16_t d, uint16_t dmin, const uint8_t *scales, int j, float *d1, float *m1)

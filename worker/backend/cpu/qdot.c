@@ -90,16 +90,13 @@ static float q6k_dot_scalar(const void *wv, const block_q8_K *x, int nb)
     return sum;
 }
 
-/* The eight 6-bit scales and mins of a Q4_K block as bytes, four at a time
- * (q4k_scale_min's layout): su holds sc_0..7, mu m_0..7. */
+/* The eight 6-bit scales and mins of a Q4_K block as bytes, four at a time:
+ * su holds sc_0..7, mu m_0..7 (quant.h's word-wise unpacking). */
 static inline void q4k_unpack_scales(const uint8_t *scales, uint32_t su[2], uint32_t mu[2])
 {
     uint32_t u[3];
     memcpy(u, scales, 12);
-    su[0] = u[0] & 0x3f3f3f3fu;
-    mu[0] = u[1] & 0x3f3f3f3fu;
-    su[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
-    mu[1] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    q4k_unpack_scale_words(u[0], u[1], u[2], su, mu);
 }
 
 /* ---- AVX2: unsigned x signed byte products summed in pairs (maddubs) ---- */

@@ -10,7 +10,8 @@
 #include "quant.h"
 
 #define MV_WARPS     8 /* warps per thread block of the fused products */
-#define ATT_WARPS    4 /* warps per attention block; each takes 32 positions at a time */
+#define ATT_WARPS    4 /* warps per attention block */
+#define ATT_PPW      8 /* positions a warp scores at a time, 4 lanes each */
 #define MAX_PER_LANE 8 /* head_dim / 32 values of a head a lane holds (head_dim <= 256) */
 #define MAX_GRID_Y   65535u
 
@@ -149,19 +150,22 @@ int fwd_qkv_rope(const dev_mat *wq, const dev_mat *wk, const dev_mat *wv, const 
 
 /* One split of one row's attention for the query heads of KV group g
  * (blockIdx: row, group, split). Warp w takes the split's positions in
- * chunks of 32, w, w + ATT_WARPS, ...: lane t scores position c0 + t
- * against every head of the group (one read of the key for all of them),
- * the chunk's softmax weights go to an online softmax per head (running
- * max m, sum l), and the values are summed with a lane per head_dim/32
- * dims. The warps' states merge in a fixed order; a row of one split
- * quantizes its heads' output here, others leave (max, sum, values) per
- * head in their slot of part. */
+ * chunks of ATT_PPW = 8, w, w + ATT_WARPS, ...: 4 lanes score a position
+ * against every head of the group (one read of the key for all of them,
+ * a lane the 16-byte pieces sub, sub + 4, ... of it, so that the 4 lanes
+ * read 64 contiguous bytes at a time), the chunk's softmax weights go to an
+ * online softmax per head (running max m, sum l), and the values are
+ * summed with a lane per head_dim/32 dims. Short chunks keep a warp's chain
+ * of dependent steps short and spread a short context over many warps. The
+ * warps' states merge in a fixed order; a row of one split quantizes its
+ * heads' output here, others leave (max, sum, values) per head in their
+ * slot of part. */
 template <int PER>
 __global__ static void __launch_bounds__(32 * ATT_WARPS)
     attention_kernel(const float *__restrict__ q, const __half *__restrict__ kv_layer, fwd_dims d, fwd_meta m,
                      float *__restrict__ part, uint8_t *__restrict__ out, float scale)
 {
-    enum { HD = 32 * PER, NK = HD / 8, KB = NK < 16 ? NK : 16 }; /* 16-byte pieces of a key, loaded KB at a time */
+    enum { HD = 32 * PER, LPP = 32 / ATT_PPW }; /* lanes per position; a lane's key pieces: PER of 16 bytes */
     __shared__ float qs[ATT_MAX_GROUP_DIMS];
     __shared__ float sm_m[ATT_WARPS][ATT_MAX_GROUP], sm_l[ATT_WARPS][ATT_MAX_GROUP];
     __shared__ float sm_o[ATT_WARPS][ATT_MAX_GROUP_DIMS], fin[ATT_MAX_GROUP_DIMS];
@@ -169,7 +173,7 @@ __global__ static void __launch_bounds__(32 * ATT_WARPS)
     uint32_t n_ctx = m.row_pos[r] + 1, len = att_split_len(n_ctx), n_split = att_splits(n_ctx);
     if (s >= n_split)
         return;
-    const uint32_t hd = HD, per = PER;
+    const uint32_t hd = HD, per = PER, sub = lane % LPP;
     uint32_t G = d.n_head / d.n_head_kv, kv_dim = d.n_head_kv * hd;
     uint32_t gd = G * hd, start = s * len, end = min(start + len, n_ctx);
     const float *qg = q + ((uint64_t)r * d.n_head + g * G) * hd;
@@ -187,100 +191,105 @@ __global__ static void __launch_bounds__(32 * ATT_WARPS)
         for (int e = 0; e < PER; e++)
             acc[j][e] = 0.f;
     }
-    for (uint32_t c0 = start + 32 * warp; c0 < end; c0 += 32 * ATT_WARPS) {
-        uint32_t t = c0 + lane;
+    for (uint32_t c0 = start + ATT_PPW * warp; c0 < end; c0 += ATT_PPW * ATT_WARPS) {
+        uint32_t t = c0 + lane / LPP;
         float sc[ATT_MAX_GROUP];
 #pragma unroll
         for (int j = 0; j < ATT_MAX_GROUP; j++)
             sc[j] = 0.f;
-        /* lane's position's slot in the pool, shared below for the values */
+        /* the lane's position's slot in the pool, shared below for the values */
         uint32_t slot = t < end ? table[t / d.page_size] * d.page_size + t % d.page_size : 0;
         if (t < end) {
-            const __half *key = kv_layer + (uint64_t)slot * 2 * kv_dim + (uint64_t)g * hd;
+            const uint4 *key = (const uint4 *)(kv_layer + (uint64_t)slot * 2 * kv_dim + (uint64_t)g * hd);
+            uint4 raw[PER]; /* all of them in flight at once */
 #pragma unroll
-            for (int k0 = 0; k0 < NK; k0 += KB) {
-                uint4 raw[KB]; /* all of them in flight at once */
+            for (int k = 0; k < PER; k++)
+                raw[k] = __ldg(key + sub + LPP * k);
 #pragma unroll
-                for (int k = 0; k < KB; k++)
-                    raw[k] = __ldg((const uint4 *)key + k0 + k);
+            for (int k = 0; k < PER; k++) {
+                const __half2 *h2 = (const __half2 *)&raw[k];
+                float kf[8];
 #pragma unroll
-                for (int k = 0; k < KB; k++) {
-                    const __half2 *h2 = (const __half2 *)&raw[k];
-                    float kf[8];
-#pragma unroll
-                    for (int i = 0; i < 4; i++) {
-                        float2 f = __half22float2(h2[i]);
-                        kf[2 * i] = f.x;
-                        kf[2 * i + 1] = f.y;
-                    }
-#pragma unroll
-                    for (int j = 0; j < ATT_MAX_GROUP; j++)
-                        if (j < (int)G)
-#pragma unroll
-                            for (int i = 0; i < 8; i++)
-                                sc[j] += qs[j * hd + 8 * (k0 + k) + i] * kf[i];
+                for (int i = 0; i < 4; i++) {
+                    float2 f = __half22float2(h2[i]);
+                    kf[2 * i] = f.x;
+                    kf[2 * i + 1] = f.y;
                 }
+                const float *qk = qs + 8 * (sub + LPP * k);
+#pragma unroll
+                for (int j = 0; j < ATT_MAX_GROUP; j++)
+                    if (j < (int)G)
+#pragma unroll
+                        for (int i = 0; i < 8; i++)
+                            sc[j] += qk[j * hd + i] * kf[i];
             }
         }
-        /* the chunk's softmax weights, per head */
+        /* the position's score from its 4 lanes, then the chunk's softmax
+         * weights per head (every lane of a position holds its weight) */
         float p[ATT_MAX_GROUP];
 #pragma unroll
         for (int j = 0; j < ATT_MAX_GROUP; j++) {
             p[j] = 0.f;
             if (j >= (int)G)
                 continue;
-            float sj = t < end ? sc[j] * scale : -INFINITY;
-            float m_new = fmaxf(mx[j], warp_max(sj));
+#pragma unroll
+            for (int o = 1; o < LPP; o <<= 1)
+                sc[j] += __shfl_xor_sync(0xffffffffu, sc[j], o);
+            float sj = t < end ? sc[j] * scale : -INFINITY, cmax = sj;
+#pragma unroll
+            for (int o = LPP; o < 32; o <<= 1)
+                cmax = fmaxf(cmax, __shfl_xor_sync(0xffffffffu, cmax, o));
+            float m_new = fmaxf(mx[j], cmax);
             float corr = expf(mx[j] - m_new);
             p[j] = t < end ? expf(sj - m_new) : 0.f;
-            l[j] = l[j] * corr + warp_sum(p[j]);
+            float ps = p[j];
+#pragma unroll
+            for (int o = LPP; o < 32; o <<= 1)
+                ps += __shfl_xor_sync(0xffffffffu, ps, o);
+            l[j] = l[j] * corr + ps;
 #pragma unroll
             for (int e = 0; e < PER; e++)
                 acc[j][e] *= corr;
             mx[j] = m_new;
         }
         /* values: lane holds dims lane*per .. lane*per + per - 1; the
-         * loads of VB positions are in flight at once */
-        uint32_t nv = min(32u, end - c0);
-        constexpr int VB = PER <= 4 ? 32 : 16;
+         * chunk's loads are in flight at once */
+        uint32_t nv = min((uint32_t)ATT_PPW, end - c0);
+        float vf[ATT_PPW][PER];
 #pragma unroll
-        for (int u0 = 0; u0 < 32; u0 += VB) {
-            float vf[VB][PER];
+        for (int u = 0; u < ATT_PPW; u++) {
+            uint32_t su = __shfl_sync(0xffffffffu, slot, LPP * u);
+            const __half *val = kv_layer + (uint64_t)su * 2 * kv_dim + kv_dim + (uint64_t)g * hd + lane * per;
+            if ((uint32_t)u < nv) {
+                if constexpr (PER % 2 == 0) {
 #pragma unroll
-            for (int u = 0; u < VB; u++) {
-                uint32_t su = __shfl_sync(0xffffffffu, slot, u0 + u);
-                const __half *val = kv_layer + (uint64_t)su * 2 * kv_dim + kv_dim + (uint64_t)g * hd + lane * per;
-                if ((uint32_t)(u0 + u) < nv) {
-                    if constexpr (PER % 2 == 0) {
-#pragma unroll
-                        for (int e = 0; e < PER; e += 2) {
-                            float2 f = __half22float2(__ldg((const __half2 *)val + e / 2));
-                            vf[u][e] = f.x;
-                            vf[u][e + 1] = f.y;
-                        }
-                    } else {
-#pragma unroll
-                        for (int e = 0; e < PER; e++)
-                            vf[u][e] = __half2float(val[e]);
+                    for (int e = 0; e < PER; e += 2) {
+                        float2 f = __half22float2(__ldg((const __half2 *)val + e / 2));
+                        vf[u][e] = f.x;
+                        vf[u][e + 1] = f.y;
                     }
                 } else {
 #pragma unroll
                     for (int e = 0; e < PER; e++)
-                        vf[u][e] = 0.f;
+                        vf[u][e] = __half2float(val[e]);
                 }
+            } else {
+#pragma unroll
+                for (int e = 0; e < PER; e++)
+                    vf[u][e] = 0.f;
             }
-#pragma unroll
-            for (int u = 0; u < VB; u++)
-#pragma unroll
-                for (int j = 0; j < ATT_MAX_GROUP; j++) {
-                    if (j >= (int)G)
-                        continue;
-                    float pu = __shfl_sync(0xffffffffu, p[j], u0 + u);
-#pragma unroll
-                    for (int e = 0; e < PER; e++)
-                        acc[j][e] += pu * vf[u][e];
-                }
         }
+#pragma unroll
+        for (int u = 0; u < ATT_PPW; u++)
+#pragma unroll
+            for (int j = 0; j < ATT_MAX_GROUP; j++) {
+                if (j >= (int)G)
+                    continue;
+                float pu = __shfl_sync(0xffffffffu, p[j], LPP * u);
+#pragma unroll
+                for (int e = 0; e < PER; e++)
+                    acc[j][e] += pu * vf[u][e];
+            }
     }
 #pragma unroll
     for (int j = 0; j < ATT_MAX_GROUP; j++) {
@@ -414,8 +423,10 @@ int fwd_attention(const float *q, const __half *kv_layer, uint32_t r0, uint32_t 
 /* Block b takes 32 rows of Wgate and Wup (one q16 group of the output), a
  * warp 4 of them, the 8 products with their loads in flight together:
  * silu(gate) * up as the CPU computes it, then the group is quantized.
- * blockIdx.y: the activation row. */
-__global__ static void __launch_bounds__(32 * MV_WARPS)
+ * blockIdx.y: the activation row. Three blocks a multiprocessor (80
+ * registers, a few spilled) run the 344 blocks of n_ff = 11008 in one wave
+ * on an H100 instead of two: 23.2 -> 18.8 us a launch. */
+__global__ static void __launch_bounds__(32 * MV_WARPS, 3)
     gate_up_kernel(const uint8_t *__restrict__ wg, const uint8_t *__restrict__ wu, qtype tg, qtype tu,
                    uint64_t row_bytes_g, uint64_t row_bytes_u, const uint8_t *__restrict__ act, uint32_t n_embd,
                    uint32_t n_ff, uint8_t *__restrict__ act_ff)

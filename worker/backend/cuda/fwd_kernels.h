@@ -48,8 +48,10 @@ typedef struct fwd_dims {
 /* Split-K of a row's attention over its n_ctx cached positions: splits of
  * att_split_len(n_ctx) positions (a multiple of 32, at least
  * ATT_MIN_SPLIT), at most ATT_MAX_SPLITS of them. A function of n_ctx
- * alone. */
-#define ATT_MIN_SPLIT  128
+ * alone. 32-position splits (one round of the kernel's 4 warps of 8
+ * positions) spread a short context over as many thread blocks as it
+ * fills. */
+#define ATT_MIN_SPLIT  32
 #define ATT_MAX_SPLITS 32
 
 static inline __host__ __device__ uint32_t att_split_len(uint32_t n_ctx)

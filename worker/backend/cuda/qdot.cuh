@@ -19,8 +19,11 @@
  * blocks of a row at a time, 4 lanes per block, a lane a quarter (64
  * weights). Q4_K blocks are 144 bytes, 16-byte aligned in a row; Q6_K
  * blocks (210 bytes) sit at a stride of Q6K_STRIDE = 224 on the device (the
- * backend pads them at upload) so that theirs are too. Scales come from
- * quant.h (q4k_sub_scale, q6k_scale_index, fp16_to_f32).
+ * backend pads them at upload) so that theirs are too. A block's scales
+ * come in 16-byte loads with its quants, issued before any arithmetic, and
+ * are unpacked in registers by quant.h's index math
+ * (q4k_unpack_scale_words, q6k_scale_index, fp16_to_f32), rounded as
+ * q4k_sub_scale rounds them: the same numbers as byte loads gave.
  */
 #ifndef SMQ_CUDA_QDOT_CUH
 #define SMQ_CUDA_QDOT_CUH
@@ -33,6 +36,11 @@
 
 #define Q16_MAX    32639 /* 127 * 256 + 127 */
 #define Q6K_STRIDE 224   /* device bytes per Q6_K block: 210, padded to 16 */
+
+/* q6k_quarter loads a padded Q6_K block's scales as one 16-byte vector and
+ * d with the 2 padding bytes after it as one word. */
+static_assert(offsetof(block_q6_K, scales) % 16 == 0, "Q6_K scales 16-byte aligned in the slot");
+static_assert(offsetof(block_q6_K, d) % 4 == 0 && offsetof(block_q6_K, d) + 4 <= Q6K_STRIDE, "Q6_K d word");
 
 /* Bytes of a q16 row of n elements (n a multiple of 256: 16-byte aligned). */
 static inline __host__ __device__ uint64_t q16_row_bytes(uint64_t n)
@@ -108,11 +116,22 @@ __device__ static inline uint32_t u4_word(uint4 v, int i)
     return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
+/* Byte i (0..15) of a 16-byte vector held in registers. */
+__device__ static inline uint32_t u4_byte(uint4 v, int i)
+{
+    return (u4_word(v, i / 4) >> (8 * (i % 4))) & 0xFFu;
+}
+
 /* Quarter c (elements 64c..64c+63) of Q4_K block b against the q16
  * activations of the same elements, e their first index in the row:
- * sub-block 2c in the low nibbles of qs[32c..32c+31], 2c+1 in the high. */
+ * sub-block 2c in the low nibbles of qs[32c..32c+31], 2c+1 in the high.
+ * The block's 16-byte header (d, dmin, the 12 scale bytes) comes in one
+ * load with the quants, all issued before any arithmetic, and its scales
+ * are unpacked from registers (q4k_unpack_scale_words): no byte loads
+ * behind branches to wait on after the products. */
 __device__ static inline float q4k_quarter(const block_q4_K *b, unsigned c, q16_view a, uint32_t e)
 {
+    uint4 hdr = ld16(b); /* d | dmin, scales[0..3], scales[4..7], scales[8..11] */
     uint4 w[2] = { ld16(b->qs + 32 * c), ld16(b->qs + 32 * c + 16) };
     uint4 xh[4], xl[4];
 #pragma unroll
@@ -132,9 +151,14 @@ __device__ static inline float q4k_quarter(const block_q4_K *b, unsigned c, q16_
         a1 = __dp4a(hi, (int)u4_word(xh[2 + i / 4], i % 4), a1);
         b1 = __dp4a(hi, (int)u4_word(xl[2 + i / 4], i % 4), b1);
     }
-    float d1, m1, d2, m2;
-    q4k_sub_scale(b->d, b->dmin, b->scales, (int)(2 * c), &d1, &m1);
-    q4k_sub_scale(b->d, b->dmin, b->scales, (int)(2 * c + 1), &d2, &m2);
+    /* sub-blocks 2c and 2c+1: bytes 2(c%2) and 2(c%2)+1 of word c/2; the
+     * products as q4k_sub_scale rounds them */
+    uint32_t sc[2], mn[2];
+    q4k_unpack_scale_words(hdr.y, hdr.z, hdr.w, sc, mn);
+    uint32_t sw = c < 2 ? sc[0] : sc[1], mw = c < 2 ? mn[0] : mn[1], sh = 16 * (c % 2);
+    float d = fp16_to_f32((uint16_t)hdr.x), dmin = fp16_to_f32((uint16_t)(hdr.x >> 16));
+    float d1 = qmul(d, (float)((sw >> sh) & 0xFFu)), m1 = qmul(dmin, (float)((mw >> sh) & 0xFFu));
+    float d2 = qmul(d, (float)((sw >> (sh + 8)) & 0xFFu)), m2 = qmul(dmin, (float)((mw >> (sh + 8)) & 0xFFu));
     return dx.x * (d1 * (float)(256 * a0 + b0) - m1 * (float)(s.x + s.y)) +
            dx.y * (d2 * (float)(256 * a1 + b1) - m2 * (float)(s.z + s.w));
 }
@@ -149,6 +173,8 @@ __device__ static inline float q6k_quarter(const block_q6_K *b, unsigned j, q16_
     unsigned n = j / 2, h = j % 2;
     uint4 l0 = ld16(b->ql + 64 * n + 16 * h), l1 = ld16(b->ql + 64 * n + 32 + 16 * h);
     uint4 qh = ld16(b->qh + 32 * n + 16 * h);
+    uint4 scales = ld16(b->scales);                   /* all 16, from registers below */
+    uint32_t dw = __ldg((const unsigned int *)&b->d); /* d and 2 bytes of padding */
     float sum = 0.f;
 #pragma unroll
     for (int k = 0; k < 4; k++) {
@@ -165,10 +191,10 @@ __device__ static inline float q6k_quarter(const block_q6_K *b, unsigned j, q16_
             al = __dp4a(q, (int)u4_word(xl, i), al);
         }
         int dot = 256 * ah + al - 32 * __ldg(a.isum + e / 16);
-        float sc = (float)b->scales[q6k_scale_index((int)(128 * n + 32 * k + 16 * h))];
+        float sc = (float)(int8_t)u4_byte(scales, q6k_scale_index((int)(128 * n + 32 * k + 16 * h)));
         sum += __ldg(a.d + e / 32) * sc * (float)dot;
     }
-    return fp16_to_f32(b->d) * sum;
+    return fp16_to_f32((uint16_t)dw) * sum;
 }
 
 /* A warp's dot products of NR weight rows (w[r], nb blocks each, of type T)

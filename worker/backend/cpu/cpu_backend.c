@@ -95,8 +95,12 @@ static void matmul_task(void *ctx, int task, int thread)
                                j->nb, (int)nt, (int)j->nb, acc);
                     for (uint32_t t = 0; t < nt; t++) {
                         float *o = j->out + (uint64_t)(t0 + t) * j->out_stride + r;
-                        for (int i = 0; i < 16; i++)
-                            o[i] = j->accumulate ? o[i] + acc[16 * t + (uint32_t)i] : acc[16 * t + (uint32_t)i];
+                        const float *a = acc + 16 * t;
+                        if (j->accumulate)
+                            for (int i = 0; i < 16; i++)
+                                o[i] += a[i];
+                        else
+                            memcpy(o, a, 16 * sizeof *o);
                     }
                 }
             }

@@ -50,7 +50,8 @@ __attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const 
     return s;
 }
 
-__attribute__((target("avx512f"))) static float dot_avx512(const float *a, const float *b, int n)
+__attribute__((target("avx512f"), always_inline)) static inline float dot_avx512_body(const float *a, const float *b,
+                                                                                      int n)
 {
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int i = 0;
@@ -65,6 +66,11 @@ __attribute__((target("avx512f"))) static float dot_avx512(const float *a, const
         s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+__attribute__((target("avx512f"))) static float dot_avx512(const float *a, const float *b, int n)
+{
+    return dot_avx512_body(a, b, n);
 }
 #endif
 
@@ -87,7 +93,8 @@ __attribute__((target("avx2"))) static void axpy_avx2(float *y, float w, const f
         y[i] += w * x[i];
 }
 
-__attribute__((target("avx512f"))) static void axpy_avx512(float *y, float w, const float *x, int n)
+__attribute__((target("avx512f"), always_inline)) static inline void axpy_avx512_body(float *y, float w, const float *x,
+                                                                                      int n)
 {
     __m512 wv = _mm512_set1_ps(w);
     int i = 0;
@@ -95,6 +102,35 @@ __attribute__((target("avx512f"))) static void axpy_avx512(float *y, float w, co
         _mm512_storeu_ps(y + i, _mm512_add_ps(_mm512_loadu_ps(y + i), _mm512_mul_ps(wv, _mm512_loadu_ps(x + i))));
     for (; i < n; i++)
         y[i] += w * x[i];
+}
+
+__attribute__((target("avx512f"))) static void axpy_avx512(float *y, float w, const float *x, int n)
+{
+    axpy_avx512_body(y, w, x, n);
+}
+
+/* attend_group's two passes over the positions with the AVX-512 dot and
+ * axpy inlined (the same operations as through the pointers). */
+__attribute__((target("avx512f"))) static void group_scores_avx512(const float *q, uint32_t n_q, const kv_view *kv,
+                                                                   uint32_t n, uint32_t hd, float scale, float *scores)
+{
+    for (uint32_t p = 0; p < n; p++) {
+        const float *k =
+            kv->base + kv->pages[p / kv->page_size] * kv->page_stride + (p % kv->page_size) * kv->slot_stride;
+        for (uint32_t h = 0; h < n_q; h++)
+            scores[(uint64_t)h * n + p] = dot_avx512_body(q + (uint64_t)h * hd, k, (int)hd) * scale;
+    }
+}
+
+__attribute__((target("avx512f"))) static void group_values_avx512(const float *scores, uint32_t n_q, const kv_view *kv,
+                                                                   uint32_t n, uint32_t hd, float *out)
+{
+    for (uint32_t p = 0; p < n; p++) {
+        const float *v = kv->base + kv->pages[p / kv->page_size] * kv->page_stride +
+                         (p % kv->page_size) * kv->slot_stride + kv->v_offset;
+        for (uint32_t h = 0; h < n_q; h++)
+            axpy_avx512_body(out + (uint64_t)h * hd, scores[(uint64_t)h * n + p], v, (int)hd);
+    }
 }
 #endif
 
@@ -173,14 +209,19 @@ void attend_group(const float *q, uint32_t n_q, const kv_view *kv, uint32_t n, u
 {
     if (!chosen)
         choose();
-    /* Position by position, so that a key and a value are read once for the
-     * whole group. */
-    for (uint32_t p = 0; p < n; p++) {
-        const float *k =
-            kv->base + kv->pages[p / kv->page_size] * kv->page_stride + (p % kv->page_size) * kv->slot_stride;
-        for (uint32_t h = 0; h < n_q; h++)
-            scores[(uint64_t)h * n + p] = dot_impl(q + (uint64_t)h * head_dim, k, (int)head_dim) * scale;
-    }
+        /* Position by position, so that a key and a value are read once for the
+         * whole group. */
+#ifdef SMQ_X86
+    if (level == SIMD_AVX512)
+        group_scores_avx512(q, n_q, kv, n, head_dim, scale, scores);
+    else
+#endif
+        for (uint32_t p = 0; p < n; p++) {
+            const float *k =
+                kv->base + kv->pages[p / kv->page_size] * kv->page_stride + (p % kv->page_size) * kv->slot_stride;
+            for (uint32_t h = 0; h < n_q; h++)
+                scores[(uint64_t)h * n + p] = dot_impl(q + (uint64_t)h * head_dim, k, (int)head_dim) * scale;
+        }
     for (uint32_t h = 0; h < n_q; h++) {
         float *sc = scores + (uint64_t)h * n, mx = -INFINITY;
         for (uint32_t p = 0; p < n; p++)
@@ -195,6 +236,12 @@ void attend_group(const float *q, uint32_t n_q, const kv_view *kv, uint32_t n, u
             sc[p] *= inv;
     }
     memset(out, 0, (uint64_t)n_q * head_dim * sizeof *out);
+#ifdef SMQ_X86
+    if (level == SIMD_AVX512) {
+        group_values_avx512(scores, n_q, kv, n, head_dim, out);
+        return;
+    }
+#endif
     for (uint32_t p = 0; p < n; p++) {
         const float *v = kv->base + kv->pages[p / kv->page_size] * kv->page_stride +
                          (p % kv->page_size) * kv->slot_stride + kv->v_offset;

@@ -721,19 +721,25 @@ static int cuda_forward(backend *base, const fwd_batch *batch, smq_err *err)
     if (backend_check_batch(base, batch, &rows, err))
         return -1;
     CUDA_CHECK(cudaSetDevice(b->device));
-    if (send_meta(b, batch, rows, &sm, err))
-        return -1;
-    if (rows == 1 && b->use_graphs ? replay_step(b, &sm, err) : enqueue_step(b, rows, &sm, err))
-        return -1;
+    int rc = send_meta(b, batch, rows, &sm, err);
+    if (!rc)
+        rc = rows == 1 && b->use_graphs ? replay_step(b, &sm, err) : enqueue_step(b, rows, &sm, err);
     uint64_t at = 0;
-    for (uint32_t i = 0; i < batch->n_seqs; i++) {
+    for (uint32_t i = 0; !rc && i < batch->n_seqs; i++) {
         const fwd_seq *s = &batch->seqs[i];
         uint64_t n = (uint64_t)(s->all_logits ? s->n_tokens : 1) * hp->n_vocab;
-        CUDA_CHECK(cudaMemcpyAsync(s->logits, b->logits + at, n * sizeof(float), cudaMemcpyDeviceToHost, b->stream));
+        cudaError_t e =
+            cudaMemcpyAsync(s->logits, b->logits + at, n * sizeof(float), cudaMemcpyDeviceToHost, b->stream);
+        if (e != cudaSuccess)
+            rc = smq_err_set(err, "cuda backend: copying the logits back: %s", cudaGetErrorString(e));
         at += n;
     }
-    CUDA_CHECK(cudaStreamSynchronize(b->stream));
-    return 0;
+    /* Always drained, a failed step too: the next step rewrites the pinned
+     * metadata that copies of this one may still be reading. */
+    cudaError_t e = cudaStreamSynchronize(b->stream);
+    if (!rc && e != cudaSuccess)
+        rc = smq_err_set(err, "cuda backend: the step failed on the GPU: %s", cudaGetErrorString(e));
+    return rc;
 }
 
 static int cuda_copy_kv(backend *base, const uint32_t *src, const uint32_t *dst, uint32_t n_tokens, smq_err *err)

@@ -31,7 +31,10 @@
 
 #define ROWS_PER_TASK  32
 #define QGEMM_MIN_ROWS 8
-#define QGEMM_TOKENS   64
+/* Rows of x per run of the 16-row kernels: as many as fit in about 768 KB
+ * of L2 (each run unpacks the weights once more), 64 to 256. */
+#define QGEMM_X_BYTES (768u << 10)
+#define QGEMM_TOKENS  256
 
 typedef struct cpu_backend {
     backend base;
@@ -84,12 +87,14 @@ static void matmul_task(void *ctx, int task, int thread)
         uint64_t n = n0;
         /* Many rows of x: sixteen weight rows unpacked once for all of them. */
         if (j->qgemm16) {
-            /* x in runs of QGEMM_TOKENS rows, which stay in L2 while the
+            /* x in runs of rows that stay in L2 while the
              * task's weight rows pass by 16 at a time */
             float *acc = j->b->gacc + (uint64_t)thread * QGEMM_TOKENS * 16;
+            uint32_t run = QGEMM_X_BYTES / (j->nb * (uint32_t)sizeof(block_q8_K));
+            run = run < 64 ? 64 : run > QGEMM_TOKENS ? QGEMM_TOKENS : run;
             uint64_t n_end = n + (n1 - n) / 16 * 16;
-            for (uint32_t t0 = 0; t0 < j->rows; t0 += QGEMM_TOKENS) {
-                uint32_t nt = j->rows - t0 < QGEMM_TOKENS ? j->rows - t0 : QGEMM_TOKENS;
+            for (uint32_t t0 = 0; t0 < j->rows; t0 += run) {
+                uint32_t nt = j->rows - t0 < run ? j->rows - t0 : run;
                 for (uint64_t r = n; r < n_end; r += 16) {
                     j->qgemm16((const uint8_t *)w->data + r * w->row_bytes, w->row_bytes, j->xq + (uint64_t)t0 * j->nb,
                                j->nb, (int)nt, (int)j->nb, acc);

@@ -60,14 +60,6 @@ extern "C" {
             return smq_err_set(err, "cuda backend: %s: %s", #call, cudaGetErrorString(e_));                            \
     } while (0)
 
-/* After every launch. */
-#define LAUNCH_CHECK(kernel)                                                                                           \
-    do {                                                                                                               \
-        cudaError_t e_ = cudaGetLastError();                                                                           \
-        if (e_ != cudaSuccess)                                                                                         \
-            return smq_err_set(err, "cuda backend: kernel %s: %s", kernel, cudaGetErrorString(e_));                    \
-    } while (0)
-
 typedef struct dev_layer {
     const float *attn_norm, *ffn_norm; /* [n_embd] */
     dev_mat wq, wk, wv, wo, w_gate, w_up, w_down;

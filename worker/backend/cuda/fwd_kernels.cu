@@ -15,13 +15,6 @@
 #define MAX_PER_LANE 8 /* head_dim / 32 values of a head a lane holds (head_dim <= 256) */
 #define MAX_GRID_Y   65535u
 
-#define LAUNCHED(name)                                                                                                 \
-    do {                                                                                                               \
-        cudaError_t e_ = cudaGetLastError();                                                                           \
-        if (e_ != cudaSuccess)                                                                                         \
-            return smq_err_set(err, "cuda backend: kernel %s: %s", name, cudaGetErrorString(e_));                      \
-    } while (0)
-
 /* ---- embedding ---- */
 
 /* Element i of an embedding row, as quant_dequant_row gives it (K-quant
@@ -64,7 +57,7 @@ int fwd_embed(qtype type, const uint8_t *embd, uint64_t row_bytes, uint32_t bloc
               float *x, uint32_t n_embd, uint32_t rows, void *stream, smq_err *err)
 {
     embed_kernel<<<rows, 256, 0, (cudaStream_t)stream>>>(type, embd, row_bytes, block_bytes, tokens, x, n_embd);
-    LAUNCHED("embed");
+    LAUNCH_CHECK("embed");
     return 0;
 }
 
@@ -141,7 +134,7 @@ int fwd_qkv_rope(const dev_mat *wq, const dev_mat *wk, const dev_mat *wv, const 
         mr.rope += (uint64_t)r0 * d->n_rot;
         qkv_rope_kernel<<<dim3((pairs + MV_WARPS - 1) / MV_WARPS, n), 32 * MV_WARPS, 0, (cudaStream_t)stream>>>(
             w, act + r0 * q16_row_bytes(d->n_embd), *d, use_rope, mr, q + (uint64_t)r0 * w.rows[0], kv_layer);
-        LAUNCHED("qkv_rope");
+        LAUNCH_CHECK("qkv_rope");
     }
     return 0;
 }
@@ -409,10 +402,10 @@ int fwd_attention(const float *q, const __half *kv_layer, uint32_t r0, uint32_t 
             attention_kernel<8><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, o, scale);
             break;
         }
-        LAUNCHED("attention");
+        LAUNCH_CHECK("attention");
         if (max_splits > 1) {
             attention_merge_kernel<<<dim3(n, d->n_head), 128, 0, s>>>(*d, mr, part, out + r * out_row);
-            LAUNCHED("attention_merge");
+            LAUNCH_CHECK("attention_merge");
         }
     }
     return 0;
@@ -472,7 +465,7 @@ int fwd_gate_up(const dev_mat *gate, const dev_mat *up, const uint8_t *act, uint
         gate_up_kernel<<<dim3(d->n_ff / 32, n), 32 * MV_WARPS, 0, (cudaStream_t)stream>>>(
             gate->d, up->d, gate->type, up->type, gate->row_bytes, up->row_bytes, act + r0 * q16_row_bytes(d->n_embd),
             d->n_embd, d->n_ff, act_ff + r0 * q16_row_bytes(d->n_ff));
-        LAUNCHED("gate_up");
+        LAUNCH_CHECK("gate_up");
     }
     return 0;
 }

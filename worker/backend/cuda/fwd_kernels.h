@@ -25,6 +25,17 @@
 #include "err.h"
 #include "qtype.h"
 
+#ifdef __CUDACC__
+/* After every launch: a failed launch goes into err, and the caller returns
+ * -1. */
+#define LAUNCH_CHECK(kernel)                                                                                           \
+    do {                                                                                                               \
+        cudaError_t e_ = cudaGetLastError();                                                                           \
+        if (e_ != cudaSuccess)                                                                                         \
+            return smq_err_set(err, "cuda backend: kernel %s: %s", kernel, cudaGetErrorString(e_));                    \
+    } while (0)
+#endif
+
 /* A weight matrix on the device, in cuda_weight_upload's layout. */
 typedef struct dev_mat {
     qtype type;

@@ -173,6 +173,10 @@ static void matmul(cpu_backend *b, const model_tensor *w, const float *x, uint32
                    uint32_t out_stride, int accumulate, int same_x)
 {
     matmul_job j = { b, w, NULL, NULL, NULL, NULL, 0, x, rows, x_stride, out, out_stride, accumulate };
+    /* x is new: whatever xq holds is of an older x, even at the same address
+     * (a product of a type without integer kernels quantizes nothing). */
+    if (!same_x)
+        b->xq_src = NULL;
     /* Fast path: quantize the rows of x once, then integer dot products. */
     if (!b->base.cfg.exact && w->ne0 % QK_K == 0 && (j.qdot = qdot_for(w->type)) != NULL) {
         j.nb = (uint32_t)(w->ne0 / QK_K);

@@ -186,7 +186,7 @@ fuzz: fuzz-build
 	done
 
 # Benchmarks: each prints its figure beside a reference measured in the same run.
-BENCH_BIN := $(BUILD)/bench/tokenize_bench
+BENCH_BIN := $(BUILD)/bench/tokenize_bench $(BUILD)/bench/qdot_bench
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(CORE_OBJ)
 	@mkdir -p $(dir $@)
@@ -210,6 +210,7 @@ endif
 
 bench: all $(BENCH_BIN)
 	taskset -c 0 $(BUILD)/bench/tokenize_bench tests/data/models/smollm3-tiny-q4_k_m.gguf
+	taskset -c 0 $(BUILD)/bench/qdot_bench 64
 	SMQ_BIN=$(BIN) sh bench/synth_bench.sh
 
 # `make run`: until the broker, workers and gateway exist (later issues), the

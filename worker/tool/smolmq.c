@@ -1,14 +1,8 @@
 /* smolmq - the command-line tool: model files and (in later verbs) the
  * inference core. `smolmq help` lists the verbs. */
-#include <errno.h>
-#include <stdarg.h>
-#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
-#include "chat_template.h"
-#include "gguf.h"
 #include "tool.h"
 
 static const struct verb {
@@ -30,6 +24,9 @@ static const struct verb {
       "generate --model M (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-p P] [--top-k K]\n"
       "         [--min-p P] [--seed S] [--stop STR] [--no-think] [--json] [--threads N]   stream an answer" },
     { "chat", tool_chat, "chat --model M [--threads N] [--ctx-size N] [--temperature T]   multi-turn terminal chat" },
+    { "ask", tool_ask,
+      "ask [--broker ENDPOINT] [--model NAME] [--no-think] [--max-tokens N] [--temperature T] [--seed S]\n"
+      "    [--system TEXT] [--show-reasoning|--hide-reasoning] [--json] \"question\"   ask a smolmq broker" },
     { "bench", tool_bench,
       "bench --model M [--prompt-len P] [--gen N] [--batch B] [--threads T] [--exact]   speed beside the roofline" },
 };
@@ -40,58 +37,6 @@ static int usage(FILE *f)
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
         fprintf(f, "  %s\n", verbs[i].summary);
     return f == stderr ? 2 : 0;
-}
-
-int tool_parse_num(const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi))
-        return -1;
-    *out = v;
-    return 0;
-}
-
-int tool_template_kind(const char *verb, const gguf_file *f)
-{
-    gguf_str tmpl = { "", 0 };
-    if (gguf_find_kv(f, "tokenizer.chat_template"))
-        gguf_get_str(f, "tokenizer.chat_template", &tmpl, NULL);
-    chat_template_kind kind = chat_template_detect(tmpl.ptr, tmpl.len);
-    if (kind != CHAT_TEMPLATE_SMOLLM3)
-        fprintf(stderr, "smolmq %s: %s: %s; using plain ChatML\n", verb, f->path,
-                tmpl.len ? "the chat template is not SmolLM3's" : "the file has no chat template");
-    return (int)kind;
-}
-
-double tool_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-int tool_fail(const char *verb, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "smolmq %s: ", verb);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    return 1;
-}
-
-int tool_usage(const char *usage_line, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "smolmq: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\nusage: smolmq %s\n", usage_line);
-    va_end(ap);
-    return 2;
 }
 
 int main(int argc, char **argv)

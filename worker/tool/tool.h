@@ -16,6 +16,7 @@ int tool_logits(int argc, char **argv);
 int tool_generate(int argc, char **argv);
 int tool_bench(int argc, char **argv);
 int tool_chat(int argc, char **argv);
+int tool_ask(int argc, char **argv);
 
 /* Opens a model file and builds its tokenizer (the file is closed again);
  * NULL after reporting the error under the verb's name. */
@@ -27,6 +28,7 @@ int tool_parse_num(const char *s, double lo, double hi, double *out);
 
 /* The file's chat template kind: SmolLM3's, else plain ChatML, saying so on
  * stderr once under the verb's name. */
+struct gguf_file;
 int tool_template_kind(const char *verb, const struct gguf_file *f);
 
 /* The backend for --backend NAME (cpu, cuda or auto; NULL: auto) and --gpu

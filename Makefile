@@ -39,7 +39,7 @@ endif
 endif
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 
-INCLUDES := -Icommon -Iworker/model -Iworker/engine -Iworker/backend -Iworker/backend/cpu -Iworker/backend/cuda
+INCLUDES := -Icommon -Iproto -Ibroker -Iworker/server -Iworker/model -Iworker/engine -Iworker/backend -Iworker/backend/cpu -Iworker/backend/cuda
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	-Wno-missing-field-initializers -pthread
 CFLAGS := $(CFLAGS_BASE) $(SANFLAGS) $(INCLUDES) $(EXTRA_CFLAGS)
@@ -59,21 +59,34 @@ MODEL_SRC := worker/model/gguf.c worker/model/gguf_writer.c worker/model/quant.c
 BACKEND_SRC := worker/backend/backend.c worker/backend/rope.c worker/backend/cpu/cpu_backend.c worker/backend/cpu/cpu_ops.c worker/backend/cpu/threadpool.c \
 	worker/backend/cpu/qdot.c
 ENGINE_SRC := worker/engine/engine.c worker/engine/kv_pages.c worker/engine/sampler.c
-TOOL_SRC := worker/tool/smolmq.c worker/tool/inspect.c worker/tool/dequant.c worker/tool/synth.c \
+TOOL_SRC := worker/tool/smolmq.c worker/tool/tool.c worker/tool/inspect.c worker/tool/dequant.c worker/tool/synth.c \
 	worker/tool/json_out.c worker/tool/tokenize.c worker/tool/template.c \
-	worker/tool/generate.c worker/tool/bench.c worker/tool/chat.c
+	worker/tool/generate.c worker/tool/bench.c worker/tool/chat.c worker/tool/ask.c
 CUDA_SRC := worker/backend/cuda/dequant.cu worker/backend/cuda/matvec.cu worker/backend/cuda/fwd_kernels.cu \
 	worker/backend/cuda/cuda_backend.cu
+
+# The network side: the protocol codec (msgpack-c), the C client library
+# (libzmq), the broker (czmq) and the worker process. The inference core and
+# the GPU tests do not link these, so they run on a bare GPU host.
+PROTO_SRC := proto/proto.c
+CLIENT_SRC := proto/client.c
+BROKER_SRC := $(wildcard broker/*.c)
+WORKER_SRV_SRC := $(wildcard worker/server/*.c)
+NET_LIBS := -lzmq -lmsgpackc
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 CORE_OBJ := $(call obj,$(COMMON_SRC) $(MODEL_SRC) $(BACKEND_SRC) $(ENGINE_SRC))
 TOOL_OBJ := $(call obj,$(TOOL_SRC))
+PROTO_OBJ := $(call obj,$(PROTO_SRC))
+CLIENT_OBJ := $(call obj,$(CLIENT_SRC))
 CUDA_OBJ := $(patsubst %.cu,$(BUILD)/obj/%.cu.o,$(CUDA_SRC))
 
 BIN := $(BUILD)/bin/smolmq
+BROKER_BIN := $(BUILD)/bin/smolmq-broker
+WORKER_BIN := $(BUILD)/bin/smolmq-worker
 UNIT_TESTS := $(BUILD)/tests/gguf_test $(BUILD)/tests/quant_test $(BUILD)/tests/tokenizer_test \
 	$(BUILD)/tests/json_test $(BUILD)/tests/chat_template_test $(BUILD)/tests/cpu_backend_test \
-	$(BUILD)/tests/engine_test $(BUILD)/tests/sampler_test
+	$(BUILD)/tests/engine_test $(BUILD)/tests/sampler_test $(BUILD)/tests/proto_test
 GPU_TESTS := $(BUILD)/tests/quant_gpu_test $(BUILD)/tests/matvec_gpu_test $(BUILD)/tests/cuda_backend_gpu_test
 # The tool's backend choice (tool_backend.c) is compiled with -DSMQ_CUDA=1 into
 # its own object where the binary has the CUDA backend. The setting is kept in
@@ -87,11 +100,13 @@ endif
 ifeq ($(CUDA),1)
 GPU_BENCH_BIN := $(BUILD)/bench/gpu_matvec_bench
 ALL_TESTS_BIN := $(UNIT_TESTS) $(GPU_TESTS)
-BIN_OBJ := $(TOOL_OBJ) $(BUILD)/obj/worker/tool/tool_backend.cuda.o $(CORE_OBJ) $(CUDA_OBJ)
+TOOL_BACKEND_OBJ := $(BUILD)/obj/worker/tool/tool_backend.cuda.o
+BACKENDS_OBJ := $(CORE_OBJ) $(CUDA_OBJ)
 BIN_LIBS := $(CUDA_LDLIBS) $(LDLIBS)
 else
 ALL_TESTS_BIN := $(UNIT_TESTS)
-BIN_OBJ := $(TOOL_OBJ) $(BUILD)/obj/worker/tool/tool_backend.o $(CORE_OBJ)
+TOOL_BACKEND_OBJ := $(BUILD)/obj/worker/tool/tool_backend.o
+BACKENDS_OBJ := $(CORE_OBJ)
 BIN_LIBS := $(LDLIBS)
 endif
 
@@ -106,7 +121,7 @@ ifneq ($(DEPS_DONE),1)
 	@sh deploy/deps.sh
 endif
 
-build: $(BIN) $(ALL_TESTS_BIN) $(GPU_BENCH_BIN)
+build: $(BIN) $(BROKER_BIN) $(WORKER_BIN) $(ALL_TESTS_BIN) $(GPU_BENCH_BIN)
 
 # Every compile waits for `deps` (order-only), so that `make -j` on a fresh
 # machine installs the compilers before it uses them.
@@ -122,9 +137,20 @@ $(BUILD)/obj/%.cu.o: %.cu | deps
 # the per-block arrays live in registers (at -O2 gcc keeps them on the stack).
 $(BUILD)/obj/worker/backend/cpu/qdot.o: CFLAGS += -O3 -funroll-loops
 
+BIN_OBJ := $(TOOL_OBJ) $(TOOL_BACKEND_OBJ) $(CLIENT_OBJ) $(PROTO_OBJ) $(BACKENDS_OBJ)
 $(BIN): $(BIN_OBJ) $(CUDA_SETTING)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $(BIN_OBJ) $(BIN_LIBS) -o $@
+	$(CC) $(LDFLAGS) $(BIN_OBJ) $(BIN_LIBS) $(NET_LIBS) -o $@
+
+BROKER_OBJ := $(call obj,$(BROKER_SRC) $(PROTO_SRC) $(COMMON_SRC))
+$(BROKER_BIN): $(BROKER_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $(BROKER_OBJ) -lczmq $(NET_LIBS) -lm -o $@
+
+WORKER_OBJ := $(call obj,$(WORKER_SRV_SRC)) $(BUILD)/obj/worker/tool/tool.o $(TOOL_BACKEND_OBJ) $(PROTO_OBJ) $(BACKENDS_OBJ)
+$(WORKER_BIN): $(WORKER_OBJ) $(CUDA_SETTING)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $(WORKER_OBJ) $(BIN_LIBS) $(NET_LIBS) -o $@
 
 $(BUILD)/obj/worker/tool/tool_backend.cuda.o: worker/tool/tool_backend.c | deps
 	@mkdir -p $(dir $@)
@@ -133,6 +159,10 @@ $(BUILD)/obj/worker/tool/tool_backend.cuda.o: worker/tool/tool_backend.c | deps
 $(BUILD)/tests/%_test: $(BUILD)/obj/tests/%_test.o $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/proto_test: $(BUILD)/obj/tests/proto_test.o $(PROTO_OBJ) $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lmsgpackc -o $@
 
 $(BUILD)/obj/tests/%.o: tests/%.c | deps
 	@mkdir -p $(dir $@)
@@ -146,13 +176,19 @@ $(BUILD)/obj/tests/gpu/%.o: tests/gpu/%.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -I$(CUDA_HOME)/include -MMD -MP -c $< -o $@
 
-# The suite: unit tests, then the command-line tests against the built binary.
+# The suite: unit tests, then the command-line tests against the built binary,
+# then the network side (worker, broker, clients on loopback).
 # SMQ_TEST_QUICK=1 (set for sanitized runs) skips the 2 GB synth test.
+# The Python tests need Debian's python3-zmq and python3-msgpack: the first
+# python3 that has them (a pyenv python3 on PATH usually does not).
+NET_TESTS := tests/worker_test.py tests/cluster_test.py tests/ask_fake_broker_test.py \
+	proto/clients/python/test_client.py
+PICK_PYTHON = $$(for p in python3 /usr/bin/python3; do $$p -c 'import zmq, msgpack' 2>/dev/null && { echo $$p; break; }; done)
 test: all
-	@SMQ_BIN=$(BIN) SMQ_BUILD=$(BUILD) sh tests/run.sh $(ALL_TESTS_BIN) tests/smolmq_test.py
+	@SMQ_PYTHON=$(PICK_PYTHON) SMQ_BIN=$(BIN) SMQ_BUILD=$(BUILD) sh tests/run.sh $(ALL_TESTS_BIN) tests/smolmq_test.py $(NET_TESTS)
 
 test-unit: all
-	@SMQ_BIN=$(BIN) SMQ_BUILD=$(BUILD) SMQ_TEST_QUICK=1 sh tests/run.sh $(UNIT_TESTS) tests/smolmq_test.py
+	@SMQ_PYTHON=$(PICK_PYTHON) SMQ_BIN=$(BIN) SMQ_BUILD=$(BUILD) SMQ_TEST_QUICK=1 sh tests/run.sh $(UNIT_TESTS) tests/smolmq_test.py $(NET_TESTS)
 
 # Needs only gcc and nvcc (no `deps`), so it also runs on a bare GPU host.
 test-gpu:
@@ -166,7 +202,7 @@ endif
 
 # libFuzzer targets (clang). Each runs for FUZZ_SECONDS over a scratch corpus
 # seeded from tests/fuzz/corpus/<target>; crashes are saved in build/fuzz/.
-FUZZ_TARGETS := gguf tokenizer json
+FUZZ_TARGETS := gguf tokenizer json proto
 FUZZ_CFLAGS := $(CFLAGS_BASE) -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(INCLUDES)
 
 fuzz-build: deps $(foreach t,$(FUZZ_TARGETS),build/fuzz/$(t)_fuzz)
@@ -174,6 +210,10 @@ fuzz-build: deps $(foreach t,$(FUZZ_TARGETS),build/fuzz/$(t)_fuzz)
 build/fuzz/%_fuzz: tests/fuzz/%_fuzz.c $(COMMON_SRC) $(MODEL_SRC) $(wildcard common/*.h worker/model/*.h)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) $< $(COMMON_SRC) $(MODEL_SRC) -lpcre2-8 -lm -o $@
+
+build/fuzz/proto_fuzz: tests/fuzz/proto_fuzz.c $(PROTO_SRC) $(COMMON_SRC) $(wildcard common/*.h proto/*.h)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) $< $(PROTO_SRC) $(COMMON_SRC) -lmsgpackc -lm -o $@
 
 fuzz: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
@@ -186,7 +226,11 @@ fuzz: fuzz-build
 	done
 
 # Benchmarks: each prints its figure beside a reference measured in the same run.
-BENCH_BIN := $(BUILD)/bench/tokenize_bench $(BUILD)/bench/qdot_bench
+BENCH_BIN := $(BUILD)/bench/tokenize_bench $(BUILD)/bench/qdot_bench $(BUILD)/bench/broker_bench
+
+$(BUILD)/bench/broker_bench: $(BUILD)/obj/bench/broker_bench.o $(PROTO_OBJ) $(call obj,$(COMMON_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(NET_LIBS) -lm -o $@
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(CORE_OBJ)
 	@mkdir -p $(dir $@)
@@ -208,9 +252,10 @@ else
 	@echo "bench-gpu: built without CUDA: nothing to run"
 endif
 
-bench: all $(BENCH_BIN)
+bench: all $(BENCH_BIN) $(BROKER_BIN)
 	taskset -c 0 $(BUILD)/bench/tokenize_bench tests/data/models/smollm3-tiny-q4_k_m.gguf
 	taskset -c 0 $(BUILD)/bench/qdot_bench 64
+	$(BUILD)/bench/broker_bench $(BROKER_BIN)
 	SMQ_BIN=$(BIN) sh bench/synth_bench.sh
 
 # `make run`: until the broker, workers and gateway exist (later issues), the

@@ -18,6 +18,13 @@ clang           cmd:clang
 libclang-rt-14-dev file:/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a
 python3         cmd:python3
 libpcre2-dev    file:/usr/include/pcre2.h
+libzmq3-dev     file:/usr/include/zmq.h
+libczmq-dev     file:/usr/include/czmq.h
+libmsgpack-dev  file:/usr/include/msgpack.h
+python3-zmq     file:/usr/lib/python3/dist-packages/zmq/__init__.py
+python3-msgpack file:/usr/lib/python3/dist-packages/msgpack/__init__.py
+nodejs          cmd:node
+npm             cmd:npm
 '
 
 missing=""

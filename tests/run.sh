@@ -4,7 +4,7 @@
 # non-zero without reporting a failure (a crash, a sanitizer report) counts as
 # one failure of its own. Exits 1 if anything failed.
 #
-#   sh tests/run.sh PROGRAM...       (*.py run with python3)
+#   sh tests/run.sh PROGRAM...       (*.py run with $SMQ_PYTHON, default python3)
 #   ... | sh tests/run.sh --count-stdin
 set -u
 TIMEOUT=${SMQ_TEST_TIMEOUT:-900}
@@ -16,7 +16,7 @@ if [ "${1:-}" = "--count-stdin" ]; then
 else
     for prog in "$@"; do
         case "$prog" in
-        *.py) cmd="python3 $prog" ;;
+        *.py) cmd="${SMQ_PYTHON:-python3} $prog" ;;
         *) cmd="$prog" ;;
         esac
         out=$(mktemp)

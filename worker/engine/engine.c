@@ -567,7 +567,7 @@ int engine_step(engine *e, engine_event_fn fn, void *ctx, smq_err *err)
             if (s->state != SEQ_RUNNING)
                 continue;
             uint32_t left = s->n_tokens - s->pos;
-            int decoding = s->n_generated > 0;
+            int decoding = s->n_generated > 0 && left == 1; /* a preempted one re-reads its history as a prompt */
             if ((pass == 0) != decoding)
                 continue;
             /* A generating sequence always gets its one token; prompts share
@@ -659,6 +659,19 @@ uint32_t engine_free_pages(const engine *e)
 uint32_t engine_n_ctx(const engine *e)
 {
     return e->cfg.n_ctx;
+}
+
+void engine_set_max_step_tokens(engine *e, uint32_t n)
+{
+    e->cfg.max_step_tokens = n ? n : 512;
+}
+
+int engine_seq_waiting(const engine *e, uint64_t seq)
+{
+    for (const sequence *s = e->head; s; s = s->next)
+        if (s->id == seq)
+            return s->state == SEQ_QUEUED;
+    return -1;
 }
 
 const backend *engine_backend(const engine *e)

@@ -92,9 +92,19 @@ int engine_cancel(engine *e, uint64_t seq);
  * sequence then gets a FINISH_ERROR event). */
 int engine_step(engine *e, engine_event_fn fn, void *ctx, smq_err *err);
 
+/* Changes the prefill budget per step (engine_config.max_step_tokens; 0: the
+ * default, 512) from the next step on: a server measures after creation how
+ * many prompt tokens a step may take and still leave its loop responsive. */
+void engine_set_max_step_tokens(engine *e, uint32_t n);
+
 /* Introspection for tests and tools. */
 uint32_t engine_free_pages(const engine *e);
 uint32_t engine_n_ctx(const engine *e);
+/* 1 while sequence seq waits to be admitted (queued behind max_seqs or for KV
+ * pages: no step has run it yet, or it was preempted), 0 once it runs, -1
+ * when there is no such sequence (unknown or finished). A server uses it to
+ * tell a request's wait from its prefill. */
+int engine_seq_waiting(const engine *e, uint64_t seq);
 const backend *engine_backend(const engine *e);
 /* Logits of the last step for sequence seq (n_vocab floats), or NULL. */
 const float *engine_last_logits(const engine *e, uint64_t seq);

@@ -1,0 +1,322 @@
+/* broker_bench.c - what the broker costs: token frames per second and the
+ * latency it adds, beside a direct DEALER<->ROUTER pair in the same run.
+ *
+ *   broker_bench BROKER_BINARY [STREAMS] [TOKENS]
+ *
+ * A synthetic token source (a thread in this process, used only here)
+ * answers each CHAT with TOKENS token frames as fast as it can encode them,
+ * then DONE. It is measured twice with the same client code:
+ *   direct: client DEALER -> the source's ROUTER (the floor: ZeroMQ itself);
+ *   broker: client DEALER -> smolmq-broker -> the source as a worker DEALER.
+ * Throughput: STREAMS concurrent requests; latency: one request of one
+ * token at a time, median and 99th percentile of 2000 round trips. */
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "proto.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void die(const char *what)
+{
+    fprintf(stderr, "broker_bench: %s: %s\n", what, zmq_strerror(zmq_errno()));
+    exit(1);
+}
+
+/* Sends header, command, [job], body. */
+static void send_msg(void *s, const void *route, size_t route_len, smq_cmd cmd, const uint64_t *job, const smq_buf *b)
+{
+    const char *name = smq_cmd_name(cmd);
+    if (route && zmq_send(s, route, route_len, ZMQ_SNDMORE) < 0)
+        die("send");
+    zmq_send(s, SMQ_HEADER, SMQ_HEADER_LEN, ZMQ_SNDMORE);
+    zmq_send(s, name, strlen(name), ZMQ_SNDMORE);
+    if (job) {
+        uint8_t j[8];
+        smq_job_put(*job, j);
+        zmq_send(s, j, 8, ZMQ_SNDMORE);
+    }
+    zmq_send(s, b->data, b->len, 0);
+}
+
+/* One received message, split into frames (the routing id first on a ROUTER). */
+typedef struct msg {
+    zmq_msg_t f[6];
+    int n;
+} msg;
+
+static int recv_msg(void *s, msg *m)
+{
+    m->n = 0;
+    int more = 1;
+    while (more) {
+        zmq_msg_t *f = &m->f[m->n < 5 ? m->n : 5];
+        zmq_msg_init(f);
+        if (zmq_msg_recv(f, s, 0) < 0)
+            return -1;
+        more = zmq_msg_more(f);
+        if (m->n < 5)
+            m->n++;
+        else
+            zmq_msg_close(f);
+    }
+    return 0;
+}
+
+static void msg_close(msg *m)
+{
+    for (int i = 0; i < m->n; i++)
+        zmq_msg_close(&m->f[i]);
+}
+
+/* ---- the synthetic token source ---- */
+
+typedef struct source {
+    void *ctx;
+    char endpoint[128];
+    int as_worker; /* 1: a DEALER worker of the broker; 0: a ROUTER clients connect to */
+    uint32_t tokens;
+    volatile int stop;
+} source;
+
+static void *source_run(void *arg)
+{
+    source *src = arg;
+    void *s = zmq_socket(src->ctx, src->as_worker ? ZMQ_DEALER : ZMQ_ROUTER);
+    int zero = 0, timeout = 100;
+    zmq_setsockopt(s, ZMQ_SNDHWM, &zero, sizeof zero);
+    zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    smq_buf b = { 0 };
+    if (src->as_worker) {
+        if (zmq_connect(s, src->endpoint))
+            die("connect");
+        smq_ready r = { { "bench", 5 }, { "bench source", 12 }, { "cpu", 3 }, 4096, 4096, 0 };
+        smq_ready_encode(&b, &r);
+        send_msg(s, NULL, 0, SMQ_CMD_READY, NULL, &b);
+    } else if (zmq_bind(s, src->endpoint)) {
+        die("bind");
+    }
+    double next_hb = now_s();
+    int32_t tok = 42;
+    while (!src->stop) {
+        if (src->as_worker && now_s() >= next_hb) {
+            smq_worker_hb hb = { 4096, 0 };
+            smq_buf_reset(&b);
+            smq_worker_hb_encode(&b, &hb);
+            send_msg(s, NULL, 0, SMQ_CMD_HEARTBEAT, NULL, &b);
+            next_hb = now_s() + 0.5;
+        }
+        msg m;
+        if (recv_msg(s, &m))
+            continue;
+        int off = src->as_worker ? 0 : 1; /* the ROUTER's routing id */
+        smq_frame f[5];
+        for (int i = off; i < m.n; i++)
+            f[i - off] = (smq_frame){ zmq_msg_data(&m.f[i]), zmq_msg_size(&m.f[i]) };
+        smq_head h;
+        const char *code;
+        smq_err err;
+        if (smq_head_parse(f, (size_t)(m.n - off), src->as_worker ? SMQ_HOP_WORKER : SMQ_HOP_CLIENT, &h, &code, &err) ==
+                0 &&
+            h.cmd == SMQ_CMD_CHAT) {
+            smq_chat c;
+            smq_chat_init(&c);
+            if (smq_chat_decode(&c, h.body, h.body_len, &err) == 0) {
+                const void *route = off ? zmq_msg_data(&m.f[0]) : NULL;
+                size_t route_len = off ? zmq_msg_size(&m.f[0]) : 0;
+                const uint64_t *job = src->as_worker ? &h.job : NULL;
+                uint32_t n = c.max_tokens ? c.max_tokens : src->tokens;
+                for (uint32_t i = 0; i < n; i++) {
+                    smq_token t = { c.id, i, &tok, 1, { "", 0 }, { " word", 5 } };
+                    smq_buf_reset(&b);
+                    smq_token_encode(&b, &t);
+                    send_msg(s, route, route_len, SMQ_CMD_TOKEN, job, &b);
+                }
+                smq_done d = { 0 };
+                d.id = c.id;
+                d.seq = n;
+                d.finish = (smq_str){ "length", 6 };
+                d.usage.completion_tokens = n;
+                smq_buf_reset(&b);
+                smq_done_encode(&b, &d);
+                send_msg(s, route, route_len, SMQ_CMD_DONE, job, &b);
+            }
+            smq_chat_free(&c);
+        }
+        msg_close(&m);
+    }
+    smq_buf_free(&b);
+    zmq_close(s);
+    return NULL;
+}
+
+/* ---- the client ---- */
+
+static void send_chat(void *s, const char *id, uint32_t max_tokens, smq_buf *b)
+{
+    smq_chat c;
+    smq_chat_init(&c);
+    smq_chat_msg m = { { "user", 4 }, { "hi", 2 } };
+    c.id = (smq_str){ id, (uint32_t)strlen(id) };
+    c.messages = &m;
+    c.n_messages = 1;
+    c.max_tokens = max_tokens;
+    smq_buf_reset(b);
+    smq_chat_encode(b, &c);
+    send_msg(s, NULL, 0, SMQ_CMD_CHAT, NULL, b);
+}
+
+/* Runs `streams` requests of `tokens` tokens at once; token frames per s. */
+static double throughput(void *s, int streams, uint32_t tokens)
+{
+    smq_buf b = { 0 };
+    char id[32];
+    double t0 = now_s();
+    for (int i = 0; i < streams; i++) {
+        snprintf(id, sizeof id, "t%d-%f", i, t0);
+        send_chat(s, id, tokens, &b);
+    }
+    int open = streams;
+    uint64_t frames = 0;
+    while (open) {
+        msg m;
+        if (recv_msg(s, &m))
+            die("receive (is the broker running?)");
+        if (m.n >= 2 && zmq_msg_size(&m.f[1]) == 4 && !memcmp(zmq_msg_data(&m.f[1]), "DONE", 4))
+            open--;
+        else if (m.n >= 2 && zmq_msg_size(&m.f[1]) == 5 && !memcmp(zmq_msg_data(&m.f[1]), "TOKEN", 5))
+            frames++;
+        else if (m.n >= 2 && zmq_msg_size(&m.f[1]) == 5 && !memcmp(zmq_msg_data(&m.f[1]), "ERROR", 5))
+            die("the broker answered ERROR");
+        msg_close(&m);
+    }
+    smq_buf_free(&b);
+    return (double)frames / (now_s() - t0);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Round trips of one-token requests, one at a time: median and p99 in us. */
+static void latency(void *s, int n, double *p50, double *p99)
+{
+    smq_buf b = { 0 };
+    double *t = malloc((size_t)n * sizeof *t);
+    char id[32];
+    for (int i = 0; i < n; i++) {
+        snprintf(id, sizeof id, "l%d", i);
+        double t0 = now_s();
+        send_chat(s, id, 1, &b);
+        for (int done = 0; !done;) {
+            msg m;
+            if (recv_msg(s, &m))
+                die("receive");
+            done = m.n >= 2 && zmq_msg_size(&m.f[1]) == 4 && !memcmp(zmq_msg_data(&m.f[1]), "DONE", 4);
+            msg_close(&m);
+        }
+        t[i] = (now_s() - t0) * 1e6;
+    }
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    *p50 = t[n / 2];
+    *p99 = t[n * 99 / 100];
+    free(t);
+    smq_buf_free(&b);
+}
+
+static void *client_socket(void *ctx, const char *ep)
+{
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int zero = 0, timeout = 10000;
+    zmq_setsockopt(s, ZMQ_RCVHWM, &zero, sizeof zero);
+    zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    if (zmq_connect(s, ep))
+        die("connect");
+    return s;
+}
+
+static int free_port(void)
+{
+    static int next;
+    if (!next)
+        next = 20000 + (int)(getpid() % 20000);
+    return next++;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: broker_bench BROKER_BINARY [STREAMS] [TOKENS]\n");
+        return 2;
+    }
+    int streams = argc > 2 ? atoi(argv[2]) : 8;
+    uint32_t tokens = argc > 3 ? (uint32_t)atoi(argv[3]) : 20000;
+    if (streams < 1 || streams > 1000 || tokens < 1)
+        return fprintf(stderr, "broker_bench: STREAMS 1-1000, TOKENS >= 1\n"), 2;
+    void *ctx = zmq_ctx_new();
+
+    /* direct */
+    source direct = { ctx, "", 0, tokens, 0 };
+    snprintf(direct.endpoint, sizeof direct.endpoint, "tcp://127.0.0.1:%d", free_port());
+    pthread_t th;
+    pthread_create(&th, NULL, source_run, &direct);
+    usleep(100000);
+    void *c = client_socket(ctx, direct.endpoint);
+    throughput(c, streams, 1000); /* warm up */
+    double direct_fps = throughput(c, streams, tokens), d50, d99;
+    latency(c, 2000, &d50, &d99);
+    zmq_close(c);
+    direct.stop = 1;
+    pthread_join(th, NULL);
+
+    /* through the broker */
+    char cep[64], wep[64];
+    snprintf(cep, sizeof cep, "tcp://127.0.0.1:%d", free_port());
+    snprintf(wep, sizeof wep, "tcp://127.0.0.1:%d", free_port());
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* Long heartbeats: the client here does not send any while it reads. */
+        execl(argv[1], argv[1], "--clients", cep, "--workers", wep, "--heartbeat-ms", "10000", (char *)NULL);
+        perror(argv[1]);
+        _exit(127);
+    }
+    source worker = { ctx, "", 1, tokens, 0 };
+    snprintf(worker.endpoint, sizeof worker.endpoint, "%s", wep);
+    pthread_create(&th, NULL, source_run, &worker);
+    usleep(300000);
+    c = client_socket(ctx, cep);
+    throughput(c, streams, 1000);
+    double broker_fps = throughput(c, streams, tokens), b50, b99;
+    latency(c, 2000, &b50, &b99);
+    zmq_close(c);
+    worker.stop = 1;
+    pthread_join(th, NULL);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    zmq_ctx_term(ctx);
+
+    printf("broker_bench: %d streams x %u token frames; one-token round trips x 2000\n", streams, tokens);
+    printf("  token frames/s   direct %9.0f   through the broker %9.0f   ratio %.2f\n", direct_fps, broker_fps,
+           broker_fps / direct_fps);
+    printf(
+        "  round trip us    direct p50 %6.1f p99 %6.1f   broker p50 %6.1f p99 %6.1f   added p50 %.1f us (ratio %.2f)\n",
+        d50, d99, b50, b99, b50 - d50, b50 / d50);
+    return 0;
+}

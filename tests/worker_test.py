@@ -1,0 +1,568 @@
+#!/usr/bin/python3
+"""worker_test.py - smolmq-worker from the outside: the test plays the broker.
+
+A ROUTER on a free port, driven by a thread, records what the worker sends
+(heartbeats apart, with their arrival times), answers with heartbeats every
+interval unless told to fall silent, and sends what a test asks. Workers run
+on the tiny test model; the text they produce is checked against
+`smolmq generate` with the same prompt, seed and sampling.
+
+Runs with /usr/bin/python3 (python3-zmq, python3-msgpack). Binaries from
+$SMQ_BUILD/bin (default build/bin). Prints one PASS/FAIL/SKIP line per test.
+"""
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+import msgpack
+import zmq
+
+BUILD = os.environ.get("SMQ_BUILD", "build")
+WORKER = os.path.join(BUILD, "bin", "smolmq-worker")
+SMOLMQ = os.path.join(BUILD, "bin", "smolmq")
+DATA = os.environ.get("SMQ_TEST_DATA", "tests/data")
+TINY = os.path.join(DATA, "models/smollm3-tiny-q4_k_m.gguf")
+HB_MS = 200  # the workers' heartbeat interval here (fast, so that liveness tests are quick)
+LIVENESS = 3
+CTX = 2048
+failed = 0
+
+
+class Skip(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise AssertionError(msg)
+
+
+class FakeBroker:
+    def __init__(self, curve_secret=None, hb_ms=HB_MS):
+        self.hb_ms = hb_ms
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.linger = 0
+        if curve_secret:
+            self.sock.curve_server = True
+            self.sock.curve_secretkey = curve_secret
+        self.sock.bind("tcp://127.0.0.1:*")
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.inbox = queue.Queue()  # (time, identity, frames[1:]) of everything but HEARTBEAT
+        self.outbox = queue.Queue()
+        self.heartbeats = []  # (time, identity, body)
+        self.peers = set()  # identities that sent READY: they get heartbeats
+        self.silent = False
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        due = time.monotonic()
+        while not self.stopping:
+            if poller.poll(5):
+                while True:
+                    try:
+                        frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    now = time.monotonic()
+                    ident, rest = frames[0], frames[1:]
+                    if len(rest) >= 2 and rest[1] == b"HEARTBEAT":
+                        self.heartbeats.append((now, ident, msgpack.unpackb(rest[-1])))
+                        continue
+                    if len(rest) >= 2 and rest[1] == b"READY":
+                        self.peers.add(ident)
+                    self.inbox.put((now, ident, rest))
+            while not self.outbox.empty():
+                self.sock.send_multipart(self.outbox.get())
+            if time.monotonic() >= due:
+                due += self.hb_ms / 1000
+                if not self.silent:
+                    for p in list(self.peers):
+                        self.sock.send_multipart([p, b"SMQ/1", b"HEARTBEAT", msgpack.packb({})])
+
+    def send(self, ident, cmd, job=None, body=None, raw=None):
+        frames = [ident, b"SMQ/1", cmd]
+        if job is not None:
+            frames.append(struct.pack(">Q", job))
+        frames.append(raw if raw is not None else msgpack.packb({} if body is None else body))
+        self.outbox.put(frames)
+
+    def recv(self, timeout=10.0):
+        """The next message: (time, identity, command, job or None, body dict)."""
+        t, ident, rest = self.inbox.get(timeout=timeout)
+        check(rest[0] == b"SMQ/1", f"header {rest[0]!r}")
+        job = struct.unpack(">Q", rest[2])[0] if len(rest) == 4 else None
+        return t, ident, rest[1].decode(), job, msgpack.unpackb(rest[-1])
+
+    def expect(self, cmd, timeout=10.0):
+        t, ident, c, job, body = self.recv(timeout)
+        check(c == cmd, f"expected {cmd}, got {c} {body}")
+        return t, ident, job, body
+
+    def drop_pending(self):
+        while not self.inbox.empty():
+            self.inbox.get()
+
+    def close(self):
+        self.stopping = True
+        self.thread.join()
+        self.sock.close()
+        self.ctx.term()
+
+
+class Worker:
+    def __init__(self, broker, *extra, hb_ms=HB_MS, liveness=LIVENESS):
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([WORKER, "--model", TINY, "--broker", broker.endpoint, "--heartbeat-ms",
+                                      str(hb_ms), "--liveness", str(liveness), *extra],
+                                     stdout=subprocess.DEVNULL, stderr=self.log)
+
+    def stderr(self):
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def chat_body(rid, prompt, **kw):
+    body = {"id": rid, "messages": [{"role": "user", "content": prompt}], "queued_ms": 2.5}
+    body.update(kw)
+    return body
+
+
+def collect(broker, jobs, timeout=30.0):
+    """Frames of the given jobs until each has a terminal one: {job: [(cmd, body)]}."""
+    got = {j: [] for j in jobs}
+    open_jobs = set(jobs)
+    end = time.monotonic() + timeout
+    while open_jobs:
+        _, _, cmd, job, body = broker.recv(max(0.1, end - time.monotonic()))
+        check(job in got, f"a {cmd} frame for job {job}, expected {jobs}: {body}")
+        check(job in open_jobs, f"a {cmd} frame for job {job} after its terminal frame")
+        got[job].append((cmd, body))
+        if cmd in ("DONE", "ERROR"):
+            open_jobs.discard(job)
+    return got
+
+
+def check_stream(frames, rid):
+    """Gapless seq from 0, TOKENs then one DONE; returns (ids, reasoning, content, done body)."""
+    ids, reasoning, content = [], "", ""
+    for i, (cmd, body) in enumerate(frames):
+        check(body.get("id") == rid, f"frame {i}: id {body.get('id')!r}, expected {rid!r}")
+        check(body.get("seq") == i, f"frame {i}: seq {body.get('seq')} (gap or reorder)")
+        if i < len(frames) - 1:
+            check(cmd == "TOKEN", f"frame {i}: {cmd} before the end")
+            ids += body.get("tokens", [])
+            reasoning += body.get("reasoning", "")
+            content += body.get("content", "")
+    cmd, done = frames[-1]
+    check(cmd == "DONE", f"the last frame is {cmd}: {done}")
+    return ids, reasoning, content, done
+
+
+def generate(prompt, seed, max_tokens, *flags):
+    p = subprocess.run([SMOLMQ, "generate", "--model", TINY, "--prompt", prompt, "--seed", str(seed),
+                        "--max-tokens", str(max_tokens), "--json", *flags], capture_output=True, text=True)
+    check(p.returncode == 0, f"smolmq generate failed: {p.stderr}")
+    return json.loads(p.stdout)
+
+
+def check_same_as_generate(frames, rid, ref):
+    ids, reasoning, content, done = check_stream(frames, rid)
+    check(ids == ref["ids"], f"token ids differ from smolmq generate's:\n  {ids[:12]}...\n  {ref['ids'][:12]}...")
+    check(reasoning == ref["reasoning"] and content == ref["content"], "text differs from smolmq generate's")
+    check(done["finish"] == ref["finish_reason"], f"finish {done['finish']} != {ref['finish_reason']}")
+    u = done["usage"]
+    check(u["prompt_tokens"] == ref["usage"]["prompt_tokens"], f"prompt_tokens {u} vs {ref['usage']}")
+    check(u["completion_tokens"] == len(ids), f"completion_tokens {u['completion_tokens']} != {len(ids)} ids sent")
+    tm = done["timings"]
+    check(tm["queue_ms"] >= 2.5 and tm["ttft_ms"] >= tm["queue_ms"] and tm["total_ms"] >= tm["ttft_ms"],
+          f"timings out of order: {tm}")
+    check(tm["decode_tps"] > 0, f"decode_tps {tm['decode_tps']}")
+    return done
+
+
+# ---- the scenarios: one worker (W) serves them in order; some start their own ----
+
+PROMPTS = [("Tell me about ZeroMQ.", 11, 40, {"temperature": 0}, ["--temperature", "0"]),
+           ("Write a haiku about queues.", 12345, 40, {}, []),
+           ("Why is the sky blue?", 77, 30, {"thinking": False, "temperature": 0.9, "top_k": 40, "top_p": 0.8},
+            ["--no-think", "--temperature", "0.9", "--top-k", "40", "--top-p", "0.8"])]
+REFS = []
+B = None  # the fake broker
+W = None  # the worker
+IDENT = None  # its identity at the broker
+next_job = [100]
+
+
+def new_job():
+    next_job[0] += 1
+    return next_job[0]
+
+
+def need_worker():
+    if W is None or IDENT is None or W.proc.poll() is not None:
+        raise Skip("no worker running (an earlier test failed)")
+
+
+def chat(prompt_i, rid, job=None, **extra):
+    prompt, seed, max_tokens, fields, _ = PROMPTS[prompt_i]
+    job = job or new_job()
+    B.send(IDENT, b"CHAT", job, chat_body(rid, prompt, seed=seed, max_tokens=max_tokens, **fields, **extra))
+    return job
+
+
+def test_ready_fields():
+    global B, W, IDENT
+    # The references first: the fake broker is not kept waiting while they run.
+    for prompt, seed, max_tokens, _, flags in PROMPTS:
+        REFS.append(generate(prompt, seed, max_tokens, *flags))
+    B = FakeBroker()
+    W = Worker(B, "--capacity", "2", "--ctx-size", str(CTX))
+    _, ident, job, ready = B.expect("READY", timeout=20)
+    IDENT = ident
+    check(job is None, "READY has no job id frame")
+    want = {"model": "smollm3-tiny-q4_k_m", "capacity": 2, "backend": "cpu", "n_ctx": CTX, "heartbeat_ms": HB_MS,
+            "name": f"{socket.gethostname()}:{W.proc.pid}"}
+    check(ready == want, f"READY {ready}, expected {want}")
+    line = [l for l in W.stderr().splitlines() if "capacity 2" in l]
+    check(len(line) == 1 and "smollm3-tiny-q4_k_m" in line[0] and B.endpoint in line[0] and "GB" in line[0],
+          f"no start-up line with model, memory, capacity and endpoint:\n{W.stderr()}")
+
+
+def test_chat_greedy_matches_generate():
+    need_worker()
+    job = chat(0, "greedy")
+    check_same_as_generate(collect(B, [job])[job], "greedy", REFS[0])
+
+
+def test_chat_sampled_matches_generate():
+    need_worker()
+    # No sampling fields but the seed: the worker's defaults are generate's.
+    job = chat(1, "sampled")
+    check_same_as_generate(collect(B, [job])[job], "sampled", REFS[1])
+    job = chat(2, "sampled-no-think")
+    check_same_as_generate(collect(B, [job])[job], "sampled-no-think", REFS[2])
+
+
+def test_two_concurrent_chats():
+    need_worker()
+    a, b = chat(0, "first"), chat(1, "second")
+    order = []
+    got = {a: [], b: []}
+    while len(order) < 2 or any(not f or f[-1][0] != "DONE" for f in got.values()):
+        _, _, cmd, job, body = B.recv(30)
+        check(job in got, f"a frame for job {job}")
+        got[job].append((cmd, body))
+        order.append(job)
+    # Both ran at once: frames of the two jobs interleave before the first DONE.
+    first_done = min(len(got[a]), len(got[b]))
+    check(order[:first_done * 2].count(a) > 1 and order[:first_done * 2].count(b) > 1,
+          f"the jobs did not run together: {order[:20]}")
+    done_a = check_same_as_generate(got[a], "first", REFS[0])
+    check_same_as_generate(got[b], "second", REFS[1])
+    check(done_a["usage"]["cached_tokens"] > 0, "the repeated prompt reused no cached prefix")
+
+
+def test_chats_past_capacity_wait():
+    need_worker()
+    # Capacity 2: the third request waits in the worker for one of the first
+    # two to end, and its queue_ms says so.
+    jobs = [chat(0, "c0"), chat(1, "c1"), chat(2, "c2")]
+    got = collect(B, jobs)
+    done = [check_stream(got[j], f"c{i}")[3] for i, j in enumerate(jobs)]
+    first_end = min(d["timings"]["total_ms"] for d in done[:2])
+    check(done[2]["timings"]["queue_ms"] >= 0.8 * first_end,
+          f"the third request waited {done[2]['timings']['queue_ms']:.1f} ms; the first ended after {first_end:.1f} ms")
+    check_same_as_generate(got[jobs[2]], "c2", REFS[2])
+
+
+def test_cancel_mid_stream():
+    need_worker()
+    job = new_job()
+    B.send(IDENT, b"CHAT", job, chat_body("to-cancel", "Count to a thousand.", max_tokens=1500))
+    frames = []
+    while len(frames) < 3:
+        _, _, cmd, j, body = B.recv()
+        check(j == job and cmd == "TOKEN", f"{cmd} {body}")
+        frames.append((cmd, body))
+    B.send(IDENT, b"CANCEL", job)
+    frames += collect(B, [job])[job]
+    ids, _, _, done = check_stream(frames, "to-cancel")
+    check(done["finish"] == "cancelled", f"finish {done['finish']}")
+    check(done["usage"]["completion_tokens"] == len(ids) < 1500, f"usage {done['usage']} after {len(ids)} ids")
+    # A CANCEL for a job that is not there is ignored.
+    B.send(IDENT, b"CANCEL", 999999)
+
+
+def test_malformed_chat_gets_error():
+    need_worker()
+    # A field wrong, the id readable: terminal ERROR with the id and seq 0.
+    job = new_job()
+    B.send(IDENT, b"CHAT", job, {"id": "bad1", "messages": [{"role": "user", "content": "hi"}], "temperature": 7})
+    _, _, j, e = B.expect("ERROR")
+    check(j == job and e.get("id") == "bad1" and e.get("seq") == 0 and e.get("code") == "bad_request"
+          and "temperature" in e.get("message", ""), f"ERROR {e}")
+    # The id itself unreadable: an ERROR without id.
+    B.send(IDENT, b"CHAT", new_job(), {"messages": [{"role": "user", "content": "hi"}]})
+    _, _, _, e = B.expect("ERROR")
+    check("id" not in e and e.get("code") == "bad_request" and "id" in e.get("message", ""), f"ERROR {e}")
+    # A body that is not msgpack, a wrong header, an unknown version.
+    B.send(IDENT, b"CHAT", new_job(), raw=b"\xc1")
+    _, _, _, e = B.expect("ERROR")
+    check(e.get("code") == "bad_frame" and "id" not in e, f"ERROR {e}")
+    B.outbox.put([IDENT, b"SMQ/2", b"HEARTBEAT", msgpack.packb({})])
+    _, _, _, e = B.expect("ERROR")
+    check(e.get("code") == "unsupported_version" and "SMQ/1" in e.get("message", ""), f"ERROR {e}")
+    # A prompt longer than the context.
+    job = new_job()
+    B.send(IDENT, b"CHAT", job, chat_body("long", "lorem ipsum " * CTX))
+    _, _, j, e = B.expect("ERROR")
+    check(j == job and e.get("id") == "long" and e.get("code") == "prompt_too_long", f"ERROR {e}")
+    # And the worker still serves.
+    job = new_job()
+    B.send(IDENT, b"CHAT", job, chat_body("after", "hi", max_tokens=2))
+    _, _, _, done = check_stream(collect(B, [job])[job], "after")
+    check(done["finish"] == "length", f"finish {done['finish']}")
+
+
+def test_heartbeats_on_time():
+    need_worker()
+    # A second of generating, then a second idle; and everything before.
+    job = new_job()
+    B.send(IDENT, b"CHAT", job, chat_body("busy", "Count to a thousand.", max_tokens=1500))
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:
+        B.expect("TOKEN")
+    B.send(IDENT, b"CANCEL", job)
+    check(collect(B, [job])[job][-1][1]["finish"] == "cancelled", "the busy job was not cancelled")
+    time.sleep(1.0)
+    beats = [(t, b) for t, ident, b in B.heartbeats if ident == IDENT]
+    check(len(beats) >= 2 / (HB_MS / 1000) - 1, f"{len(beats)} heartbeats")
+    gaps = [b[0] - a[0] for a, b in zip(beats, beats[1:])]
+    late = [g for g in gaps if g > 2 * HB_MS / 1000]
+    check(not late, f"heartbeats every {HB_MS} ms, but gaps of {[round(g * 1000) for g in late]} ms")
+    mean = sum(gaps) / len(gaps)
+    check(abs(mean - HB_MS / 1000) < 0.25 * HB_MS / 1000, f"heartbeats every {mean * 1000:.0f} ms on average")
+    check(all(set(b) == {"capacity", "running"} and b["capacity"] == 2 and 0 <= b["running"] <= 3 for _, b in beats),
+          f"heartbeat bodies {[b for _, b in beats if b['capacity'] != 2 or not 0 <= b['running'] <= 3][:3]}")
+    check(any(b["running"] > 0 for _, b in beats), "no heartbeat while requests ran")
+
+
+def test_silent_broker_gets_ready_again():
+    need_worker()
+    global IDENT
+    job = new_job()
+    B.send(IDENT, b"CHAT", job, chat_body("orphan", "Count to a thousand.", max_tokens=1500))
+    B.expect("TOKEN")
+    B.silent = True
+    t0 = time.monotonic()
+    while True:
+        t, ident, cmd, j, body = B.recv(5)
+        if cmd == "READY":
+            break
+        check(j == job and cmd == "TOKEN", f"{cmd} {body} while silent")
+    old_ident = IDENT
+    waited = t - t0
+    lo, hi = LIVENESS * HB_MS / 1000, (LIVENESS + 5) * HB_MS / 1000
+    check(lo * 0.9 <= waited <= hi, f"READY again after {waited:.2f} s of silence, expected {lo}-{hi} s")
+    check(ident != IDENT, "the worker did not reopen its socket")
+    IDENT = ident
+    B.silent = False
+    time.sleep(3 * HB_MS / 1000)
+    while not B.inbox.empty():  # what the old connection had in flight may still come in; nothing else may
+        _, i, cmd, j, body = B.recv()
+        check(i == old_ident and cmd == "TOKEN", f"{cmd} {body} from {'the old' if i == old_ident else 'the new'} "
+              "socket after the new READY")
+    job = chat(0, "after-silence")
+    check_same_as_generate(collect(B, [job])[job], "after-silence", REFS[0])
+
+
+def test_disconnect_gets_ready_again():
+    need_worker()
+    job = new_job()
+    B.send(IDENT, b"CHAT", job, chat_body("dropped", "Count to a thousand.", max_tokens=1500))
+    B.expect("TOKEN")
+    B.send(IDENT, b"DISCONNECT", body={"reason": "unknown worker"})
+    while True:
+        _, ident, cmd, j, body = B.recv(5)
+        if cmd == "READY":
+            break
+        check(j == job and cmd == "TOKEN", f"{cmd} {body} after DISCONNECT")
+    check(ident == IDENT, "READY from another socket")
+    time.sleep(3 * HB_MS / 1000)
+    check(B.inbox.empty(), "frames for the dropped job after READY")
+    beats = [b for t, i, b in B.heartbeats if i == IDENT]
+    check(beats[-1]["running"] == 0, f"heartbeat {beats[-1]} after the jobs were dropped")
+
+
+def test_sigterm_finishes_running_jobs():
+    need_worker()
+    job = chat(1, "draining")
+    B.expect("TOKEN")
+    t_sig = time.monotonic()
+    W.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    late = new_job()
+    B.send(IDENT, b"CHAT", late, chat_body("too-late", "hi"))
+    frames, late_error, disconnect = [("TOKEN", None)], None, None
+    while disconnect is None:
+        _, _, cmd, j, body = B.recv(10)
+        if cmd == "DISCONNECT":
+            disconnect = body
+        elif j == late:
+            late_error = (cmd, body)
+        else:
+            check(j == job, f"{cmd} for job {j}")
+            frames.append((cmd, body))
+    check(late_error and late_error[0] == "ERROR" and late_error[1].get("code") == "shutting_down"
+          and late_error[1].get("id") == "too-late" and late_error[1].get("seq") == 0,
+          f"a CHAT while draining got {late_error}")
+    frames = [(c, b) for c, b in frames[1:]]
+    check(frames[-1][0] == "DONE" and frames[-1][1]["finish"] == "length",
+          f"the running job ended with {frames[-1]}")
+    check(all(b["seq"] == i + 1 for i, (c, b) in enumerate(frames)), "seq gaps while draining")
+    check(W.proc.wait(timeout=5) == 0, f"exit status {W.proc.returncode}")
+    after = [b for t, i, b in B.heartbeats if i == IDENT and t > t_sig + 0.02]
+    check(after and all(b["capacity"] == 0 for b in after), f"heartbeats after SIGTERM: {after}")
+
+
+def test_second_signal_cancels():
+    b2 = FakeBroker()
+    w2 = Worker(b2)
+    try:
+        _, ident, _, _ = b2.expect("READY", timeout=20)
+        b2.send(ident, b"CHAT", 1, chat_body("long", "Count to a thousand.", max_tokens=1500))
+        b2.expect("TOKEN")
+        w2.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.1)
+        w2.proc.send_signal(signal.SIGINT)
+        done = None
+        while True:
+            _, _, cmd, j, body = b2.recv(10)
+            if cmd == "DONE":
+                done = body
+            if cmd == "DISCONNECT":
+                break
+        check(done and done["finish"] == "cancelled", f"DONE {done}")
+        check(w2.proc.wait(timeout=5) == 0, f"exit status {w2.proc.returncode}")
+    finally:
+        w2.kill()
+        b2.close()
+
+
+def test_chunked_prefill_matches_generate():
+    # Heartbeats every 10 ms with liveness 2 bound a step to a few ms (the
+    # slack is liveness - 1 intervals): the prompt is read in many steps,
+    # and the text must not change. The fake broker does not judge liveness.
+    b2 = FakeBroker(hb_ms=10)
+    w2 = Worker(b2, hb_ms=10, liveness=2)
+    try:
+        _, ident, _, _ = b2.expect("READY", timeout=20)
+        m = re.search(r"steps of at most (\d+) tokens", w2.stderr())
+        check(m, f"no step bound in the start-up line: {w2.stderr()}")
+        step = int(m.group(1))
+        check(step < REFS[0]["usage"]["prompt_tokens"] / 2,
+              f"steps of {step} tokens do not split a prompt of {REFS[0]['usage']['prompt_tokens']}")
+        prompt, seed, max_tokens, fields, _ = PROMPTS[0]
+        b2.send(ident, b"CHAT", 1, chat_body("chunked", prompt, seed=seed, max_tokens=max_tokens, **fields))
+        check_same_as_generate(collect(b2, [1])[1], "chunked", REFS[0])
+    finally:
+        w2.kill()
+        b2.close()
+
+
+def test_curve():
+    public, secret = zmq.curve_keypair()
+    b2 = FakeBroker(curve_secret=secret)
+    with tempfile.NamedTemporaryFile("w", suffix=".cert") as cert:
+        wpub, wsec = zmq.curve_keypair()
+        cert.write('#   ZeroMQ CURVE **Secret** Certificate\nmetadata\ncurve\n'
+                   f'    public-key = "{wpub.decode()}"\n    secret-key = "{wsec.decode()}"\n')
+        cert.flush()
+        workers = [Worker(b2, "--broker-key", public.decode()),
+                   Worker(b2, "--broker-key", public.decode(), "--key-file", cert.name)]
+        try:
+            for _ in workers:
+                _, ident, _, ready = b2.expect("READY", timeout=20)
+                check(ready["model"] == "smollm3-tiny-q4_k_m", f"READY {ready}")
+            # A worker without the broker's key never gets through.
+            plain = Worker(b2)
+            workers.append(plain)
+            time.sleep(1.0)
+            check(b2.inbox.empty(), "a plain worker got through to a CURVE broker")
+        finally:
+            for w in workers:
+                w.kill()
+            b2.close()
+
+
+def test_usage_and_errors():
+    def run(*args):
+        return subprocess.run([WORKER, *args], capture_output=True, text=True, timeout=20)
+    for args, code, want in [((), 2, "--model is required"),
+                             (("--model", TINY, "--capacity", "0"), 2, "--capacity"),
+                             (("--model", TINY, "--bogus", "1"), 2, "unknown argument --bogus"),
+                             (("--model", TINY, "--key-file", "x"), 2, "--broker-key"),
+                             (("--model", TINY, "--backend", "tpu"), 2, "--backend"),
+                             (("--model", TINY, "--broker-key", "short"), 1, "--broker-key"),
+                             (("--model", os.path.join(DATA, "models/smollm3-tiny-q4_k_m.info.json")), 1, "info.json"),
+                             (("--model", TINY, "--broker", "nonsense://x"), 1, "--broker nonsense://x")]:
+        p = run(*args)
+        check(p.returncode == code and want in p.stderr,
+              f"smolmq-worker {' '.join(args)}: exit {p.returncode} (want {code}), stderr: {p.stderr.strip()}")
+
+
+def main():
+    global failed
+    if not os.access(WORKER, os.X_OK) or not os.access(SMOLMQ, os.X_OK):
+        print(f"SKIP worker: {WORKER} or {SMOLMQ} not built")
+        return 0
+    tests = [v for k, v in globals().items() if k.startswith("test_") and callable(v)]
+    try:
+        for t in tests:
+            name = t.__name__
+            t0 = time.monotonic()
+            try:
+                t()
+                print(f"PASS worker/{name} ({time.monotonic() - t0:.1f} s)")
+            except Skip as e:
+                print(f"SKIP worker/{name}: {e}")
+            except Exception as e:
+                failed += 1
+                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                print(f"FAIL worker/{name}: {first}")
+                traceback.print_exc()
+                if W is not None:
+                    sys.stderr.write("worker stderr:\n" + W.stderr()[-3000:] + "\n")
+                if B is not None:
+                    B.drop_pending()
+            sys.stdout.flush()
+    finally:
+        if W is not None:
+            W.kill()
+        if B is not None:
+            B.close()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

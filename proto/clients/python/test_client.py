@@ -860,7 +860,7 @@ def main():
             continue
         run(name, t)
     failed = [n for n, ok in results if not ok]
-    print("%d passed, %d failed" % (len(results) - len(failed), len(failed)))
+    print("test_client.py: %d passed, %d failed" % (len(results) - len(failed), len(failed)))
     return 1 if failed else 0
 
 

@@ -39,7 +39,7 @@ endif
 endif
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 
-INCLUDES := -Icommon -Iproto -Ibroker -Iworker/server -Iworker/model -Iworker/engine -Iworker/backend -Iworker/backend/cpu -Iworker/backend/cuda
+INCLUDES := -Icommon -Iproto -Igateway -Ibroker -Iworker/server -Iworker/model -Iworker/engine -Iworker/backend -Iworker/backend/cpu -Iworker/backend/cuda
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	-Wno-missing-field-initializers -pthread
 CFLAGS := $(CFLAGS_BASE) $(SANFLAGS) $(INCLUDES) $(EXTRA_CFLAGS)
@@ -70,8 +70,14 @@ CUDA_SRC := worker/backend/cuda/dequant.cu worker/backend/cuda/matvec.cu worker/
 # the GPU tests do not link these, so they run on a bare GPU host.
 PROTO_SRC := proto/proto.c
 CLIENT_SRC := proto/client.c
+# CURVE certificates for the DEALER side (worker, gateway): needs libzmq.
+CURVE_SRC := proto/curve_cert.c
+# What the gateway takes from common/: not json.c, whose json_string() and
+# json_integer() would shadow jansson's functions of the same names.
+COMMON_NET_SRC := common/err.c common/utf8.c common/sbuf.c
 BROKER_SRC := $(wildcard broker/*.c)
 WORKER_SRV_SRC := $(wildcard worker/server/*.c)
+GATEWAY_SRC := $(wildcard gateway/*.c)
 NET_LIBS := -lzmq -lmsgpackc
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
@@ -84,6 +90,7 @@ CUDA_OBJ := $(patsubst %.cu,$(BUILD)/obj/%.cu.o,$(CUDA_SRC))
 BIN := $(BUILD)/bin/smolmq
 BROKER_BIN := $(BUILD)/bin/smolmq-broker
 WORKER_BIN := $(BUILD)/bin/smolmq-worker
+GATEWAY_BIN := $(BUILD)/bin/smolmq-gateway
 UNIT_TESTS := $(BUILD)/tests/gguf_test $(BUILD)/tests/quant_test $(BUILD)/tests/tokenizer_test \
 	$(BUILD)/tests/json_test $(BUILD)/tests/chat_template_test $(BUILD)/tests/cpu_backend_test \
 	$(BUILD)/tests/engine_test $(BUILD)/tests/sampler_test $(BUILD)/tests/proto_test
@@ -121,7 +128,7 @@ ifneq ($(DEPS_DONE),1)
 	@sh deploy/deps.sh
 endif
 
-build: $(BIN) $(BROKER_BIN) $(WORKER_BIN) $(ALL_TESTS_BIN) $(GPU_BENCH_BIN)
+build: $(BIN) $(BROKER_BIN) $(WORKER_BIN) $(GATEWAY_BIN) $(ALL_TESTS_BIN) $(GPU_BENCH_BIN)
 
 # Every compile waits for `deps` (order-only), so that `make -j` on a fresh
 # machine installs the compilers before it uses them.
@@ -137,7 +144,7 @@ $(BUILD)/obj/%.cu.o: %.cu | deps
 # the per-block arrays live in registers (at -O2 gcc keeps them on the stack).
 $(BUILD)/obj/worker/backend/cpu/qdot.o: CFLAGS += -O3 -funroll-loops
 
-BIN_OBJ := $(TOOL_OBJ) $(TOOL_BACKEND_OBJ) $(CLIENT_OBJ) $(PROTO_OBJ) $(BACKENDS_OBJ)
+BIN_OBJ := $(TOOL_OBJ) $(TOOL_BACKEND_OBJ) $(CLIENT_OBJ) $(call obj,$(CURVE_SRC)) $(PROTO_OBJ) $(BACKENDS_OBJ)
 $(BIN): $(BIN_OBJ) $(CUDA_SETTING)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $(BIN_OBJ) $(BIN_LIBS) $(NET_LIBS) -o $@
@@ -147,7 +154,26 @@ $(BROKER_BIN): $(BROKER_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $(BROKER_OBJ) -lczmq $(NET_LIBS) -lm -o $@
 
-WORKER_OBJ := $(call obj,$(WORKER_SRV_SRC)) $(BUILD)/obj/worker/tool/tool.o $(TOOL_BACKEND_OBJ) $(PROTO_OBJ) $(BACKENDS_OBJ)
+# The gateway: libuv, http-parser, wslay, jansson, and the web chat's files
+# embedded (gateway/web bundled by its build.sh, then gateway/embed.py).
+WEB_OUT := $(BUILD)/web
+WEB_SRC := $(shell find gateway/web -path gateway/web/node_modules -prune -o -type f -print 2>/dev/null)
+$(WEB_OUT)/.built: $(WEB_SRC) | deps
+	@rm -rf $(WEB_OUT) && mkdir -p $(WEB_OUT)
+	sh gateway/web/build.sh $(WEB_OUT)
+	@touch $@
+$(BUILD)/gen/web_assets.c: $(WEB_OUT)/.built gateway/embed.py
+	@mkdir -p $(dir $@)
+	python3 gateway/embed.py $(WEB_OUT) $@
+$(BUILD)/obj/gen/web_assets.o: $(BUILD)/gen/web_assets.c gateway/web_assets.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Igateway -c $< -o $@
+GATEWAY_OBJ := $(call obj,$(GATEWAY_SRC) $(PROTO_SRC) $(CURVE_SRC) $(COMMON_NET_SRC)) $(BUILD)/obj/gen/web_assets.o
+$(GATEWAY_BIN): $(GATEWAY_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $(GATEWAY_OBJ) -luv -lhttp_parser -lwslay -ljansson $(NET_LIBS) -lm -o $@
+
+WORKER_OBJ := $(call obj,$(WORKER_SRV_SRC) $(CURVE_SRC)) $(BUILD)/obj/worker/tool/tool.o $(TOOL_BACKEND_OBJ) $(PROTO_OBJ) $(BACKENDS_OBJ)
 $(WORKER_BIN): $(WORKER_OBJ) $(CUDA_SETTING)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $(WORKER_OBJ) $(BIN_LIBS) $(NET_LIBS) -o $@
@@ -179,11 +205,12 @@ $(BUILD)/obj/tests/gpu/%.o: tests/gpu/%.c | deps
 # The suite: unit tests, then the command-line tests against the built binary,
 # then the network side (worker, broker, clients on loopback).
 # SMQ_TEST_QUICK=1 (set for sanitized runs) skips the 2 GB synth test.
-# The Python tests need Debian's python3-zmq and python3-msgpack: the first
+# The Python tests need Debian's python3-zmq, python3-msgpack and
+# python3-websockets: the first
 # python3 that has them (a pyenv python3 on PATH usually does not).
 NET_TESTS := tests/worker_test.py tests/cluster_test.py tests/ask_fake_broker_test.py \
-	proto/clients/python/test_client.py
-PICK_PYTHON = $$(for p in python3 /usr/bin/python3; do $$p -c 'import zmq, msgpack' 2>/dev/null && { echo $$p; break; }; done)
+	proto/clients/python/test_client.py tests/gateway_test.py tests/gateway_clients_test.py
+PICK_PYTHON = $$(for p in python3 /usr/bin/python3; do $$p -c 'import zmq, msgpack, websockets' 2>/dev/null && { echo $$p; break; }; done)
 test: all
 	@SMQ_PYTHON=$(PICK_PYTHON) SMQ_BIN=$(BIN) SMQ_BUILD=$(BUILD) sh tests/run.sh $(ALL_TESTS_BIN) tests/smolmq_test.py $(NET_TESTS)
 
@@ -202,7 +229,7 @@ endif
 
 # libFuzzer targets (clang). Each runs for FUZZ_SECONDS over a scratch corpus
 # seeded from tests/fuzz/corpus/<target>; crashes are saved in build/fuzz/.
-FUZZ_TARGETS := gguf tokenizer json proto
+FUZZ_TARGETS := gguf tokenizer json proto gateway
 FUZZ_CFLAGS := $(CFLAGS_BASE) -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(INCLUDES)
 
 fuzz-build: deps $(foreach t,$(FUZZ_TARGETS),build/fuzz/$(t)_fuzz)
@@ -214,6 +241,14 @@ build/fuzz/%_fuzz: tests/fuzz/%_fuzz.c $(COMMON_SRC) $(MODEL_SRC) $(wildcard com
 build/fuzz/proto_fuzz: tests/fuzz/proto_fuzz.c $(PROTO_SRC) $(COMMON_SRC) $(wildcard common/*.h proto/*.h)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) $< $(PROTO_SRC) $(COMMON_SRC) -lmsgpackc -lm -o $@
+
+# The gateway's request parsing (gateway/openai_request.c: JSON body -> CHAT) and
+# HTTP request framing (gateway/http_request.c), without the event loop.
+build/fuzz/gateway_fuzz: tests/fuzz/gateway_fuzz.c gateway/openai_request.c gateway/http_request.c $(PROTO_SRC) \
+		$(COMMON_NET_SRC) $(wildcard common/*.h proto/*.h gateway/*.h)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) $< gateway/openai_request.c gateway/http_request.c $(PROTO_SRC) $(COMMON_NET_SRC) \
+		-ljansson -lhttp_parser -lmsgpackc -lm -o $@
 
 fuzz: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
@@ -258,20 +293,10 @@ bench: all $(BENCH_BIN) $(BROKER_BIN)
 	$(BUILD)/bench/broker_bench $(BROKER_BIN)
 	SMQ_BIN=$(BIN) sh bench/synth_bench.sh
 
-# `make run`: until the broker, workers and gateway exist (later issues), the
-# system is the inference core in a terminal: it makes the built-in tiny model
-# (random weights, the real SmolLM3 tokenizer and template) and chats with it
-# on the CPU. MODEL=/path/to/SmolLM3-3B-Q4_K_M.gguf chats with a real model.
-MODEL ?=
+# `make run`: a local cluster (broker, WORKERS workers, gateway) until Ctrl-C;
+# the built-in tiny model unless MODEL=/path/model.gguf (deploy/run.sh).
 run: all
-	@mkdir -p $(BUILD)/models
-	@if [ -z "$(MODEL)" ]; then \
-		[ -f $(BUILD)/models/smolmq-tiny.gguf ] || $(BIN) synth --preset tiny --seed 1 --out $(BUILD)/models/smolmq-tiny.gguf; \
-		echo "make run: the built-in tiny model has random weights: expect gibberish, at speed"; \
-		$(BIN) chat --model $(BUILD)/models/smolmq-tiny.gguf --max-tokens 64; \
-	else \
-		$(BIN) chat --model "$(MODEL)"; \
-	fi
+	@MODEL="$(MODEL)" WORKERS="$(WORKERS)" bash deploy/run.sh $(BUILD)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.cu')

@@ -23,6 +23,13 @@ libczmq-dev     file:/usr/include/czmq.h
 libmsgpack-dev  file:/usr/include/msgpack.h
 python3-zmq     file:/usr/lib/python3/dist-packages/zmq/__init__.py
 python3-msgpack file:/usr/lib/python3/dist-packages/msgpack/__init__.py
+libuv1-dev      file:/usr/include/uv.h
+libhttp-parser-dev file:/usr/include/http_parser.h
+libwslay-dev    file:/usr/include/wslay/wslay.h
+libjansson-dev  file:/usr/include/jansson.h
+python3-websockets file:/usr/lib/python3/dist-packages/websockets/__init__.py
+curl            cmd:curl
+chromium        cmd:chromium
 nodejs          cmd:node
 npm             cmd:npm
 '

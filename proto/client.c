@@ -9,6 +9,7 @@
  * answered at once).
  */
 #include "client.h"
+#include "curve_cert.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -128,15 +129,6 @@ static void open_remove(smq_client *c, open_req *r)
 
 /* ---- lifecycle ---- */
 
-static int set_key(void *sock, int option, const char *key, const char *what, smq_err *err)
-{
-    if (!key || strlen(key) != 40)
-        return smq_err_set(err, "CURVE: the %s must be 40 characters of Z85", what);
-    if (zmq_setsockopt(sock, option, key, 41))
-        return smq_err_set(err, "CURVE: the %s: %s", what, zmq_strerror(errno));
-    return 0;
-}
-
 smq_client *smq_client_new(const char *endpoint, const smq_client_opts *opts, smq_err *err)
 {
     smq_client *c = calloc(1, sizeof *c);
@@ -153,25 +145,12 @@ smq_client *smq_client_new(const char *endpoint, const smq_client_opts *opts, sm
     } else if (zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger)) {
         smq_err_set(err, "ZMQ_LINGER: %s", zmq_strerror(errno));
     } else if (opts && opts->server_key) {
-        char pub[41], sec[41];
-        const char *p = opts->public_key, *s = opts->secret_key;
-        if (!p || !s) { /* no key pair of our own: a fresh one for this connection */
-            if (zmq_curve_keypair(pub, sec)) {
-                smq_err_set(err, "CURVE: cannot make a key pair: %s", zmq_strerror(errno));
-                goto done;
-            }
-            p = pub, s = sec;
-        }
-        if (!set_key(c->sock, ZMQ_CURVE_SERVERKEY, opts->server_key, "broker's public key", err) &&
-            !set_key(c->sock, ZMQ_CURVE_PUBLICKEY, p, "client's public key", err) &&
-            !set_key(c->sock, ZMQ_CURVE_SECRETKEY, s, "client's secret key", err))
-            rc = 0;
+        rc = curve_client_apply(c->sock, opts->server_key, opts->public_key, opts->secret_key, "client", err);
     } else {
         rc = 0;
     }
     if (rc == 0 && zmq_connect(c->sock, endpoint))
         rc = smq_err_set(err, "%s: %s", endpoint, zmq_strerror(errno));
-done:
     if (rc) {
         smq_client_destroy(&c);
         return NULL;

@@ -472,11 +472,10 @@ static int open_socket(worker *w, smq_err *err)
     /* Unlimited send queue: the engine's thread never waits on the network.
      * Linger 0: what is queued for a lost broker is dropped on reconnect. */
     if (zmq_setsockopt(w->sock, ZMQ_SNDHWM, &zero, sizeof zero) ||
-        zmq_setsockopt(w->sock, ZMQ_LINGER, &zero, sizeof zero) ||
-        (w->curve && (zmq_setsockopt(w->sock, ZMQ_CURVE_SERVERKEY, w->cfg.broker_key, CURVE_Z85_LEN + 1) ||
-                      zmq_setsockopt(w->sock, ZMQ_CURVE_PUBLICKEY, w->public_key, CURVE_Z85_LEN + 1) ||
-                      zmq_setsockopt(w->sock, ZMQ_CURVE_SECRETKEY, w->secret_key, CURVE_Z85_LEN + 1))))
+        zmq_setsockopt(w->sock, ZMQ_LINGER, &zero, sizeof zero))
         return smq_err_set(err, "cannot set up the socket: %s", zmq_strerror(errno));
+    if (w->curve && curve_client_apply(w->sock, w->cfg.broker_key, w->public_key, w->secret_key, "worker", err))
+        return -1;
     if (zmq_connect(w->sock, w->cfg.broker))
         return smq_err_set(err, "--broker %s: %s", w->cfg.broker, zmq_strerror(errno));
     return 0;

@@ -64,3 +64,30 @@ int curve_cert_load(const char *path, char public_key[CURVE_Z85_LEN + 1], char s
                            path, have_public ? "secret-key" : "public-key");
     return 0;
 }
+
+static int set_key(void *sock, int option, const char *key, const char *what, const char *who, smq_err *err)
+{
+    if (!key || !curve_key_valid(key))
+        return smq_err_set(err, "CURVE: the %s%s must be 40 characters of Z85", who, what);
+    if (zmq_setsockopt(sock, option, key, CURVE_Z85_LEN + 1))
+        return smq_err_set(err, "CURVE: the %s%s: %s", who, what, zmq_strerror(errno));
+    return 0;
+}
+
+int curve_client_apply(void *sock, const char *server_key, const char *public_key, const char *secret_key,
+                       const char *who, smq_err *err)
+{
+    char pub[CURVE_Z85_LEN + 1], sec[CURVE_Z85_LEN + 1];
+    if (!public_key || !secret_key) {
+        if (zmq_curve_keypair(pub, sec))
+            return smq_err_set(err, "CURVE: cannot make a key pair: %s", zmq_strerror(errno));
+        public_key = pub, secret_key = sec;
+    }
+    char mine[64];
+    snprintf(mine, sizeof mine, "%s's ", who);
+    return set_key(sock, ZMQ_CURVE_SERVERKEY, server_key, "public key", "broker's ", err) ||
+                   set_key(sock, ZMQ_CURVE_PUBLICKEY, public_key, "public key", mine, err) ||
+                   set_key(sock, ZMQ_CURVE_SECRETKEY, secret_key, "secret key", mine, err)
+               ? -1
+               : 0;
+}

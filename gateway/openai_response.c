@@ -1,0 +1,122 @@
+/* openai_response.c - OpenAI's response JSON, built with jansson
+ * (openai_response.h). Objects keep the order their keys are set in, so
+ * the output reads like OpenAI's own. */
+#include "openai_response.h"
+
+#include <string.h>
+
+static int on_dump(const char *buf, size_t size, void *data)
+{
+    return sbuf_append(data, buf, size);
+}
+
+int json_put(json_t *json, sbuf *out)
+{
+    if (!json)
+        return -1;
+    int rc = json_dump_callback(json, on_dump, out, JSON_COMPACT);
+    json_decref(json);
+    return rc || out->oom ? -1 : 0;
+}
+
+json_t *json_str(const char *s)
+{
+    return json_stringn(s, strlen(s));
+}
+
+static json_t *str_or_null(const char *s)
+{
+    return s && *s ? json_str(s) : json_null();
+}
+
+json_t *openai_error_object(const openai_error *e)
+{
+    return json_pack("{s:s, s:s, s:o, s:o}", "message", e->message, "type", e->type ? e->type : "server_error", "param",
+                     str_or_null(e->param), "code", str_or_null(e->code));
+}
+
+int openai_error_json(const openai_error *e, sbuf *out)
+{
+    return json_put(json_pack("{s:o}", "error", openai_error_object(e)), out);
+}
+
+json_t *openai_usage(const smq_usage *u)
+{
+    return json_pack("{s:I, s:I, s:I, s:{s:I}}", "prompt_tokens", (json_int_t)u->prompt_tokens, "completion_tokens",
+                     (json_int_t)u->completion_tokens, "total_tokens",
+                     (json_int_t)u->prompt_tokens + (json_int_t)u->completion_tokens, "prompt_tokens_details",
+                     "cached_tokens", (json_int_t)u->cached_tokens);
+}
+
+static json_t *chunk(const openai_meta *m, json_t *choices)
+{
+    json_t *c = json_pack("{s:s, s:s, s:I, s:s, s:n, s:o}", "id", m->id, "object", "chat.completion.chunk", "created",
+                          (json_int_t)m->created, "model", m->model, "system_fingerprint", "choices", choices);
+    if (c && m->usage_null)
+        json_object_set_new(c, "usage", json_null());
+    return c;
+}
+
+static int event(json_t *json, sbuf *out)
+{
+    if (sbuf_puts(out, "data: ") || json_put(json, out) || sbuf_puts(out, "\n\n"))
+        return -1;
+    return 0;
+}
+
+int openai_chunk_event(const openai_meta *m, const char *role, smq_str reasoning, smq_str content, const char *finish,
+                       sbuf *out)
+{
+    json_t *delta = json_object();
+    if (role)
+        json_object_set_new(delta, "role", json_str(role));
+    if (reasoning.p)
+        json_object_set_new(delta, "reasoning_content", json_stringn(reasoning.p, reasoning.n));
+    if (content.p)
+        json_object_set_new(delta, "content", json_stringn(content.p, content.n));
+    json_t *choice = json_pack("{s:i, s:o, s:n, s:o}", "index", 0, "delta", delta, "logprobs", "finish_reason",
+                               finish ? json_str(finish) : json_null());
+    return event(chunk(m, json_pack("[o]", choice)), out);
+}
+
+int openai_usage_event(const openai_meta *m, const smq_usage *u, sbuf *out)
+{
+    json_t *c = chunk(m, json_array());
+    if (c)
+        json_object_set_new(c, "usage", openai_usage(u));
+    return event(c, out);
+}
+
+int openai_error_event(const openai_error *e, sbuf *out)
+{
+    return event(json_pack("{s:o}", "error", openai_error_object(e)), out);
+}
+
+int openai_completion_json(const openai_meta *m, smq_str content, smq_str reasoning, const char *finish,
+                           const smq_usage *u, sbuf *out)
+{
+    json_t *msg = json_pack("{s:s, s:s%, s:n}", "role", "assistant", "content", content.p ? content.p : "",
+                            (size_t)content.n, "refusal");
+    if (msg && reasoning.n)
+        json_object_set_new(msg, "reasoning_content", json_stringn(reasoning.p, reasoning.n));
+    json_t *choice = json_pack("{s:i, s:o, s:n, s:s}", "index", 0, "message", msg, "logprobs", "finish_reason", finish);
+    return json_put(json_pack("{s:s, s:s, s:I, s:s, s:n, s:[o], s:o}", "id", m->id, "object", "chat.completion",
+                              "created", (json_int_t)m->created, "model", m->model, "system_fingerprint", "choices",
+                              choice, "usage", openai_usage(u)),
+                    out);
+}
+
+int openai_models_json(const smq_stats *s, sbuf *out)
+{
+    json_t *data = json_array();
+    for (uint32_t i = 0; s && i < s->n_workers; i++) {
+        smq_str name = s->workers[i].model;
+        int seen = 0;
+        for (uint32_t j = 0; j < i && !seen; j++)
+            seen = s->workers[j].model.n == name.n && !memcmp(s->workers[j].model.p, name.p, name.n);
+        if (!seen)
+            json_array_append_new(data, json_pack("{s:s%, s:s, s:I, s:s}", "id", name.p, (size_t)name.n, "object",
+                                                  "model", "created", (json_int_t)0, "owned_by", "smolmq"));
+    }
+    return json_put(json_pack("{s:s, s:o}", "object", "list", "data", data), out);
+}

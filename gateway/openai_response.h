@@ -49,9 +49,9 @@ int openai_completion_json(const openai_meta *m, smq_str content, smq_str reason
  * "owned_by"}]}: each model a worker serves, once. */
 int openai_models_json(const smq_stats *s, sbuf *out);
 
-/* A JSON string of s. Never call jansson's json_string or json_integer
- * here: common/json.c, linked into the gateway, defines functions of those
- * names, and a call from our code binds to them, not to jansson's. */
+/* A JSON string of s. The gateway does not link
+ * common/json.c, whose json_string() and json_integer() have the names of
+ * jansson's functions (the Makefile says so); keep it that way. */
 json_t *json_str(const char *s);
 
 /* Appends json (compact) to out and drops the reference. */

@@ -5,12 +5,16 @@
 #   make test-gpu     the GPU tests only (skipped, and counted so, without a GPU)
 #   make fuzz         run each libFuzzer target for FUZZ_SECONDS (default 60)
 #   make run          start the system on its built-in default
+#   make gpu-bundle   the inference core, GPU tests and data for a bare GPU host (build/gpu-bundle)
 #   make SAN=1 ...    the same with AddressSanitizer + UndefinedBehaviorSanitizer (in build/san)
 #   make CUDA=0 ...   CPU only, even where nvcc is present
 #   make deps         install the Debian packages the build and tests need (only missing ones)
 
 SAN ?= 0
 CUDA ?= auto
+# NET=0: the `smolmq` tool without its network verb (`ask`), so that it needs
+# neither libzmq nor msgpack-c (the GPU bundle).
+NET ?= 1
 FUZZ_SECONDS ?= 60
 
 CC ?= cc
@@ -119,7 +123,8 @@ endif
 
 .SECONDARY:
 
-.PHONY: all deps build bench bench-gpu tests test test-unit test-gpu fuzz fuzz-build run clean format
+.PHONY: all deps build bench bench-gpu tests test test-unit test-gpu fuzz fuzz-build run clean format gpu-bundle \
+	gpu-bundle-parts
 
 all: deps build
 
@@ -144,10 +149,17 @@ $(BUILD)/obj/%.cu.o: %.cu | deps
 # the per-block arrays live in registers (at -O2 gcc keeps them on the stack).
 $(BUILD)/obj/worker/backend/cpu/qdot.o: CFLAGS += -O3 -funroll-loops
 
+ifeq ($(NET),1)
 BIN_OBJ := $(TOOL_OBJ) $(TOOL_BACKEND_OBJ) $(CLIENT_OBJ) $(call obj,$(CURVE_SRC)) $(PROTO_OBJ) $(BACKENDS_OBJ)
+BIN_NET_LIBS := $(NET_LIBS)
+else
+BIN_OBJ := $(filter-out %/ask.o,$(TOOL_OBJ)) $(TOOL_BACKEND_OBJ) $(BACKENDS_OBJ)
+BIN_NET_LIBS :=
+$(BUILD)/obj/worker/tool/smolmq.o: CFLAGS += -DSMQ_NO_NET
+endif
 $(BIN): $(BIN_OBJ) $(CUDA_SETTING)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $(BIN_OBJ) $(BIN_LIBS) $(NET_LIBS) -o $@
+	$(CC) $(LDFLAGS) $(BIN_OBJ) $(BIN_LIBS) $(BIN_NET_LIBS) -o $@
 
 BROKER_OBJ := $(call obj,$(BROKER_SRC) $(PROTO_SRC) $(COMMON_SRC))
 $(BROKER_BIN): $(BROKER_OBJ)
@@ -225,6 +237,33 @@ ifeq ($(CUDA),1)
 else
 	@echo "test-gpu: built without CUDA (nvcc not found or CUDA=0): GPU tests skipped"
 	@echo "SKIP gpu: no CUDA build" | sh tests/run.sh --count-stdin
+endif
+
+# `make gpu-bundle`: what a bare GPU host needs to run the inference core and
+# its GPU checks, in build/gpu-bundle/: smolmq without its network verb, the
+# GPU tests and benchmark (stripped; the CUDA runtime is linked statically, so
+# they need only libc, PCRE2 and the NVIDIA driver), the test data they read,
+# tests/run.sh and bench/cuda_device_check.sh. Built in a build folder of its
+# own (NET=0). Run it from inside the folder: sh gpu-check.sh.
+GPU_BUNDLE := build/gpu-bundle
+GPU_BUNDLE_BUILD := build/gpu-bundle-build
+gpu-bundle-parts: $(BIN) $(GPU_TESTS) $(GPU_BENCH_BIN)
+
+gpu-bundle:
+ifeq ($(CUDA),1)
+	@$(MAKE) --no-print-directory NET=0 BUILD=$(GPU_BUNDLE_BUILD) gpu-bundle-parts
+	@rm -rf $(GPU_BUNDLE) && mkdir -p $(GPU_BUNDLE)/bin $(GPU_BUNDLE)/tests/data $(GPU_BUNDLE)/bench
+	cp $(GPU_BUNDLE_BUILD)/bin/smolmq $(GPU_BUNDLE)/bin/
+	cp $(patsubst $(BUILD)/%,$(GPU_BUNDLE_BUILD)/%,$(GPU_TESTS)) $(GPU_BUNDLE)/tests/
+	cp $(GPU_BUNDLE_BUILD)/bench/gpu_matvec_bench $(GPU_BUNDLE)/bench/
+	strip $(GPU_BUNDLE)/bin/* $(GPU_BUNDLE)/tests/*_test $(GPU_BUNDLE)/bench/*
+	cp -r tests/data/models tests/data/model_goldens tests/data/quant $(GPU_BUNDLE)/tests/data/
+	cp tests/run.sh $(GPU_BUNDLE)/tests/
+	cp bench/cuda_device_check.sh $(GPU_BUNDLE)/gpu-check.sh
+	@du -sh $(GPU_BUNDLE)
+	@echo "gpu-bundle: $(GPU_BUNDLE): copy it to the GPU host and run: cd gpu-bundle && sh gpu-check.sh"
+else
+	@echo "gpu-bundle: needs the CUDA toolkit (nvcc) and CUDA=1"; exit 1
 endif
 
 # libFuzzer targets (clang). Each runs for FUZZ_SECONDS over a scratch corpus

@@ -1,22 +1,23 @@
 #!/bin/sh
 # cuda_device_check.sh - the GPU tests and the CUDA backend's end-to-end
-# figures in one pass, for a lent GPU machine where the binaries built
-# elsewhere were carried (build/bin, build/tests/*_gpu_test, stripped to fit
-# the 64 MiB a call carries): never `make` there.
+# figures in one pass, for a GPU host where the binaries built elsewhere were
+# carried: never `make` there. From the repository (build/bin, build/tests)
+# or from inside `make gpu-bundle`'s folder (as gpu-check.sh: bin, tests).
 #
 #   sh bench/cuda_device_check.sh [LOG]     (LOG: default /tmp/cuda_check.log)
 set -u
 LOG=${1:-/tmp/cuda_check.log}
+if [ -x bin/smolmq ] && [ ! -d build ]; then BIN=bin TESTS=tests; else BIN=build/bin TESTS=build/tests; fi
 : >"$LOG"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee -a "$LOG"
 for t in quant_gpu_test matvec_gpu_test cuda_backend_gpu_test; do
-    [ -x build/tests/$t ] || { echo "$t: not carried" | tee -a "$LOG"; continue; }
-    timeout 100 build/tests/$t >"$LOG.$t" 2>&1
+    [ -x $TESTS/$t ] || { echo "$t: not carried" | tee -a "$LOG"; continue; }
+    timeout 100 $TESTS/$t >"$LOG.$t" 2>&1
     echo "$t rc=$?" | tee -a "$LOG"
     grep -E "^(PASS|FAIL)|rel L2|agree|^ +[^ ]" "$LOG.$t" | tee -a "$LOG"
 done
-build/bin/smolmq synth --preset smollm3-3b --seed 1 --out /tmp/3b.gguf >/dev/null || exit 1
-B="build/bin/smolmq bench --model /tmp/3b.gguf --backend cuda"
+$BIN/smolmq synth --preset smollm3-3b --seed 1 --out /tmp/3b.gguf >/dev/null || exit 1
+B="$BIN/smolmq bench --model /tmp/3b.gguf --backend cuda"
 for args in "--prompt-len 128 --gen 64" "--prompt-len 4096 --gen 32" "--prompt-len 128 --gen 32 --batch 8" \
     "--prompt-len 128 --gen 32 --batch 64"; do
     echo "== bench $args" | tee -a "$LOG"

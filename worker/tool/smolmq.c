@@ -24,9 +24,11 @@ static const struct verb {
       "generate --model M (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-p P] [--top-k K]\n"
       "         [--min-p P] [--seed S] [--stop STR] [--no-think] [--json] [--threads N]   stream an answer" },
     { "chat", tool_chat, "chat --model M [--threads N] [--ctx-size N] [--temperature T]   multi-turn terminal chat" },
+#ifndef SMQ_NO_NET
     { "ask", tool_ask,
       "ask [--broker ENDPOINT] [--model NAME] [--no-think] [--max-tokens N] [--temperature T] [--seed S]\n"
       "    [--system TEXT] [--show-reasoning|--hide-reasoning] [--json] \"question\"   ask a smolmq broker" },
+#endif
     { "bench", tool_bench,
       "bench --model M [--prompt-len P] [--gen N] [--batch B] [--threads T] [--exact]   speed beside the roofline" },
 };

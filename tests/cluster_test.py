@@ -11,18 +11,16 @@ when its test ends, pass or fail. Prints one PASS/FAIL/SKIP line per test.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "proto", "clients", "python"))
 import msgpack  # noqa: E402
 import zmq  # noqa: E402
 from smolmq_client import Client  # noqa: E402
+from nettest import check, free_port, npm_ci, run_tests  # noqa: E402
 
 BUILD = os.environ.get("SMQ_BUILD", "build")
 BIN = os.path.join(BUILD, "bin")
@@ -31,24 +29,9 @@ MODEL = os.path.join(os.environ.get("SMQ_TEST_DATA", "tests/data"), "models/smol
 MODEL_NAME = "smollm3-tiny-q4_k_m"
 HB_MS = 250  # heartbeats in the tests: a lost peer is noticed within 3 x 250 ms
 TMP = tempfile.mkdtemp(prefix="smolmq-cluster-")
-failed = 0
 
 
-class Skip(Exception):
-    pass
 
-
-def check(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Cluster:
@@ -587,9 +570,7 @@ def test_ask_verb():
 
 def test_node_client():
     node_dir = os.path.join("proto", "clients", "node")
-    if not os.path.isdir(os.path.join(node_dir, "node_modules")):
-        p = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=node_dir, capture_output=True, text=True)
-        check(p.returncode == 0, f"npm ci in {node_dir} failed: {p.stderr.strip()[-500:]}")
+    npm_ci(node_dir)
     with Cluster(workers=1) as c:
         p = subprocess.run(["node", os.path.join(node_dir, "chat.js"), "--broker", c.client_ep, "--max-tokens", "8",
                             "--seed", "5", "Say something"], capture_output=True, text=True, timeout=60)
@@ -600,37 +581,12 @@ def test_node_client():
 
 def test_node_client_unit_tests():
     node_dir = os.path.join("proto", "clients", "node")
-    if not os.path.isdir(os.path.join(node_dir, "node_modules")):
-        p = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=node_dir, capture_output=True, text=True)
-        check(p.returncode == 0, f"npm ci in {node_dir} failed: {p.stderr.strip()[-500:]}")
+    npm_ci(node_dir)
     p = subprocess.run(["node", "--test", os.path.join(node_dir, "test")], capture_output=True, text=True, timeout=120)
     summary = [ln for ln in p.stdout.splitlines() if ln.startswith(("# pass", "# fail"))]
     check(p.returncode == 0, f"node --test: exit {p.returncode}: {summary} {p.stdout[-1500:]}")
     print(f"    node --test: {' '.join(summary)}", flush=True)
 
 
-def main():
-    global failed
-    tests = [v for k, v in globals().items() if k.startswith("test_") and callable(v)]
-    only = sys.argv[1:]
-    for t in tests:
-        name = t.__name__
-        if only and not any(o in name for o in only):
-            continue
-        t0 = time.time()
-        try:
-            t()
-            print(f"PASS cluster/{name} ({time.time() - t0:.1f} s)")
-        except Skip as e:
-            print(f"SKIP cluster/{name}: {e}")
-        except Exception as e:
-            failed += 1
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            print(f"FAIL cluster/{name}: {first}")
-            traceback.print_exc()
-        sys.stdout.flush()
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tests("cluster", globals()))

@@ -13,33 +13,21 @@ import json
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import urllib.request
+
+from nettest import check, free_port, npm_ci, run_tests
 
 BUILD = os.environ.get("SMQ_BUILD", "build")
 BIN = os.path.join(BUILD, "bin")
 PY = sys.executable
 HERE = os.path.dirname(os.path.abspath(__file__))
 TMP = tempfile.mkdtemp(prefix="smolmq-gwclients-")
-failed = 0
 
 
-def check(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def get(url, timeout=5):
@@ -104,11 +92,6 @@ class Stack:
             f.close()
         return False
 
-
-def npm_ci(folder):
-    if not os.path.isdir(os.path.join(folder, "node_modules")):
-        p = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, capture_output=True, text=True)
-        check(p.returncode == 0, f"npm ci in {folder} failed: {p.stderr.strip()[-500:]}")
 
 
 def test_openai_node_sdk():
@@ -357,24 +340,5 @@ def test_make_run_launcher():
             p.wait()
 
 
-def main():
-    global failed
-    tests = [v for k, v in globals().items() if k.startswith("test_") and callable(v)]
-    only = sys.argv[1:]
-    for t in tests:
-        if only and not any(o in t.__name__ for o in only):
-            continue
-        t0 = time.time()
-        try:
-            t()
-            print(f"PASS gateway_clients/{t.__name__} ({time.time() - t0:.1f} s)")
-        except Exception as e:
-            failed += 1
-            print(f"FAIL gateway_clients/{t.__name__}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-            traceback.print_exc()
-        sys.stdout.flush()
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tests("gateway_clients", globals()))

@@ -30,12 +30,12 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "proto", "clients", "python"))
 import msgpack  # noqa: E402
 import websockets  # noqa: E402
 import zmq  # noqa: E402
+from nettest import check, free_port, run_tests  # noqa: E402
 from smolmq_client import Client  # noqa: E402
 
 BUILD = os.environ.get("SMQ_BUILD", "build")
@@ -46,16 +46,8 @@ MODEL_NAME = "smollm3-tiny-q4_k_m"
 HB_MS = 250
 TMP = tempfile.mkdtemp(prefix="smolmq-gateway-")
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
-failed = 0
 
 
-class Skip(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def wait_for(cond, msg, timeout=2.0):
@@ -64,13 +56,6 @@ def wait_for(cond, msg, timeout=2.0):
         check(time.time() < end, msg)
         time.sleep(0.01)
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def user(text):
@@ -952,28 +937,5 @@ def test_websocket():
         check(out.startswith(b"HTTP/1.1 403"), f"a foreign origin: {out[:60]!r}")
 
 
-def main():
-    global failed
-    tests = [v for k, v in globals().items() if k.startswith("test_") and callable(v)]
-    only = sys.argv[1:]
-    for t in tests:
-        name = t.__name__
-        if only and not any(o in name for o in only):
-            continue
-        t0 = time.time()
-        try:
-            t()
-            print(f"PASS gateway/{name} ({time.time() - t0:.1f} s)")
-        except Skip as e:
-            print(f"SKIP gateway/{name}: {e}")
-        except Exception as e:
-            failed += 1
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            print(f"FAIL gateway/{name}: {first}")
-            traceback.print_exc()
-        sys.stdout.flush()
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tests("gateway", globals()))

@@ -22,10 +22,11 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 
 import msgpack
 import zmq
+
+from nettest import Skip, check, run_tests  # noqa: F401
 
 BUILD = os.environ.get("SMQ_BUILD", "build")
 WORKER = os.path.join(BUILD, "bin", "smolmq-worker")
@@ -35,16 +36,8 @@ TINY = os.path.join(DATA, "models/smollm3-tiny-q4_k_m.gguf")
 HB_MS = 200  # the workers' heartbeat interval here (fast, so that liveness tests are quick)
 LIVENESS = 3
 CTX = 2048
-failed = 0
 
 
-class Skip(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
 
 
 class FakeBroker:
@@ -532,36 +525,23 @@ def test_usage_and_errors():
 
 
 def main():
-    global failed
     if not os.access(WORKER, os.X_OK) or not os.access(SMOLMQ, os.X_OK):
         print(f"SKIP worker: {WORKER} or {SMOLMQ} not built")
         return 0
-    tests = [v for k, v in globals().items() if k.startswith("test_") and callable(v)]
+
+    def on_fail():
+        if W is not None:
+            sys.stderr.write("worker stderr:\n" + W.stderr()[-3000:] + "\n")
+        if B is not None:
+            B.drop_pending()
+
     try:
-        for t in tests:
-            name = t.__name__
-            t0 = time.monotonic()
-            try:
-                t()
-                print(f"PASS worker/{name} ({time.monotonic() - t0:.1f} s)")
-            except Skip as e:
-                print(f"SKIP worker/{name}: {e}")
-            except Exception as e:
-                failed += 1
-                first = str(e).splitlines()[0] if str(e) else type(e).__name__
-                print(f"FAIL worker/{name}: {first}")
-                traceback.print_exc()
-                if W is not None:
-                    sys.stderr.write("worker stderr:\n" + W.stderr()[-3000:] + "\n")
-                if B is not None:
-                    B.drop_pending()
-            sys.stdout.flush()
+        return run_tests("worker", globals(), on_fail)
     finally:
         if W is not None:
             W.kill()
         if B is not None:
             B.close()
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -72,15 +72,16 @@ typedef struct matmul_job {
     uint32_t rows, x_stride;
     float *out; /* [rows][out_stride] */
     uint32_t out_stride;
-    int accumulate; /* out += instead of out = */
+    int accumulate;     /* out += instead of out = */
+    uint32_t task_rows; /* weight rows per task */
 } matmul_job;
 
-/* One task: ROWS_PER_TASK weight rows, dequantized once, times every row of x. */
+/* One task: task_rows weight rows (dequantized once on the f32 path) times every row of x. */
 static void matmul_task(void *ctx, int task, int thread)
 {
     matmul_job *j = ctx;
     const model_tensor *w = j->w;
-    uint64_t n0 = (uint64_t)task * ROWS_PER_TASK, n1 = n0 + ROWS_PER_TASK;
+    uint64_t n0 = (uint64_t)task * j->task_rows, n1 = n0 + j->task_rows;
     if (n1 > w->ne1)
         n1 = w->ne1;
     if (j->qdot) {
@@ -172,7 +173,7 @@ static void quant_task(void *ctx, int task, int thread)
 static void matmul(cpu_backend *b, const model_tensor *w, const float *x, uint32_t rows, uint32_t x_stride, float *out,
                    uint32_t out_stride, int accumulate, int same_x)
 {
-    matmul_job j = { b, w, NULL, NULL, NULL, NULL, 0, x, rows, x_stride, out, out_stride, accumulate };
+    matmul_job j = { b, w, NULL, NULL, NULL, NULL, 0, x, rows, x_stride, out, out_stride, accumulate, ROWS_PER_TASK };
     /* x is new: whatever xq holds is of an older x, even at the same address
      * (a product of a type without integer kernels quantizes nothing). */
     if (!same_x)
@@ -215,7 +216,16 @@ static void matmul(cpu_backend *b, const model_tensor *w, const float *x, uint32
             }
         }
     }
-    pool_run(b->pool, matmul_task, &j, (int)((w->ne1 + ROWS_PER_TASK - 1) / ROWS_PER_TASK));
+    /* One row of x (decode) streams the weights from memory once: each
+     * thread's rows in a few long runs keep its hardware prefetcher on one
+     * stream and waste no prefetches past a run's end (measured on 2 cores:
+     * runs of 32 rows read 10% slower than halves). Four runs per thread
+     * still balance a thread that is descheduled for a while. */
+    if (j.qdot && rows == 1) {
+        uint64_t per = w->ne1 / ((uint64_t)pool_threads(b->pool) * 4) / 16 * 16;
+        j.task_rows = per > ROWS_PER_TASK ? (uint32_t)per : ROWS_PER_TASK;
+    }
+    pool_run(b->pool, matmul_task, &j, (int)((w->ne1 + j.task_rows - 1) / j.task_rows));
 }
 
 /* ---- elementwise ---- */

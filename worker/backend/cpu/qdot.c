@@ -23,12 +23,16 @@
 
 #include "cpu_ops.h"
 
-/* How many blocks ahead the one-row kernels ask for weights (decode streams
- * them from memory once per token). 12 to 96 measured alike on a 2-core
- * Sapphire Rapids VM; -DQDOT_PREFETCH=N to try others. */
-#ifndef QDOT_PREFETCH
-#define QDOT_PREFETCH 12
+/* How far ahead the one-row kernels ask for weights (decode streams them
+ * from memory once per token). The hardware prefetcher alone falls behind
+ * once the kernel's arithmetic fills the core's window: on a 2-core Sapphire
+ * Rapids VM, a loop with the kernel's ops per byte reads 16-17 GB/s with no
+ * software prefetch, 19 with 1 KB, 22-23 with 4 KB or more (2 threads; 27-30
+ * plain reads). -DQDOT_PREFETCH_BYTES=N to try others. */
+#ifndef QDOT_PREFETCH_BYTES
+#define QDOT_PREFETCH_BYTES 4096
 #endif
+#define QDOT_PREFETCH(block_t) (QDOT_PREFETCH_BYTES / sizeof(block_t))
 
 #include <string.h>
 
@@ -142,9 +146,9 @@ __attribute__((target("avx2,fma,f16c"))) static float q4k_dot_avx2(const void *w
     for (int b = 0; b < nb; b++, w++, x++) {
         /* Weights stream from memory once per token: ask for them early
          * (past the row's end is the next row, which comes next). */
-        _mm_prefetch((const char *)(w + QDOT_PREFETCH), _MM_HINT_T0);
-        _mm_prefetch((const char *)(w + QDOT_PREFETCH) + 64, _MM_HINT_T0);
-        _mm_prefetch((const char *)(w + QDOT_PREFETCH) + 128, _MM_HINT_T0);
+        _mm_prefetch((const char *)(w + QDOT_PREFETCH(*w)), _MM_HINT_T0);
+        _mm_prefetch((const char *)(w + QDOT_PREFETCH(*w)) + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)(w + QDOT_PREFETCH(*w)) + 128, _MM_HINT_T0);
         uint32_t su[2], mu[2];
         q4k_unpack_scales(w->scales, su, mu);
         __m256i scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)su)));
@@ -185,7 +189,7 @@ __attribute__((target("avx2,fma,f16c"))) static float q6k_dot_avx2(const void *w
     float sum = 0;
     for (int b = 0; b < nb; b++, w++, x++) {
         for (int k = 0; k < 4; k++)
-            _mm_prefetch((const char *)(w + QDOT_PREFETCH) + 64 * k, _MM_HINT_T0);
+            _mm_prefetch((const char *)(w + QDOT_PREFETCH(*w)) + 64 * k, _MM_HINT_T0);
         __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w->scales));
         /* the -32 offset: 32 * sum_j sc_j * (sum of sub-block j's 16 activations) */
         __m256i sumi = _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x->bsums), sc16), 5);
@@ -393,7 +397,7 @@ q4k_dot_avx512(const void *wv, const block_q8_K *x, int nb)
     int b = 0;
     for (; b + 2 <= nb; b += 2, w += 2, x += 2) {
         for (int k = 0; k < 5; k++)
-            _mm_prefetch((const char *)(w + QDOT_PREFETCH) + 64 * k, _MM_HINT_T0);
+            _mm_prefetch((const char *)(w + QDOT_PREFETCH(*w)) + 64 * k, _MM_HINT_T0);
         q4k_prep512 p0, p1;
         __m256i s0, m0, s1, m1;
         q4k_prep_avx512(w, &p0);
@@ -484,7 +488,7 @@ q6k_dot_avx512(const void *wv, const block_q8_K *x, int nb)
     float sum = 0;
     for (int b = 0; b < nb; b++, w++, x++) {
         for (int k = 0; k < 4; k++)
-            _mm_prefetch((const char *)(w + QDOT_PREFETCH) + 64 * k, _MM_HINT_T0);
+            _mm_prefetch((const char *)(w + QDOT_PREFETCH(*w)) + 64 * k, _MM_HINT_T0);
         q6k_prep512 p;
         q6k_prep_avx512(w, &p);
         sum += q6k_row_avx512(&p, x);
@@ -506,6 +510,13 @@ DOT4_AVX512(q6k_dot4_avx512, block_q6_K, q6k_prep512, q6k_prep_avx512, q6k_row_a
  * compute for its row. */
 
 #define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")))
+
+/* The multiply-add loops must unroll completely: left as loops, GCC 12
+ * keeps the accumulator array in a few registers and copies them around
+ * every vpdpbusd (Q4_K 128 -> 145 GMAC/s, Q6_K 94 -> 117 on one core when
+ * unrolled). -funroll-loops alone does not reach them inside the macros. */
+#define SMQ_UNROLL(n) _Pragma(SMQ_STR(GCC unroll n))
+#define SMQ_STR(x)    #x
 
 typedef struct qgemm_tile {
     uint32_t q[64][16]; /* [quants 4i..4i+3][row], unsigned bytes */
@@ -584,13 +595,12 @@ VNNI_TARGET static void q4k_tile(const uint8_t *w0, size_t row_bytes, int b, qge
         for (int u = 0; u < n; u++)                                                                                    \
             for (int j = 0; j < 8; j++)                                                                                \
                 a[u][j] = _mm512_setzero_si512();                                                                      \
-        for (int i = 0; i < 8; i++)                                                                                    \
-            for (int j = 0; j < 8; j++) {                                                                              \
-                __m512i q = _mm512_load_si512(t->q[8 * j + i]);                                                        \
-                for (int u = 0; u < n; u++)                                                                            \
-                    a[u][j] =                                                                                          \
-                        _mm512_dpbusd_epi32(a[u][j], q, _mm512_set1_epi32(((const int32_t *)y[u]->qs)[8 * j + i]));    \
-            }                                                                                                          \
+        SMQ_UNROLL(8) for (int i = 0; i < 8; i++) SMQ_UNROLL(8) for (int j = 0; j < 8; j++)                            \
+        {                                                                                                              \
+            __m512i q = _mm512_load_si512(t->q[8 * j + i]);                                                            \
+            for (int u = 0; u < n; u++)                                                                                \
+                a[u][j] = _mm512_dpbusd_epi32(a[u][j], q, _mm512_set1_epi32(((const int32_t *)y[u]->qs)[8 * j + i]));  \
+        }                                                                                                              \
         for (int u = 0; u < n; u++) {                                                                                  \
             const int32_t *bs = (const int32_t *)y[u]->bsums;                                                          \
             __m512i sumi = _mm512_setzero_si512(), summ = _mm512_setzero_si512();                                      \
@@ -651,13 +661,13 @@ VNNI_TARGET static void q6k_tile(const uint8_t *w0, size_t row_bytes, int b, qge
             for (int u = 0; u < n; u++)                                                                                \
                 for (int j = 0; j < 8; j++)                                                                            \
                     a[u][j] = _mm512_setzero_si512();                                                                  \
-            for (int i = 0; i < 4; i++)                                                                                \
-                for (int j = 0; j < 8; j++) {                                                                          \
-                    int k = 4 * (8 * h + j) + i;                                                                       \
-                    __m512i q = _mm512_load_si512(t->q[k]);                                                            \
-                    for (int u = 0; u < n; u++)                                                                        \
-                        a[u][j] = _mm512_dpbusd_epi32(a[u][j], q, _mm512_set1_epi32(((const int32_t *)y[u]->qs)[k]));  \
-                }                                                                                                      \
+            SMQ_UNROLL(4) for (int i = 0; i < 4; i++) SMQ_UNROLL(8) for (int j = 0; j < 8; j++)                        \
+            {                                                                                                          \
+                int k = 4 * (8 * h + j) + i;                                                                           \
+                __m512i q = _mm512_load_si512(t->q[k]);                                                                \
+                for (int u = 0; u < n; u++)                                                                            \
+                    a[u][j] = _mm512_dpbusd_epi32(a[u][j], q, _mm512_set1_epi32(((const int32_t *)y[u]->qs)[k]));      \
+            }                                                                                                          \
             for (int u = 0; u < n; u++)                                                                                \
                 for (int j = 0; j < 8; j++)                                                                            \
                     sumi[u] =                                                                                          \

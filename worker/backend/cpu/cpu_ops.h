@@ -5,6 +5,14 @@
 
 #include <stdint.h>
 
+/* Unrolls the loop that follows completely. Loops over an array of vector
+ * accumulators must: left as loops, GCC 12 keeps the array in memory, or
+ * in a few registers that it copies around every multiply-add (the 16-row
+ * VNNI kernels: Q4_K 128 -> 145 GMAC/s, Q6_K 94 -> 117 on one core when
+ * unrolled). */
+#define SMQ_UNROLL(n) _Pragma(SMQ_STR(GCC unroll n))
+#define SMQ_STR(x)    #x
+
 typedef enum simd_level { SIMD_SCALAR, SIMD_AVX2, SIMD_AVX512 } simd_level;
 
 /* The best level this CPU supports. */

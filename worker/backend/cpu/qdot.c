@@ -511,13 +511,6 @@ DOT4_AVX512(q6k_dot4_avx512, block_q6_K, q6k_prep512, q6k_prep_avx512, q6k_row_a
 
 #define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")))
 
-/* The multiply-add loops must unroll completely: left as loops, GCC 12
- * keeps the accumulator array in a few registers and copies them around
- * every vpdpbusd (Q4_K 128 -> 145 GMAC/s, Q6_K 94 -> 117 on one core when
- * unrolled). -funroll-loops alone does not reach them inside the macros. */
-#define SMQ_UNROLL(n) _Pragma(SMQ_STR(GCC unroll n))
-#define SMQ_STR(x)    #x
-
 typedef struct qgemm_tile {
     uint32_t q[64][16]; /* [quants 4i..4i+3][row], unsigned bytes */
     int32_t sc[16][16]; /* [sub-block][row] scale (Q4_K: 8 of them) */

@@ -457,6 +457,26 @@ static void test_attention_f64(void)
     free(scores4);
 }
 
+/* The benchmarks' bandwidth loop reads every word, at every SIMD level,
+ * whatever the length (tails shorter than one turn of its loop). */
+static void test_read_sum(void)
+{
+    enum { N = 1000 };
+    uint64_t w[N], want = 0;
+    for (int i = 0; i < N; i++)
+        want += (w[i] = test_rng());
+    simd_level best = simd_best();
+    for (int lvl = SIMD_SCALAR; lvl <= (int)best; lvl++) {
+        CHECK(simd_use((simd_level)lvl) == 0);
+        CHECK_MSG(read_sum(w, sizeof w) == want, "%s: wrong sum", simd_name((simd_level)lvl));
+        uint64_t part = 0;
+        for (int i = 0; i < 37; i++)
+            part += w[i];
+        CHECK_MSG(read_sum(w, 37 * sizeof *w) == part, "%s: wrong sum of 37 words", simd_name((simd_level)lvl));
+    }
+    simd_use(best);
+}
+
 /* An 8200-token prompt prefilled whole and in uneven chunks gives the same
  * logits (the KV cache and positions hold across pages and steps). */
 static void test_long_context(void)
@@ -602,6 +622,7 @@ int main(void)
     TEST_RUN(test_qdot_kernels);
     TEST_RUN(test_q8k_quantize);
     TEST_RUN(test_attention_f64);
+    TEST_RUN(test_read_sum);
     TEST_RUN(test_long_context);
     TEST_RUN(test_bad_batches);
     TEST_RUN(test_model_errors);

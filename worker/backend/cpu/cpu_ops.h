@@ -3,6 +3,7 @@
 #ifndef SMQ_CPU_OPS_H
 #define SMQ_CPU_OPS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Unrolls the loop that follows completely. Loops over an array of vector
@@ -22,6 +23,12 @@ simd_level simd_best(void);
 int simd_use(simd_level level);
 simd_level simd_current(void);
 const char *simd_name(simd_level level);
+
+/* Reads n bytes at p (8-byte aligned, n a multiple of 8) with the widest
+ * loads this CPU has and four independent sums, as fast as memory allows:
+ * the benchmarks' measure of read bandwidth. Returns the sum of the words,
+ * so that the reads cannot be left out. */
+uint64_t read_sum(const void *p, size_t n);
 
 /* sum a[i] * b[i] */
 float dot_f32(const float *a, const float *b, int n);

@@ -457,6 +457,48 @@ static void test_attention_f64(void)
     free(scores4);
 }
 
+/* A block of rows attending together (prefill) gives each row the very bits
+ * it gets alone, at every SIMD level, for head sizes that take each code
+ * path (128: four-head chunks; 80: single chunks; 72: the portable loops),
+ * blocks that start anywhere and end past a 16- or 64-position boundary. */
+static void test_attend_rows(void)
+{
+    enum { N0 = 77, ROWS = 11, NQ = 4, P = 16, MAXHD = 128, NMAX = N0 + ROWS - 1, PAGES_N = (NMAX + P - 1) / P };
+    static const uint32_t hds[] = { 128, 80, 72 };
+    float *kv = malloc((size_t)PAGES_N * P * 2 * MAXHD * sizeof *kv);
+    float *q = malloc((size_t)ROWS * NQ * MAXHD * sizeof *q), *out = malloc((size_t)ROWS * NQ * MAXHD * sizeof *out);
+    float one[NQ * MAXHD], *scores = malloc((size_t)ROWS * NQ * NMAX * sizeof *scores);
+    uint32_t pages[PAGES_N];
+    for (uint32_t i = 0; i < PAGES_N; i++)
+        pages[i] = (i * 3 + 1) % PAGES_N;
+    for (size_t i = 0; i < (size_t)PAGES_N * P * 2 * MAXHD; i++)
+        kv[i] = (float)((int64_t)(test_rng() % 20001) - 10000) / 4000.0f;
+    for (size_t i = 0; i < (size_t)ROWS * NQ * MAXHD; i++)
+        q[i] = (float)((int64_t)(test_rng() % 20001) - 10000) / 4000.0f;
+    simd_level best = simd_best();
+    for (int lvl = SIMD_SCALAR; lvl <= (int)best; lvl++) {
+        simd_use((simd_level)lvl);
+        for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++) {
+            uint32_t hd = hds[hi];
+            uint64_t slot = 2 * hd, stride = (uint64_t)NQ * hd;
+            kv_view view = { kv, pages, P, (uint64_t)P * slot, slot, hd };
+            attend_rows(q, stride, ROWS, NQ, &view, N0, hd, 0.1f, scores, out, stride);
+            int same = 1;
+            for (uint32_t r = 0; r < ROWS; r++) {
+                attend_group(q + r * stride, NQ, &view, N0 + r, hd, 0.1f, scores, one);
+                same &= memcmp(one, out + r * stride, stride * sizeof *one) == 0;
+            }
+            CHECK_MSG(same, "%s, head size %u: a row of a block differs from the row alone", simd_name((simd_level)lvl),
+                      hd);
+        }
+    }
+    simd_use(best);
+    free(kv);
+    free(q);
+    free(out);
+    free(scores);
+}
+
 /* The benchmarks' bandwidth loop reads every word, at every SIMD level,
  * whatever the length (tails shorter than one turn of its loop). */
 static void test_read_sum(void)
@@ -622,6 +664,7 @@ int main(void)
     TEST_RUN(test_qdot_kernels);
     TEST_RUN(test_q8k_quantize);
     TEST_RUN(test_attention_f64);
+    TEST_RUN(test_attend_rows);
     TEST_RUN(test_read_sum);
     TEST_RUN(test_long_context);
     TEST_RUN(test_bad_batches);

@@ -29,7 +29,10 @@
 #include "quant.h"
 #include "threadpool.h"
 
-#define ROWS_PER_TASK  32
+#define ROWS_PER_TASK 32
+/* Rows of one sequence that attend together: each reads a key or value once
+ * for all of them (prefill), for a scores buffer this many times larger. */
+#define ATTN_ROWS      8
 #define QGEMM_MIN_ROWS 8
 /* Rows of x per run of the 16-row kernels: as many as fit in about 768 KB
  * of L2 (each run unpacks the weights once more), 64 to 256. */
@@ -46,6 +49,7 @@ typedef struct cpu_backend {
     uint32_t cap_rows;
     float *x, *h, *q, *k, *v, *att, *gate, *up, *rope; /* rope: [rows][n_rot/2][2] */
     uint32_t *row_seq, *row_pos;
+    uint32_t *blk_row0, n_blk; /* attention blocks: their first rows, up to ATTN_ROWS of one sequence each */
     /* per-thread scratch */
     float *deq;     /* [threads][ROWS_PER_TASK * max_k] */
     block_q8_K *xq; /* fast path: the step's activation rows in Q8_K */
@@ -54,7 +58,7 @@ typedef struct cpu_backend {
     uint32_t xq_rows;
     float *gacc; /* fast path, 16-row kernels: [threads][QGEMM_TOKENS][16] */
     uint64_t cap_gacc;
-    float *scores; /* [threads][query heads per KV head][max_ctx] */
+    float *scores; /* [threads][ATTN_ROWS][query heads per KV head][max_ctx] */
     uint64_t max_k, max_ctx;
 } cpu_backend;
 
@@ -264,20 +268,21 @@ static float *kv_slot(cpu_backend *b, uint32_t layer, uint32_t page, uint32_t sl
 typedef struct attn_job {
     cpu_backend *b;
     const fwd_batch *batch;
-    uint32_t layer;
+    uint32_t layer, rows;
 } attn_job;
 
-/* One task: the query heads of one KV head, for one row. */
+/* One task: the query heads of one KV head, for one block of rows. */
 static void attn_task(void *ctx, int task, int thread)
 {
     attn_job *j = ctx;
     cpu_backend *b = j->b;
     const hparams *hp = &b->base.m->hp;
-    uint32_t row = (uint32_t)task / hp->n_head_kv, g = (uint32_t)task % hp->n_head_kv;
+    uint32_t blk = (uint32_t)task / hp->n_head_kv, g = (uint32_t)task % hp->n_head_kv;
+    uint32_t row = b->blk_row0[blk], n_rows = (blk + 1 < b->n_blk ? b->blk_row0[blk + 1] : j->rows) - row;
     uint32_t n_q = hp->n_head / hp->n_head_kv, hd = hp->head_dim, P = b->base.cfg.page_size;
     const fwd_seq *s = &j->batch->seqs[b->row_seq[row]];
     uint32_t pos = b->row_pos[row];
-    uint64_t head0 = (uint64_t)row * hp->n_head * hd + (uint64_t)g * n_q * hd;
+    uint64_t head0 = (uint64_t)row * hp->n_head * hd + (uint64_t)g * n_q * hd, stride = (uint64_t)hp->n_head * hd;
     const backend_config *c = &b->base.cfg;
     kv_view kv = { b->kv + (uint64_t)j->layer * c->n_pages * P * 2 * b->kv_dim + (uint64_t)g * hd,
                    s->pages,
@@ -285,8 +290,8 @@ static void attn_task(void *ctx, int task, int thread)
                    (uint64_t)P * 2 * b->kv_dim,
                    2 * b->kv_dim,
                    b->kv_dim };
-    attend_group(b->q + head0, n_q, &kv, pos + 1, hd, 1.0f / sqrtf((float)hd),
-                 b->scores + (uint64_t)thread * n_q * b->max_ctx, b->att + head0);
+    attend_rows(b->q + head0, stride, n_rows, n_q, &kv, pos + 1, hd, 1.0f / sqrtf((float)hd),
+                b->scores + (uint64_t)thread * ATTN_ROWS * n_q * b->max_ctx, b->att + head0, stride);
 }
 
 /* ---- the per-row elementwise parts, spread over the pool ---- */
@@ -365,13 +370,13 @@ static int grow(cpu_backend *b, uint32_t rows, smq_err *err)
             return smq_err_set(err, "cpu backend: out of memory for a step of %" PRIu32 " tokens", rows);
         *bufs[i].p = p;
     }
-    uint32_t *rs = realloc(b->row_seq, rows * sizeof *rs), *rp = rs ? realloc(b->row_pos, rows * sizeof *rp) : NULL;
-    if (rs)
-        b->row_seq = rs;
-    if (rp)
-        b->row_pos = rp;
-    if (!rs || !rp)
-        return smq_err_set(err, "cpu backend: out of memory");
+    uint32_t **idx[] = { &b->row_seq, &b->row_pos, &b->blk_row0 };
+    for (size_t i = 0; i < sizeof idx / sizeof idx[0]; i++) {
+        uint32_t *p = realloc(*idx[i], rows * sizeof *p);
+        if (!p)
+            return smq_err_set(err, "cpu backend: out of memory");
+        *idx[i] = p;
+    }
     b->cap_rows = rows;
     return 0;
 }
@@ -386,11 +391,15 @@ static int cpu_forward(backend *base, const fwd_batch *batch, smq_err *err)
         return -1;
     uint64_t E = hp->n_embd, qd = (uint64_t)hp->n_head * hp->head_dim, kvd = b->kv_dim;
 
-    /* Rows: every new token of every sequence, in order. */
+    /* Rows: every new token of every sequence, in order; attention blocks:
+     * runs of up to ATTN_ROWS rows of one sequence. */
     uint32_t r = 0;
+    b->n_blk = 0;
     for (uint32_t i = 0; i < batch->n_seqs; i++) {
         const fwd_seq *s = &batch->seqs[i];
         for (uint32_t t = 0; t < s->n_tokens; t++, r++) {
+            if (t % ATTN_ROWS == 0)
+                b->blk_row0[b->n_blk++] = r;
             b->row_seq[r] = i;
             b->row_pos[r] = s->pos + t;
             quant_dequant_row(m->token_embd.type,
@@ -407,8 +416,8 @@ static int cpu_forward(backend *base, const fwd_batch *batch, smq_err *err)
         matmul(b, &l->wk, b->h, rows, (uint32_t)E, b->k, (uint32_t)kvd, 0, 1);
         matmul(b, &l->wv, b->h, rows, (uint32_t)E, b->v, (uint32_t)kvd, 0, 1);
         rows_run(b, batch, ROWS_ROPE_STORE, l, il, NULL, rows);
-        attn_job aj = { b, batch, il };
-        pool_run(b->pool, attn_task, &aj, (int)(rows * hp->n_head_kv));
+        attn_job aj = { b, batch, il, rows };
+        pool_run(b->pool, attn_task, &aj, (int)(b->n_blk * hp->n_head_kv));
         matmul(b, &l->wo, b->att, rows, (uint32_t)qd, b->x, (uint32_t)E, 1, 0);
 
         rows_run(b, batch, ROWS_NORM, l, il, l->ffn_norm.data, rows);
@@ -455,7 +464,8 @@ static uint64_t cpu_memory(const backend *base)
     return b->kv_bytes + (uint64_t)b->cap_rows * per_row * sizeof(float) + b->cap_xq * sizeof(block_q8_K) +
            b->cap_gacc * sizeof(float) +
            (uint64_t)pool_threads(b->pool) *
-               (ROWS_PER_TASK * b->max_k + (uint64_t)(hp->n_head / hp->n_head_kv) * b->max_ctx) * sizeof(float);
+               (ROWS_PER_TASK * b->max_k + (uint64_t)ATTN_ROWS * (hp->n_head / hp->n_head_kv) * b->max_ctx) *
+               sizeof(float);
 }
 
 static void cpu_destroy(backend **self)
@@ -476,6 +486,7 @@ static void cpu_destroy(backend **self)
     free(b->rope);
     free(b->row_seq);
     free(b->row_pos);
+    free(b->blk_row0);
     free(b->deq);
     free(b->xq);
     free(b->gacc);
@@ -513,7 +524,7 @@ static backend *cpu_create(const model *m, const backend_config *cfg, smq_err *e
     b->pool = pool_new(threads);
     b->kv = malloc(b->kv_bytes);
     b->deq = malloc((uint64_t)threads * ROWS_PER_TASK * b->max_k * sizeof(float));
-    b->scores = malloc((uint64_t)threads * (hp->n_head / hp->n_head_kv) * b->max_ctx * sizeof(float));
+    b->scores = malloc((uint64_t)threads * ATTN_ROWS * (hp->n_head / hp->n_head_kv) * b->max_ctx * sizeof(float));
     if (!b->pool || !b->kv || !b->deq || !b->scores) {
         smq_err_set(err,
                     "cpu backend: cannot allocate a KV pool of %" PRIu64 " MiB (%" PRIu64 " tokens) and %d threads",

@@ -133,51 +133,114 @@ __attribute__((target("avx512f"), always_inline)) static inline __m512 reduce16_
     return _mm512_add_ps(_mm512_shuffle_f32x4(u, v, 0x88), _mm512_shuffle_f32x4(u, v, 0xDD));
 }
 
-__attribute__((target("avx512f"))) static void group_scores_avx512(const float *q, uint32_t n_q, const kv_view *kv,
-                                                                   uint32_t n, uint32_t hd, float scale, float *scores)
+/* Scores of rows 0..n_rows-1 (row r over positions 0..n0+r-1), sixteen
+ * positions at a time: their keys are looked up once and stay in L1 while
+ * every row and head of the block takes its dot products with them. */
+__attribute__((target("avx512f"))) static void rows_scores_avx512(const float *q, uint64_t q_stride, uint32_t n_rows,
+                                                                  uint32_t n_q, const kv_view *kv, uint32_t n0,
+                                                                  uint32_t hd, float scale, float *scores)
 {
     const __m512 sv = _mm512_set1_ps(scale);
-    for (uint32_t p0 = 0; p0 < n; p0 += 16) {
-        uint32_t m = n - p0 < 16 ? n - p0 : 16;
+    uint32_t nmax = n0 + n_rows - 1;
+    for (uint32_t p0 = 0; p0 < nmax; p0 += 16) {
+        uint32_t mmax = nmax - p0 < 16 ? nmax - p0 : 16;
         const float *k[16];
         for (uint32_t i = 0; i < 16; i++) {
-            uint32_t p = p0 + (i < m ? i : 0); /* past n: any key, its lane is not stored */
+            uint32_t p = p0 + (i < mmax ? i : 0); /* past the end: any key, its lane is not stored */
             k[i] = kv->base + kv->pages[p / kv->page_size] * kv->page_stride + (p % kv->page_size) * kv->slot_stride;
         }
-        for (uint32_t h = 0; h < n_q; h++) {
-            const float *qh = q + (uint64_t)h * hd;
-            __m512 acc[16];
-            SMQ_UNROLL(16)
-            for (int i = 0; i < 16; i++)
-                acc[i] = _mm512_mul_ps(_mm512_loadu_ps(qh), _mm512_loadu_ps(k[i]));
-            for (uint32_t c = 16; c < hd; c += 16) {
-                __m512 qc = _mm512_loadu_ps(qh + c);
+        for (uint32_t r = 0; r < n_rows; r++) {
+            uint32_t n = n0 + r;
+            if (n <= p0)
+                continue;
+            __mmask16 keep = (__mmask16)((1u << (n - p0 < 16 ? n - p0 : 16)) - 1);
+            for (uint32_t h = 0; h < n_q; h++) {
+                const float *qh = q + r * q_stride + (uint64_t)h * hd;
+                __m512 acc[16];
                 SMQ_UNROLL(16)
                 for (int i = 0; i < 16; i++)
-                    acc[i] = _mm512_fmadd_ps(qc, _mm512_loadu_ps(k[i] + c), acc[i]);
+                    acc[i] = _mm512_mul_ps(_mm512_loadu_ps(qh), _mm512_loadu_ps(k[i]));
+                for (uint32_t c = 16; c < hd; c += 16) {
+                    __m512 qc = _mm512_loadu_ps(qh + c);
+                    SMQ_UNROLL(16)
+                    for (int i = 0; i < 16; i++)
+                        acc[i] = _mm512_fmadd_ps(qc, _mm512_loadu_ps(k[i] + c), acc[i]);
+                }
+                _mm512_mask_storeu_ps(scores + ((uint64_t)r * n_q + h) * nmax + p0, keep,
+                                      _mm512_mul_ps(reduce16_ps(acc), sv));
             }
-            _mm512_mask_storeu_ps(scores + (uint64_t)h * n + p0, (__mmask16)((1u << m) - 1),
-                                  _mm512_mul_ps(reduce16_ps(acc), sv));
         }
     }
 }
 
-/* Values: each head's output stays in registers, nc 16-float chunks of nh
- * heads at a time (both constants after inlining, so that the accumulators
- * are registers), while the positions pass by: out = fma(score, v, out) in
- * position order, the same for a head whatever the others. */
+/* exp(x) for x <= 0 (a softmax's shifted scores), sixteen lanes: x = n ln2
+ * + r with |r| <= ln2 / 2 (ln2 in two parts, so r is exact to a few ulp),
+ * e^r by its Taylor series to r^7/7! (relative error ~2e-7 over the range),
+ * times 2^n by vscalefps (which goes to 0 gracefully below -87). */
+__attribute__((target("avx512f"), always_inline)) static inline __m512 exp_neg_avx512(__m512 x)
+{
+    const __m512 log2e = _mm512_set1_ps(1.44269504f), ln2_hi = _mm512_set1_ps(0.693145752f),
+                 ln2_lo = _mm512_set1_ps(1.42860677e-6f);
+    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f)); /* e^-104 is 0 in float; keeps n finite */
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, ln2_lo, _mm512_fnmadd_ps(n, ln2_hi, x));
+    __m512 p = _mm512_set1_ps(1.0f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* softmax of sc[0..n-1] in place, the sum in double (as the portable one) */
+__attribute__((target("avx512f"))) static void softmax_avx512(float *sc, uint32_t n)
+{
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    uint32_t p = 0;
+    for (; p + 16 <= n; p += 16)
+        mx = _mm512_max_ps(mx, _mm512_loadu_ps(sc + p));
+    __mmask16 tail = (__mmask16)((1u << (n - p)) - 1);
+    mx = _mm512_mask_max_ps(mx, tail, mx, _mm512_maskz_loadu_ps(tail, sc + p));
+    __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    for (p = 0; p < n; p += 16) {
+        __mmask16 k = n - p >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - p)) - 1);
+        __m512 e = _mm512_maskz_mov_ps(k, exp_neg_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, sc + p), m)));
+        _mm512_mask_storeu_ps(sc + p, k, e);
+        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+    }
+    __m512 inv = _mm512_set1_ps((float)(1.0 / _mm512_reduce_add_pd(_mm512_add_pd(s0, s1))));
+    for (p = 0; p < n; p += 16) {
+        __mmask16 k = n - p >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - p)) - 1);
+        _mm512_mask_storeu_ps(sc + p, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, sc + p), inv));
+    }
+}
+
+/* Values: positions in blocks of VALUE_BLOCK, whose values stay in L1 while
+ * every row of the block takes them. A row's output stays in registers
+ * through a block, nc 16-float chunks of nh heads at a time (constants after
+ * inlining, so that the accumulators are registers): out = fma(score, v,
+ * out) in position order, the same for a head whatever the other heads and
+ * rows (a float stored and loaded between blocks is the same float). */
+#define VALUE_BLOCK 64
+
 __attribute__((target("avx512f"), always_inline)) static inline void
-values_block(const float *scores, const kv_view *kv, uint32_t n, float *out, uint32_t hd, const int nh, const int nc)
+values_block(const float *scores, const float *const *v, uint32_t np, int first, float *out, uint32_t n, uint32_t hd,
+             const int nh, const int nc)
 {
     __m512 acc[4][4];
     SMQ_UNROLL(4)
     for (int h = 0; h < nh; h++)
-        SMQ_UNROLL(4) for (int j = 0; j < nc; j++) acc[h][j] = _mm512_setzero_ps();
-    for (uint32_t p = 0; p < n; p++) {
-        const float *v = kv->base + kv->pages[p / kv->page_size] * kv->page_stride +
-                         (p % kv->page_size) * kv->slot_stride + kv->v_offset;
+        SMQ_UNROLL(4)
+    for (int j = 0; j < nc; j++)
+        acc[h][j] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(out + (uint64_t)h * hd + 16 * j);
+    for (uint32_t p = 0; p < np; p++) {
         __m512 vv[4];
-        SMQ_UNROLL(4) for (int j = 0; j < nc; j++) vv[j] = _mm512_loadu_ps(v + 16 * j);
+        SMQ_UNROLL(4) for (int j = 0; j < nc; j++) vv[j] = _mm512_loadu_ps(v[p] + 16 * j);
         SMQ_UNROLL(4) for (int h = 0; h < nh; h++)
         {
             __m512 sc = _mm512_set1_ps(scores[(uint64_t)h * n + p]);
@@ -189,28 +252,46 @@ values_block(const float *scores, const kv_view *kv, uint32_t n, float *out, uin
         SMQ_UNROLL(4) for (int j = 0; j < nc; j++) _mm512_storeu_ps(out + (uint64_t)h * hd + 16 * j, acc[h][j]);
 }
 
-__attribute__((target("avx512f"))) static void group_values_avx512(const float *scores, uint32_t n_q, const kv_view *kv,
-                                                                   uint32_t n, uint32_t hd, float *out)
+__attribute__((target("avx512f"))) static void rows_values_avx512(const float *scores, uint32_t n_rows, uint32_t n_q,
+                                                                  const kv_view *kv, uint32_t n0, uint32_t hd,
+                                                                  float *out, uint64_t out_stride)
 {
-    for (uint32_t h0 = 0; h0 < n_q; h0 += 4) {
-        uint32_t nh = n_q - h0 < 4 ? n_q - h0 : 4;
-        for (uint32_t c = 0; c < hd; c += 64) {
-            uint32_t nc = hd - c < 64 ? (hd - c) / 16 : 4;
-            kv_view at = *kv;
-            at.v_offset += c;
-            const float *s = scores + (uint64_t)h0 * n;
-            float *o = out + (uint64_t)h0 * hd + c;
-            /* the common shapes get their own code; the rest one chunk at a time */
-            if (nh == 4 && nc == 4)
-                values_block(s, &at, n, o, hd, 4, 4);
-            else if (nh == 1 && nc == 4)
-                values_block(s, &at, n, o, hd, 1, 4);
-            else
-                for (uint32_t h = 0; h < nh; h++)
-                    for (uint32_t j = 0; j < nc; j++) {
-                        at.v_offset = kv->v_offset + c + 16 * j;
-                        values_block(s + (uint64_t)h * n, &at, n, o + (uint64_t)h * hd + 16 * j, hd, 1, 1);
+    uint32_t nmax = n0 + n_rows - 1;
+    for (uint32_t p0 = 0; p0 < nmax; p0 += VALUE_BLOCK) {
+        const float *v[VALUE_BLOCK], *vc[VALUE_BLOCK];
+        uint32_t pe = nmax - p0 < VALUE_BLOCK ? nmax : p0 + VALUE_BLOCK;
+        for (uint32_t p = p0; p < pe; p++)
+            v[p - p0] = kv->base + kv->pages[p / kv->page_size] * kv->page_stride +
+                        (p % kv->page_size) * kv->slot_stride + kv->v_offset;
+        for (uint32_t r = 0; r < n_rows; r++) {
+            uint32_t n = n0 + r;
+            if (n <= p0)
+                continue;
+            uint32_t np = (n < pe ? n : pe) - p0;
+            for (uint32_t h0 = 0; h0 < n_q; h0 += 4) {
+                uint32_t nh = n_q - h0 < 4 ? n_q - h0 : 4;
+                const float *s = scores + ((uint64_t)r * n_q + h0) * nmax + p0;
+                for (uint32_t c = 0; c < hd; c += 64) {
+                    uint32_t nc = hd - c < 64 ? (hd - c) / 16 : 4;
+                    float *o = out + r * out_stride + (uint64_t)h0 * hd + c;
+                    for (uint32_t p = 0; p < np; p++)
+                        vc[p] = v[p] + c;
+                    /* the common shapes get their own code; the rest one chunk at a time */
+                    if (nh == 4 && nc == 4) {
+                        values_block(s, vc, np, p0 == 0, o, nmax, hd, 4, 4);
+                    } else if (nh == 1 && nc == 4) {
+                        values_block(s, vc, np, p0 == 0, o, nmax, hd, 1, 4);
+                    } else {
+                        for (uint32_t h = 0; h < nh; h++)
+                            for (uint32_t j = 0; j < nc; j++) {
+                                for (uint32_t p = 0; p < np; p++)
+                                    vc[p] = v[p] + c + 16 * j;
+                                values_block(s + (uint64_t)h * nmax, vc, np, p0 == 0, o + (uint64_t)h * hd + 16 * j,
+                                             nmax, hd, 1, 1);
+                            }
                     }
+                }
+            }
         }
     }
 }
@@ -322,51 +403,70 @@ float dot_f32(const float *a, const float *b, int n)
     return dot_impl(a, b, n);
 }
 
-void attend_group(const float *q, uint32_t n_q, const kv_view *kv, uint32_t n, uint32_t head_dim, float scale,
-                  float *scores, float *out)
+void attend_rows(const float *q, uint64_t q_stride, uint32_t n_rows, uint32_t n_q, const kv_view *kv, uint32_t n0,
+                 uint32_t head_dim, float scale, float *scores, float *out, uint64_t out_stride)
 {
     if (!chosen)
         choose();
-        /* Position by position, so that a key and a value are read once for the
-         * whole group. */
+    uint32_t nmax = n0 + n_rows - 1; /* row r's scores, head h: scores + (r * n_q + h) * nmax */
 #ifdef SMQ_X86
     int wide = level == SIMD_AVX512 && head_dim % 16 == 0;
     if (wide)
-        group_scores_avx512(q, n_q, kv, n, head_dim, scale, scores);
+        rows_scores_avx512(q, q_stride, n_rows, n_q, kv, n0, head_dim, scale, scores);
     else
 #endif
-        for (uint32_t p = 0; p < n; p++) {
-            const float *k =
-                kv->base + kv->pages[p / kv->page_size] * kv->page_stride + (p % kv->page_size) * kv->slot_stride;
-            for (uint32_t h = 0; h < n_q; h++)
-                scores[(uint64_t)h * n + p] = dot_impl(q + (uint64_t)h * head_dim, k, (int)head_dim) * scale;
+        /* position by position, so that a key is read once for the whole group */
+        for (uint32_t r = 0; r < n_rows; r++)
+            for (uint32_t p = 0; p < n0 + r; p++) {
+                const float *k =
+                    kv->base + kv->pages[p / kv->page_size] * kv->page_stride + (p % kv->page_size) * kv->slot_stride;
+                for (uint32_t h = 0; h < n_q; h++)
+                    scores[((uint64_t)r * n_q + h) * nmax + p] =
+                        dot_impl(q + r * q_stride + (uint64_t)h * head_dim, k, (int)head_dim) * scale;
+            }
+    for (uint32_t r = 0; r < n_rows; r++)
+        for (uint32_t h = 0; h < n_q; h++) {
+            uint32_t n = n0 + r;
+            float *sc = scores + ((uint64_t)r * n_q + h) * nmax, mx = -INFINITY;
+#ifdef SMQ_X86
+            if (wide) {
+                softmax_avx512(sc, n);
+                continue;
+            }
+#endif
+            for (uint32_t p = 0; p < n; p++)
+                mx = sc[p] > mx ? sc[p] : mx;
+            double sum = 0;
+            for (uint32_t p = 0; p < n; p++) {
+                sc[p] = expf(sc[p] - mx);
+                sum += sc[p];
+            }
+            float inv = (float)(1.0 / sum);
+            for (uint32_t p = 0; p < n; p++)
+                sc[p] *= inv;
         }
-    for (uint32_t h = 0; h < n_q; h++) {
-        float *sc = scores + (uint64_t)h * n, mx = -INFINITY;
-        for (uint32_t p = 0; p < n; p++)
-            mx = sc[p] > mx ? sc[p] : mx;
-        double sum = 0;
-        for (uint32_t p = 0; p < n; p++) {
-            sc[p] = expf(sc[p] - mx);
-            sum += sc[p];
-        }
-        float inv = (float)(1.0 / sum);
-        for (uint32_t p = 0; p < n; p++)
-            sc[p] *= inv;
-    }
 #ifdef SMQ_X86
     if (wide) {
-        group_values_avx512(scores, n_q, kv, n, head_dim, out);
+        rows_values_avx512(scores, n_rows, n_q, kv, n0, head_dim, out, out_stride);
         return;
     }
 #endif
-    memset(out, 0, (uint64_t)n_q * head_dim * sizeof *out);
-    for (uint32_t p = 0; p < n; p++) {
-        const float *v = kv->base + kv->pages[p / kv->page_size] * kv->page_stride +
-                         (p % kv->page_size) * kv->slot_stride + kv->v_offset;
-        for (uint32_t h = 0; h < n_q; h++)
-            axpy_impl(out + (uint64_t)h * head_dim, scores[(uint64_t)h * n + p], v, (int)head_dim);
+    for (uint32_t r = 0; r < n_rows; r++) {
+        float *o = out + r * out_stride;
+        memset(o, 0, (uint64_t)n_q * head_dim * sizeof *o);
+        for (uint32_t p = 0; p < n0 + r; p++) {
+            const float *v = kv->base + kv->pages[p / kv->page_size] * kv->page_stride +
+                             (p % kv->page_size) * kv->slot_stride + kv->v_offset;
+            for (uint32_t h = 0; h < n_q; h++)
+                axpy_impl(o + (uint64_t)h * head_dim, scores[((uint64_t)r * n_q + h) * nmax + p], v, (int)head_dim);
+        }
     }
+}
+
+void attend_group(const float *q, uint32_t n_q, const kv_view *kv, uint32_t n, uint32_t head_dim, float scale,
+                  float *scores, float *out)
+{
+    attend_rows(q, 0, 1, n_q, kv, n, head_dim, scale, scores, out, 0);
 }
 
 uint64_t read_sum(const void *p, size_t n)

@@ -50,4 +50,13 @@ typedef struct kv_view {
 void attend_group(const float *q, uint32_t n_q, const kv_view *kv, uint32_t n, uint32_t head_dim, float scale,
                   float *scores, float *out);
 
+/* attend_group for rows 0..n_rows-1 of one sequence at consecutive
+ * positions: row r attends over positions 0..n0+r-1, its n_q query heads at
+ * q + r * q_stride, its output at out + r * out_stride. scores: room for
+ * n_rows * n_q * (n0 + n_rows - 1) floats. Each row's result is the very one
+ * attend_group gives it alone: the block only shares the reads of the keys
+ * and values (prefill reads them once per block instead of once per row). */
+void attend_rows(const float *q, uint64_t q_stride, uint32_t n_rows, uint32_t n_q, const kv_view *kv, uint32_t n0,
+                 uint32_t head_dim, float scale, float *scores, float *out, uint64_t out_stride);
+
 #endif

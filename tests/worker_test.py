@@ -483,6 +483,29 @@ def test_chunked_prefill_matches_generate():
         b2.close()
 
 
+def test_rope_scaling_yarn():
+    # A context twice the trained one with YaRN: announced in READY, and a
+    # chat's tokens equal generate's with the same flags (so the worker
+    # applies the same RoPE); past the trained context without it, an error.
+    flags = ["--ctx-size", "131072", "--rope-scaling", "yarn"]
+    prompt, seed, max_tokens, fields, gen_flags = PROMPTS[0]
+    ref = generate(prompt, seed, max_tokens, *gen_flags, *flags)
+    b2 = FakeBroker()
+    w2 = Worker(b2, "--capacity", "1", "--kv-tokens", "131072", *flags)
+    try:
+        _, ident, _, ready = b2.expect("READY", timeout=30)
+        check(ready.get("n_ctx") == 131072, f"READY n_ctx {ready.get('n_ctx')}, expected 131072")
+        b2.send(ident, b"CHAT", 1, chat_body("yarn", prompt, seed=seed, max_tokens=max_tokens, **fields))
+        check_same_as_generate(collect(b2, [1])[1], "yarn", ref)
+    finally:
+        w2.kill()
+        b2.close()
+    p = subprocess.run([WORKER, "--model", TINY, "--ctx-size", "131072", "--broker", "tcp://127.0.0.1:1"],
+                       capture_output=True, text=True, timeout=20)
+    check(p.returncode == 1 and "--rope-scaling yarn" in p.stderr,
+          f"a context past the model's without YaRN: exit {p.returncode}, stderr: {p.stderr.strip()}")
+
+
 def test_curve():
     public, secret = zmq.curve_keypair()
     b2 = FakeBroker(curve_secret=secret)
@@ -516,6 +539,7 @@ def test_usage_and_errors():
                              (("--model", TINY, "--bogus", "1"), 2, "unknown argument --bogus"),
                              (("--model", TINY, "--key-file", "x"), 2, "--broker-key"),
                              (("--model", TINY, "--backend", "tpu"), 2, "--backend"),
+                             (("--model", TINY, "--rope-scaling", "ntk"), 1, 'rope scaling "ntk" is not supported'),
                              (("--model", TINY, "--broker-key", "short"), 1, "--broker-key"),
                              (("--model", os.path.join(DATA, "models/smollm3-tiny-q4_k_m.info.json")), 1, "info.json"),
                              (("--model", TINY, "--broker", "nonsense://x"), 1, "--broker nonsense://x")]:

@@ -720,7 +720,7 @@ worker *worker_new(const worker_config *cfg, smq_err *err)
         goto fail;
 
     progress(cfg, "opening the model", 0, 0);
-    model_options mo = { cfg->ctx_size, NULL, 0 };
+    model_options mo = { cfg->ctx_size, cfg->rope_scaling, 0 };
     if (!(w->m = model_load(cfg->model_path, &mo, err)))
         goto fail;
     touch_weights(w);

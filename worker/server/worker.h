@@ -21,21 +21,22 @@
 
 /* The strings must outlive the worker. */
 typedef struct worker_config {
-    const char *model_path; /* the GGUF file (required) */
-    const char *model_name; /* what clients ask for; NULL: the file's base name without .gguf */
-    const char *name;       /* for people; NULL: host:pid */
-    const char *broker;     /* the broker's worker endpoint (tcp://127.0.0.1:5556) */
-    const char *backend;    /* "cpu", "cuda" or "auto" (NULL: auto) */
-    int gpu;                /* CUDA device */
-    int threads;            /* CPU threads; 0: one per core */
-    uint32_t ctx_size;      /* positions per sequence; 0: the default (worker.c) */
-    uint32_t kv_tokens;     /* the KV pool, in tokens; 0: the default (worker.c) */
-    uint32_t capacity;      /* requests at once; 0: the default (worker.c) */
-    uint32_t heartbeat_ms;  /* 0: SMQ_HEARTBEAT_MS */
-    uint32_t liveness;      /* 0: SMQ_LIVENESS */
-    const char *broker_key; /* CURVE: the broker's public key (Z85); NULL: plain TCP */
-    const char *key_file;   /* CURVE: our certificate; NULL with broker_key: a fresh key pair */
-    int signal_fd;          /* read end of a pipe that gets one byte per SIGTERM/SIGINT; -1: none */
+    const char *model_path;   /* the GGUF file (required) */
+    const char *model_name;   /* what clients ask for; NULL: the file's base name without .gguf */
+    const char *name;         /* for people; NULL: host:pid */
+    const char *broker;       /* the broker's worker endpoint (tcp://127.0.0.1:5556) */
+    const char *backend;      /* "cpu", "cuda" or "auto" (NULL: auto) */
+    int gpu;                  /* CUDA device */
+    int threads;              /* CPU threads; 0: one per core */
+    uint32_t ctx_size;        /* positions per sequence; 0: the default (worker.c) */
+    const char *rope_scaling; /* "none", "linear", "yarn"; NULL: the file's */
+    uint32_t kv_tokens;       /* the KV pool, in tokens; 0: the default (worker.c) */
+    uint32_t capacity;        /* requests at once; 0: the default (worker.c) */
+    uint32_t heartbeat_ms;    /* 0: SMQ_HEARTBEAT_MS */
+    uint32_t liveness;        /* 0: SMQ_LIVENESS */
+    const char *broker_key;   /* CURVE: the broker's public key (Z85); NULL: plain TCP */
+    const char *key_file;     /* CURVE: our certificate; NULL with broker_key: a fresh key pair */
+    int signal_fd;            /* read end of a pipe that gets one byte per SIGTERM/SIGINT; -1: none */
     /* Start-up progress: stage names what is measured ("reading weights"),
      * done of total units (bytes; total 0: no measure, just the stage);
      * stage NULL: clear the line, another message follows. */

@@ -1,7 +1,7 @@
 /* worker_main.c - smolmq-worker: serves one model to a smolmq broker.
  *
  *   smolmq-worker --model PATH [--broker ENDPOINT] [--model-name NAME] [--name NAME]
- *       [--capacity N] [--backend cpu|cuda|auto] [--gpu N] [--threads N] [--ctx-size N]
+ *       [--capacity N] [--backend cpu|cuda|auto] [--gpu N] [--threads N] [--ctx-size N] [--rope-scaling S]
  *       [--kv-tokens N] [--heartbeat-ms N] [--liveness N] [--broker-key Z85 [--key-file FILE]]
  *
  * Exit status: 0 after a clean stop (SIGTERM/SIGINT), 1 on an error it
@@ -32,6 +32,8 @@ static const char *usage_text =
     "  --gpu N               the CUDA device (default 0)\n"
     "  --threads N           CPU threads (default one per core)\n"
     "  --ctx-size N          positions per request (default: the model's on a GPU, 16384 on the CPU)\n"
+    "  --rope-scaling S      none, linear or yarn (default: the file's); yarn stretches the context to\n"
+    "                        --ctx-size, or 2x the trained one without it (SmolLM3: 64K -> 128K)\n"
     "  --kv-tokens N         the KV pool shared by all requests (default max(context, capacity x 4096))\n"
     "  --heartbeat-ms N      heartbeat interval (default 1000)\n"
     "  --liveness N          heartbeats missed before the broker counts as lost (default 3)\n"
@@ -155,6 +157,8 @@ int main(int argc, char **argv)
             cfg.name = v;
         } else if (!strcmp(a, "--backend")) {
             cfg.backend = v;
+        } else if (!strcmp(a, "--rope-scaling")) {
+            cfg.rope_scaling = v;
         } else if (!strcmp(a, "--broker-key")) {
             cfg.broker_key = v;
         } else if (!strcmp(a, "--key-file")) {

@@ -321,18 +321,19 @@ static void qdot_kernels_at(qtype t, const float (*xs)[QDOT_NB * QK_K], const bl
         for (int r = 0; r < 16; r++) /* row 0 is w, the others random with w's finite fp16 scales */
             for (size_t i = 0; i < row_bytes; i++)
                 w16[r * row_bytes + i] = r == 0 || (i % bb >= at && i % bb < at + n) ? w[i] : (uint8_t)test_rng();
-        float acc[5 * 16]; /* five rows of x: pairs, then one alone */
-        for (size_t li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
-            int nb = lengths[li];
-            g(w16, row_bytes, xq[0], QDOT_NB, 5, nb, acc);
-            for (int r = 0; r < 5; r++)
-                for (int i = 0; i < 16; i++) {
-                    float one = qdot_reference(t)(w16 + i * row_bytes, xq[r], nb);
-                    CHECK_MSG(memcmp(&acc[16 * r + i], &one, sizeof one) == 0,
-                              "%s %s x16, %d blocks, x row %d, weight row %d: %.9g vs one row %.9g", lvl, qtype_name(t),
-                              nb, r, i, acc[16 * r + i], one);
-                }
-        }
+        float acc[5 * 16]; /* one to five rows of x: the kernels take them in threes, pairs and ones */
+        for (size_t li = 0; li < sizeof lengths / sizeof lengths[0]; li++)
+            for (int nx = 1; nx <= 5; nx++) {
+                int nb = lengths[li];
+                g(w16, row_bytes, xq[0], QDOT_NB, nx, nb, acc);
+                for (int r = 0; r < nx; r++)
+                    for (int i = 0; i < 16; i++) {
+                        float one = qdot_reference(t)(w16 + i * row_bytes, xq[r], nb);
+                        CHECK_MSG(memcmp(&acc[16 * r + i], &one, sizeof one) == 0,
+                                  "%s %s x16, %d blocks, %d rows of x, row %d, weight row %d: %.9g vs one row %.9g",
+                                  lvl, qtype_name(t), nb, nx, r, i, acc[16 * r + i], one);
+                    }
+            }
         printf("  %s %s: 16-row kernel bit-identical to the portable one\n", lvl, qtype_name(t));
     }
     /* and near the f32 dot of the dequantized row with x itself */

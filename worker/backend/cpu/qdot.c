@@ -511,6 +511,12 @@ DOT4_AVX512(q6k_dot4_avx512, block_q6_K, q6k_prep512, q6k_prep_avx512, q6k_row_a
 
 #define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")))
 
+/* acc += q . (the four bytes at p, broadcast): vpdpbusd with its broadcast
+ * folded into the instruction ({1to16}), which GCC 12 does not emit from
+ * the intrinsics (a separate vpbroadcastd each time). One uop fewer per
+ * multiply-add: Q4_K 140 -> 156 GMAC/s on one core. */
+#define DPBUSD_BCAST(acc, q, p) __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(q), "m"(*(const int32_t *)(p)))
+
 typedef struct qgemm_tile {
     uint32_t q[64][16]; /* [quants 4i..4i+3][row], unsigned bytes */
     int32_t sc[16][16]; /* [sub-block][row] scale (Q4_K: 8 of them) */
@@ -579,7 +585,7 @@ VNNI_TARGET static void q4k_tile(const uint8_t *w0, size_t row_bytes, int b, qge
 }
 
 /* acc[n][16] += this block of 16 weight rows times activation rows y[0..n-1]
- * (n = 1 or 2: two share the tile's loads). The sub-blocks' dot products
+ * (n = 1, 2 or 3: they share the tile's loads; three: Q4_K 155 -> 165 GMAC/s). The sub-blocks' dot products
  * run as independent chains (vpdpbusd's latency is 5 cycles). */
 #define Q4K_TILE_ROWS(n)                                                                                               \
     VNNI_TARGET static inline void q4k_tile_rows##n(const qgemm_tile *t, const block_q8_K *const *y, float *acc)       \
@@ -592,7 +598,7 @@ VNNI_TARGET static void q4k_tile(const uint8_t *w0, size_t row_bytes, int b, qge
         {                                                                                                              \
             __m512i q = _mm512_load_si512(t->q[8 * j + i]);                                                            \
             for (int u = 0; u < n; u++)                                                                                \
-                a[u][j] = _mm512_dpbusd_epi32(a[u][j], q, _mm512_set1_epi32(((const int32_t *)y[u]->qs)[8 * j + i]));  \
+                DPBUSD_BCAST(a[u][j], q, ((const int32_t *)y[u]->qs) + 8 * j + i);                                     \
         }                                                                                                              \
         for (int u = 0; u < n; u++) {                                                                                  \
             const int32_t *bs = (const int32_t *)y[u]->bsums;                                                          \
@@ -610,6 +616,7 @@ VNNI_TARGET static void q4k_tile(const uint8_t *w0, size_t row_bytes, int b, qge
     }
 Q4K_TILE_ROWS(1)
 Q4K_TILE_ROWS(2)
+Q4K_TILE_ROWS(3)
 
 VNNI_TARGET static void q6k_tile(const uint8_t *w0, size_t row_bytes, int b, qgemm_tile *t)
 {
@@ -659,7 +666,7 @@ VNNI_TARGET static void q6k_tile(const uint8_t *w0, size_t row_bytes, int b, qge
                 int k = 4 * (8 * h + j) + i;                                                                           \
                 __m512i q = _mm512_load_si512(t->q[k]);                                                                \
                 for (int u = 0; u < n; u++)                                                                            \
-                    a[u][j] = _mm512_dpbusd_epi32(a[u][j], q, _mm512_set1_epi32(((const int32_t *)y[u]->qs)[k]));      \
+                    DPBUSD_BCAST(a[u][j], q, ((const int32_t *)y[u]->qs) + k);                                         \
             }                                                                                                          \
             for (int u = 0; u < n; u++)                                                                                \
                 for (int j = 0; j < 8; j++)                                                                            \
@@ -681,8 +688,9 @@ VNNI_TARGET static void q6k_tile(const uint8_t *w0, size_t row_bytes, int b, qge
     }
 Q6K_TILE_ROWS(1)
 Q6K_TILE_ROWS(2)
+Q6K_TILE_ROWS(3)
 
-#define QGEMM16(name, tile, tile_rows1, tile_rows2)                                                                    \
+#define QGEMM16(name, tile, tile_rows1, tile_rows2, tile_rows3)                                                        \
     VNNI_TARGET static void name(const void *w, size_t row_bytes, const block_q8_K *x, size_t xs, int n, int nb,       \
                                  float *acc)                                                                           \
     {                                                                                                                  \
@@ -691,6 +699,11 @@ Q6K_TILE_ROWS(2)
         for (int b = 0; b < nb; b++) {                                                                                 \
             tile((const uint8_t *)w, row_bytes, b, &t);                                                                \
             int r = 0;                                                                                                 \
+            for (; r + 3 <= n; r += 3) {                                                                               \
+                const block_q8_K *y[3] = { x + (size_t)r * xs + b, x + (size_t)(r + 1) * xs + b,                       \
+                                           x + (size_t)(r + 2) * xs + b };                                             \
+                tile_rows3(&t, y, acc + 16 * r);                                                                       \
+            }                                                                                                          \
             for (; r + 2 <= n; r += 2) {                                                                               \
                 const block_q8_K *y[2] = { x + (size_t)r * xs + b, x + (size_t)(r + 1) * xs + b };                     \
                 tile_rows2(&t, y, acc + 16 * r);                                                                       \
@@ -702,8 +715,8 @@ Q6K_TILE_ROWS(2)
         }                                                                                                              \
     }
 
-QGEMM16(q4k_gemm16, q4k_tile, q4k_tile_rows1, q4k_tile_rows2)
-QGEMM16(q6k_gemm16, q6k_tile, q6k_tile_rows1, q6k_tile_rows2)
+QGEMM16(q4k_gemm16, q4k_tile, q4k_tile_rows1, q4k_tile_rows2, q4k_tile_rows3)
+QGEMM16(q6k_gemm16, q6k_tile, q6k_tile_rows1, q6k_tile_rows2, q6k_tile_rows3)
 #endif
 
 /* ---- activations to Q8_K ---- */

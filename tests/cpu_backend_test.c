@@ -500,6 +500,35 @@ static void test_attend_rows(void)
     free(scores);
 }
 
+/* SwiGLU at every SIMD level against double precision: large values of
+ * both signs (no overflow, silu(-100) ~ 0, silu(100) = 100), zeros, and a
+ * length that is not a multiple of the vector. */
+static void test_swiglu(void)
+{
+    enum { N = 1003 };
+    static float g0[N], up[N], g[N];
+    for (int i = 0; i < N; i++) {
+        g0[i] = i < 8 ? (float[]){ 0.0f, -0.0f, 100.0f, -100.0f, 88.0f, -88.0f, 1e-30f, -1e-30f }[i]
+                      : (float)((int64_t)(test_rng() % 40001) - 20000) / 1000.0f;
+        up[i] = (float)((int64_t)(test_rng() % 2001) - 1000) / 300.0f;
+    }
+    simd_level best = simd_best();
+    for (int lvl = SIMD_SCALAR; lvl <= (int)best; lvl++) {
+        simd_use((simd_level)lvl);
+        memcpy(g, g0, sizeof g);
+        swiglu(g, up, N);
+        double worst = 0;
+        for (int i = 0; i < N; i++) {
+            double want = (double)g0[i] / (1.0 + exp(-(double)g0[i])) * up[i];
+            double err = fabs(g[i] - want) / (fabs(want) + 1e-30);
+            worst = err > worst && fabs(want) > 1e-30 ? err : worst;
+        }
+        printf("  swiglu %s: worst relative error %.2e\n", simd_name((simd_level)lvl), worst);
+        CHECK_MSG(worst < 2e-6, "%s: relative error %.3g", simd_name((simd_level)lvl), worst);
+    }
+    simd_use(best);
+}
+
 /* The benchmarks' bandwidth loop reads every word, at every SIMD level,
  * whatever the length (tails shorter than one turn of its loop). */
 static void test_read_sum(void)
@@ -666,6 +695,7 @@ int main(void)
     TEST_RUN(test_q8k_quantize);
     TEST_RUN(test_attention_f64);
     TEST_RUN(test_attend_rows);
+    TEST_RUN(test_swiglu);
     TEST_RUN(test_read_sum);
     TEST_RUN(test_long_context);
     TEST_RUN(test_bad_batches);

@@ -347,10 +347,7 @@ static void rows_task(void *ctx, int task, int thread)
         break;
     }
     case ROWS_SWIGLU: {
-        float *gate = b->gate + (uint64_t)r * hp->n_ff;
-        const float *up = b->up + (uint64_t)r * hp->n_ff;
-        for (uint32_t i = 0; i < hp->n_ff; i++)
-            gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+        swiglu(b->gate + (uint64_t)r * hp->n_ff, b->up + (uint64_t)r * hp->n_ff, hp->n_ff);
         break;
     }
     }

@@ -195,6 +195,23 @@ __attribute__((target("avx512f"), always_inline)) static inline __m512 exp_neg_a
     return _mm512_scalef_ps(p, n);
 }
 
+/* gate = silu(gate) * up, sixteen lanes: silu(g) = g * sigmoid(g), with
+ * e = e^-|g| (never overflows): sigmoid = 1 / (1 + e) for g >= 0, e / (1 + e)
+ * below. */
+__attribute__((target("avx512f"))) static void swiglu_avx512(float *gate, const float *up, uint32_t n)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    for (uint32_t i = 0; i < n; i += 16) {
+        __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 g = _mm512_maskz_loadu_ps(k, gate + i);
+        __m512 e = exp_neg_avx512(_mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(g), sign))); /* e^-|g| */
+        __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, e));
+        s = _mm512_mask_mul_ps(s, _mm512_cmp_ps_mask(g, _mm512_setzero_ps(), _CMP_LT_OQ), s, e);
+        _mm512_mask_storeu_ps(gate + i, k, _mm512_mul_ps(_mm512_mul_ps(g, s), _mm512_maskz_loadu_ps(k, up + i)));
+    }
+}
+
 /* softmax of sc[0..n-1] in place, the sum in double (as the portable one) */
 __attribute__((target("avx512f"))) static void softmax_avx512(float *sc, uint32_t n)
 {
@@ -480,4 +497,18 @@ uint64_t read_sum(const void *p, size_t n)
 #endif
     (void)l;
     return read_sum_plain(p, n / 8);
+}
+
+void swiglu(float *gate, const float *up, uint32_t n)
+{
+    if (!chosen)
+        choose();
+#ifdef SMQ_X86
+    if (level == SIMD_AVX512) {
+        swiglu_avx512(gate, up, n);
+        return;
+    }
+#endif
+    for (uint32_t i = 0; i < n; i++)
+        gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }

@@ -30,6 +30,9 @@ const char *simd_name(simd_level level);
  * so that the reads cannot be left out. */
 uint64_t read_sum(const void *p, size_t n);
 
+/* gate[i] = silu(gate[i]) * up[i] (SwiGLU), silu(g) = g / (1 + e^-g) */
+void swiglu(float *gate, const float *up, uint32_t n);
+
 /* sum a[i] * b[i] */
 float dot_f32(const float *a, const float *b, int n);
 

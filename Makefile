@@ -53,7 +53,10 @@ LDLIBS := -lpcre2-8 -lm
 # sm_90 (H100/H200) and what users most likely run: A100 (80), RTX 30xx/A10 (86), L4/RTX 40xx (89).
 CUDA_ARCHS := 80 86 89 90
 NVCCFLAGS := -std=c++17 -O3 -g -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror \
-	$(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) $(INCLUDES)
+	$(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) $(INCLUDES) \
+	-DSMQ_CUDA_LIBDIR='"$(CUDA_HOME)/lib64"'
+# cuBLAS (prompts' products, gemm.cu) is loaded at run time, from the loader's
+# path or this toolkit's lib64: not linked, so that the binaries start without it.
 # Static CUDA runtime: the binaries run on a bare GPU host with only the driver.
 CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
 
@@ -67,7 +70,7 @@ TOOL_SRC := worker/tool/smolmq.c worker/tool/tool.c worker/tool/inspect.c worker
 	worker/tool/json_out.c worker/tool/tokenize.c worker/tool/template.c \
 	worker/tool/generate.c worker/tool/bench.c worker/tool/chat.c worker/tool/ask.c
 CUDA_SRC := worker/backend/cuda/dequant.cu worker/backend/cuda/matvec.cu worker/backend/cuda/fwd_kernels.cu \
-	worker/backend/cuda/cuda_backend.cu
+	worker/backend/cuda/gemm.cu worker/backend/cuda/cuda_backend.cu
 
 # The network side: the protocol codec (msgpack-c), the C client library
 # (libzmq), the broker (czmq) and the worker process. The inference core and

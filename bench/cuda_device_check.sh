@@ -18,10 +18,15 @@ for t in quant_gpu_test matvec_gpu_test cuda_backend_gpu_test; do
 done
 $BIN/smolmq synth --preset smollm3-3b --seed 1 --out /tmp/3b.gguf >/dev/null || exit 1
 B="$BIN/smolmq bench --model /tmp/3b.gguf --backend cuda"
-for args in "--prompt-len 128 --gen 64" "--prompt-len 4096 --gen 32" "--prompt-len 128 --gen 32 --batch 8" \
-    "--prompt-len 128 --gen 32 --batch 64"; do
+for args in "--prompt-len 128 --gen 64" "--prompt-len 512 --gen 16" "--prompt-len 4096 --gen 32" \
+    "--prompt-len 128 --gen 32 --batch 8" "--prompt-len 128 --gen 32 --batch 64"; do
     echo "== bench $args" | tee -a "$LOG"
     timeout 60 $B $args 2>&1 | tee -a "$LOG"
+done
+# The prompts' integer route (no cuBLAS), beside the cuBLAS route above.
+for args in "--prompt-len 512 --gen 16" "--prompt-len 4096 --gen 8"; do
+    echo "== bench $args, SMQ_CUDA_GEMM=0" | tee -a "$LOG"
+    SMQ_CUDA_GEMM=0 timeout 60 $B $args 2>&1 | tee -a "$LOG"
 done
 echo "== bench --prompt-len 128 --gen 64, SMQ_CUDA_GRAPHS=0" | tee -a "$LOG"
 SMQ_CUDA_GRAPHS=0 timeout 60 $B --prompt-len 128 --gen 64 2>&1 | tee -a "$LOG"

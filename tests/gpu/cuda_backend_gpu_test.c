@@ -70,9 +70,17 @@ static int forward(backend *b, fwd_seq *seqs, uint32_t n)
     return rc;
 }
 
+/* A prompt's tokens (fwd_seq.prefill: the cuBLAS route where there is one). */
 static int run(backend *b, const int32_t *toks, uint32_t n, uint32_t pos, const uint32_t *pages, float *logits, int all)
 {
-    fwd_seq s = { toks, n, pos, pages, PAGES, all, logits };
+    fwd_seq s = { toks, n, pos, pages, PAGES, all, logits, 1 };
+    return forward(b, &s, 1);
+}
+
+/* A generated token (the q16 route). */
+static int decode(backend *b, int32_t tok, uint32_t pos, const uint32_t *pages, float *logits)
+{
+    fwd_seq s = { &tok, 1, pos, pages, PAGES, 0, logits, 0 };
     return forward(b, &s, 1);
 }
 
@@ -172,7 +180,7 @@ static void test_greedy_decode(void)
                     CHECK_MSG(got == want, "prompt %zu step %u: top-1 %d, golden %d (golden margin %.3f)", i, k, got,
                               want, margin);
                 }
-                if (k < 31 && run(b, &want, 1, n + k, identity_pages, lg, 0))
+                if (k < 31 && decode(b, want, n + k, identity_pages, lg))
                     break;
             }
         }
@@ -223,7 +231,7 @@ static void test_batch_scattered(void)
     if (b) {
         fwd_seq s[3];
         for (int i = 0; i < 3; i++)
-            s[i] = (fwd_seq){ t[i], n[i], 0, pages[i], (n[i] + PAGE - 1) / PAGE, 0, together[i] };
+            s[i] = (fwd_seq){ t[i], n[i], 0, pages[i], (n[i] + PAGE - 1) / PAGE, 0, together[i], 1 };
         if (!forward(b, s, 3))
             for (int i = 0; i < 3; i++) {
                 double rel, mx;
@@ -348,7 +356,87 @@ static void test_copy_kv_prefix(void)
     b->ops->destroy(&b);
 }
 
-/* 7: bad batches are errors, with the CPU backend's messages. */
+/* 7: a step of a generated token (q16 route) and a prompt (cuBLAS route,
+ * whose rows the backend puts first): each equals its step alone. */
+static void test_mixed_step(void)
+{
+    if (!have_gpu) {
+        test_skip("no CUDA device");
+        return;
+    }
+    backend *b = new_backend(&cuda_backend_ops, PAGES);
+    uint32_t na, nb, pa[PAGES], pb[PAGES];
+    int32_t *ta = golden_prompt(prompts, 2, &na), *tb = golden_prompt(prompts, 1, &nb), next = 9906;
+    for (uint32_t p = 0; p < PAGES; p++) {
+        pa[p] = p;                       /* p64 and its token: pages 0..4 */
+        pb[p] = (PAGES / 2 + p) % PAGES; /* p7: from page 32 */
+    }
+    float *a_alone = malloc(N_VOCAB * 4), *b_alone = malloc(N_VOCAB * 4), *a_mix = malloc(N_VOCAB * 4),
+          *b_mix = malloc(N_VOCAB * 4);
+    if (b && !run(b, ta, na, 0, pa, a_mix, 0) && !decode(b, next, na, pa, a_alone) &&
+        !run(b, tb, nb, 0, pb, b_alone, 0)) {
+        fwd_seq s[2] = { { &next, 1, na, pa, PAGES, 0, a_mix, 0 }, { tb, nb, 0, pb, PAGES, 0, b_mix, 1 } };
+        if (!forward(b, s, 2)) {
+            double ra, rb, mx;
+            compare(a_mix, a_alone, N_VOCAB, &ra, &mx);
+            compare(b_mix, b_alone, N_VOCAB, &rb, &mx);
+            printf("  a generated token beside a %u-token prompt: rel L2 %.2e and %.2e vs each alone\n", nb, ra, rb);
+            CHECK_MSG(ra < 1e-5, "generated token in a mixed step: rel L2 %.3g", ra);
+            CHECK_MSG(rb < 1e-5, "prompt in a mixed step: rel L2 %.3g", rb);
+        }
+    }
+    free(ta);
+    free(tb);
+    free(a_alone);
+    free(b_alone);
+    free(a_mix);
+    free(b_mix);
+    if (b)
+        b->ops->destroy(&b);
+}
+
+/* 8: the prompt route against the q16 route (SMQ_CUDA_GEMM=0) on the four
+ * prompts, and without cuBLAS (a library that does not load) the backend
+ * takes the q16 route: the same logits bit for bit. */
+static void test_routes(void)
+{
+    if (!have_gpu) {
+        test_skip("no CUDA device");
+        return;
+    }
+    backend *fast = new_backend(&cuda_backend_ops, PAGES);
+    setenv("SMQ_CUDA_GEMM", "0", 1);
+    backend *q16 = new_backend(&cuda_backend_ops, PAGES);
+    unsetenv("SMQ_CUDA_GEMM");
+    setenv("SMQ_CUBLAS", "/nonexistent/libcublas.so", 1);
+    backend *none = new_backend(&cuda_backend_ops, PAGES);
+    unsetenv("SMQ_CUBLAS");
+    float *lf = malloc(N_VOCAB * 4), *lq = malloc(N_VOCAB * 4), *ln = malloc(N_VOCAB * 4);
+    for (size_t i = 0; fast && q16 && none && i < json_len(prompts); i++) {
+        uint32_t n;
+        int32_t *toks = golden_prompt(prompts, i, &n);
+        if (!run(fast, toks, n, 0, identity_pages, lf, 0) && !run(q16, toks, n, 0, identity_pages, lq, 0) &&
+            !run(none, toks, n, 0, identity_pages, ln, 0)) {
+            double rel, mx;
+            compare(lf, lq, N_VOCAB, &rel, &mx);
+            printf("  prompt %zu (%u tokens): cuBLAS route vs q16 route rel L2 %.2e, max abs %.2e\n", i, n, rel, mx);
+            CHECK_MSG(rel < 3e-3, "prompt %zu: routes differ by rel L2 %.3g", i, rel);
+            CHECK_MSG(!memcmp(ln, lq, N_VOCAB * 4), "prompt %zu: without cuBLAS the logits are not the q16 route's", i);
+        }
+        free(toks);
+    }
+    free(lf);
+    free(lq);
+    free(ln);
+    if (fast)
+        fast->ops->destroy(&fast);
+    if (q16)
+        q16->ops->destroy(&q16);
+    if (none)
+        none->ops->destroy(&none);
+}
+
+/* 9: bad batches are errors, with the CPU backend's messages. */
 static void test_bad_batches(void)
 {
     if (!have_gpu) {
@@ -421,6 +509,8 @@ int main(void)
     TEST_RUN(test_batch_scattered);
     TEST_RUN(test_chunked_prefill);
     TEST_RUN(test_copy_kv_prefix);
+    TEST_RUN(test_mixed_step);
+    TEST_RUN(test_routes);
     TEST_RUN(test_bad_batches);
     TEST_RUN(test_no_device_error);
     json_free(prompts);

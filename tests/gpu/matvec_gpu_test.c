@@ -3,11 +3,13 @@
  * fresh random blocks, the output poisoned first: the float32 kernels
  * (cuda_matvec) and the q16 ones the backend runs (cuda_q16_matmul, its
  * inputs quantized, and RMS-normed, by cuda_q16_quantize). Skipped without
- * a GPU. */
+ * a GPU. The prompt route (gemm.h: fp16 weights and activations, cuBLAS)
+ * likewise, its conversions bit for bit. */
 #include <cuda_runtime_api.h>
 #include <math.h>
 
 #include "dequant.h"
+#include "gemm.h"
 #include "matvec.h"
 #include "quant.h"
 #include "test.h"
@@ -77,6 +79,30 @@ static void check_shape(qtype t, uint64_t rows, uint64_t k)
     free(row);
 }
 
+/* rel L2 of y[t][r] (nx rows of `rows` outputs) against W x[t] in float64,
+ * W's rows dequantized on the host; *nan counts outputs that are NaN. */
+static double rel_vs_float64(qtype t, const uint8_t *w, uint64_t rows, uint64_t k, const float *x, int nx,
+                             const float *y, int *nan)
+{
+    float *row = malloc(k * sizeof *row);
+    double num = 0, den = 0;
+    *nan = 0;
+    for (uint64_t r = 0; r < rows; r++) {
+        quant_dequant_row(t, w + r * (k / QK_K) * qtype_table[t].block_bytes, row, k);
+        for (int t2 = 0; t2 < nx; t2++) {
+            double ref = 0;
+            for (uint64_t i = 0; i < k; i++)
+                ref += (double)row[i] * x[t2 * k + i];
+            double got = y[t2 * rows + r];
+            *nan += isnan(got);
+            num += (got - ref) * (got - ref);
+            den += ref * ref;
+        }
+    }
+    free(row);
+    return sqrt(num / den);
+}
+
 /* The q16 path: x (and, with norm, rmsnorm(x) * w) quantized on the device,
  * three activation rows at once (the last accumulated onto a known y), W
  * in the padded device layout; each row against float64 on the host. */
@@ -124,21 +150,8 @@ static void check_q16_shape(qtype t, uint64_t rows, uint64_t k, int norm)
                   "%s", err.msg);
         CHECK(cudaDeviceSynchronize() == cudaSuccess);
         CHECK(cudaMemcpy(y, dy, NX * rows * 4, cudaMemcpyDeviceToHost) == cudaSuccess);
-        double num = 0, den = 0;
-        int nan = 0;
-        for (uint64_t r = 0; r < rows; r++) {
-            quant_dequant_row(t, w + r * (k / QK_K) * qtype_table[t].block_bytes, row, k);
-            for (int t2 = 0; t2 < NX; t2++) {
-                double ref = 0;
-                for (uint64_t i = 0; i < k; i++)
-                    ref += (double)row[i] * xn[t2 * k + i];
-                double got = y[t2 * rows + r];
-                nan += isnan(got);
-                num += (got - ref) * (got - ref);
-                den += ref * ref;
-            }
-        }
-        double rel = sqrt(num / den);
+        int nan;
+        double rel = rel_vs_float64(t, w, rows, k, xn, NX, y, &nan);
         printf("  q16%s %s %llu x %llu: rel L2 %.2e vs the CPU in float64\n", norm ? " normed" : "", qtype_name(t),
                (unsigned long long)rows, (unsigned long long)k, rel);
         CHECK_MSG(nan == 0, "%d outputs not written", nan);
@@ -158,7 +171,142 @@ static void check_q16_shape(qtype t, uint64_t rows, uint64_t k, int norm)
     free(row);
 }
 
+/* The prompt route: NX rows of x quantized to q16 and converted to fp16,
+ * times W as a stack of two matrices (rows split at `split`), dequantized
+ * through a scratch of about a quarter of W (several passes); the last row
+ * alone, accumulated onto zeros. Each output against float64 on the host,
+ * and the two conversions against the host's values rounded to fp16. */
+static void check_gemm_shape(cuda_gemm *g, qtype t, uint64_t rows, uint64_t k, uint64_t split)
+{
+    enum { NX = 5 };
+    uint64_t nb = rows * (k / QK_K), bytes = nb * qtype_table[t].block_bytes;
+    uint64_t dev_row = cuda_weight_bytes(t, 1, k), arow = cuda_q16_row_bytes(k);
+    uint64_t scratch = k * (rows / 4 + 3);
+    uint8_t *w = malloc(bytes);
+    float *x = malloc(NX * k * sizeof *x), *y = malloc(NX * rows * sizeof *y), *row = malloc(k * sizeof *row);
+    uint16_t *hx = malloc(NX * k * sizeof *hx), *hw = malloc(split * k * sizeof *hw);
+    random_blocks(t, w, nb);
+    for (uint64_t i = 0; i < NX * k; i++)
+        x[i] = (float)((int64_t)(test_rng() % 20001) - 10000) / 10000.0f * (i % 7 == 0 ? 8.f : 1.f);
+    uint8_t *dw = NULL, *da = NULL;
+    float *dx = NULL, *dy = NULL;
+    uint16_t *dh = NULL, *ds = NULL;
+    smq_err err;
+    int ok =
+        cudaMalloc((void **)&dw, rows * dev_row) == cudaSuccess &&
+        cudaMalloc((void **)&dx, NX * k * 4) == cudaSuccess && cudaMalloc((void **)&da, NX * arow) == cudaSuccess &&
+        cudaMalloc((void **)&dh, NX * k * 2) == cudaSuccess && cudaMalloc((void **)&ds, scratch * 2) == cudaSuccess &&
+        cudaMalloc((void **)&dy, NX * rows * 4) == cudaSuccess &&
+        cudaMemcpy(dx, x, NX * k * 4, cudaMemcpyHostToDevice) == cudaSuccess &&
+        cudaMemset(dh, 0xFF, NX * k * 2) == cudaSuccess && cudaMemset(ds, 0xFF, scratch * 2) == cudaSuccess &&
+        cudaMemset(dy, 0xFF, (NX - 1) * rows * 4) == cudaSuccess && /* NaN: unwritten outputs show */
+        cudaMemset(dy + (NX - 1) * rows, 0, rows * 4) == cudaSuccess;
+    CHECK_MSG(ok, "cuda setup failed: %s", cudaGetErrorString(cudaGetLastError()));
+    if (ok) {
+        dev_mat m0 = { t, k, split, dev_row, dw }, m1 = { t, k, rows - split, dev_row, dw + split * dev_row };
+        const dev_mat *ws[2] = { &m0, &m1 };
+        CHECK_MSG(cuda_weight_upload(t, w, rows, k, dw, &err) == 0, "%s", err.msg);
+        CHECK_MSG(cuda_q16_quantize(dx, NULL, NULL, 1e-6f, k, NX, da, NULL, &err) == 0, "%s", err.msg);
+        CHECK_MSG(cuda_q16_to_f16(da, k, NX, dh, NULL, &err) == 0, "%s", err.msg);
+        CHECK_MSG(cuda_gemm_run(g, ws, 2, dh, NX - 1, dy, rows, 0, ds, scratch, &err) == 0, "%s", err.msg);
+        CHECK_MSG(cuda_gemm_run(g, ws, 2, dh + (NX - 1) * k, 1, dy + (NX - 1) * rows, rows, 1, ds, scratch, &err) == 0,
+                  "%s", err.msg);
+        /* the first matrix's fp16 weights, for the check below */
+        uint16_t *dwh = NULL;
+        CHECK(cudaMalloc((void **)&dwh, split * k * 2) == cudaSuccess);
+        CHECK_MSG(cuda_dequant_f16(&m0, 0, split, dwh, NULL, &err) == 0, "%s", err.msg);
+        CHECK(cudaDeviceSynchronize() == cudaSuccess);
+        CHECK(cudaMemcpy(y, dy, NX * rows * 4, cudaMemcpyDeviceToHost) == cudaSuccess);
+        CHECK(cudaMemcpy(hx, dh, NX * k * 2, cudaMemcpyDeviceToHost) == cudaSuccess);
+        CHECK(cudaMemcpy(hw, dwh, split * k * 2, cudaMemcpyDeviceToHost) == cudaSuccess);
+        cudaFree(dwh);
+        /* the activations in fp16 against x: the q16 and fp16 roundings */
+        double xn = 0, xd = 0;
+        for (uint64_t i = 0; i < NX * k; i++) {
+            double d = (double)fp16_to_f32(hx[i]) - x[i];
+            xn += d * d;
+            xd += (double)x[i] * x[i];
+        }
+        /* the fp16 weights: the host's values, rounded */
+        uint64_t wrong = 0;
+        for (uint64_t r = 0; r < split; r++) {
+            quant_dequant_row(t, w + r * (k / QK_K) * qtype_table[t].block_bytes, row, k);
+            for (uint64_t i = 0; i < k; i++)
+                wrong += hw[r * k + i] != f32_to_fp16(row[i]);
+        }
+        int nan;
+        double rel = rel_vs_float64(t, w, rows, k, x, NX, y, &nan), xrel = sqrt(xn / xd);
+        printf("  gemm %s %llu x %llu (stack %llu + %llu): rel L2 %.2e vs the CPU in float64; fp16 inputs %.2e; "
+               "%llu fp16 weights differ from the host's\n",
+               qtype_name(t), (unsigned long long)rows, (unsigned long long)k, (unsigned long long)split,
+               (unsigned long long)(rows - split), rel, xrel, (unsigned long long)wrong);
+        CHECK_MSG(nan == 0, "%d outputs not written", nan);
+        CHECK_MSG(wrong == 0, "%llu fp16 weights differ from the host's", (unsigned long long)wrong);
+        CHECK_MSG(xrel < 1e-3, "fp16 activations: rel L2 %.3g", xrel);
+        CHECK_MSG(rel < 2e-3, "gemm %s %llux%llu: rel L2 %.3g", qtype_name(t), (unsigned long long)rows,
+                  (unsigned long long)k, rel);
+    }
+    cudaFree(dw);
+    cudaFree(dx);
+    cudaFree(da);
+    cudaFree(dh);
+    cudaFree(ds);
+    cudaFree(dy);
+    free(w);
+    free(x);
+    free(y);
+    free(row);
+    free(hx);
+    free(hw);
+}
+
 static int have_gpu;
+
+static void test_gemm_shapes(void)
+{
+    smq_err err;
+    cuda_gemm *g = cuda_gemm_new(NULL, &err);
+    if (!have_gpu) {
+        /* cuBLAS loads (or is missing); without a device its handle fails, cleanly */
+        CHECK(g == NULL);
+        printf("  without a device: %s\n", err.msg);
+        CHECK_CONTAINS(err.msg, "cuda gemm: ");
+        cuda_gemm_free(&g);
+        test_skip("no CUDA device");
+        return;
+    }
+    CHECK_MSG(g != NULL, "%s", err.msg);
+    if (!g)
+        return;
+    printf("  cuBLAS: %s\n", cuda_gemm_library(g));
+    check_gemm_shape(g, QTYPE_Q4_K, 3072, 2048, 2048);  /* attn_q, attn_k, attn_v stacked */
+    check_gemm_shape(g, QTYPE_Q4_K, 2048, 11008, 1000); /* ffn_down */
+    check_gemm_shape(g, QTYPE_Q6_K, 2048, 11008, 1500); /* ffn_down in Q6_K */
+    check_gemm_shape(g, QTYPE_Q6_K, 515, 256, 3);       /* odd rows and a pass of rows not a multiple of 8 */
+    /* bad arguments */
+    dev_mat m = { QTYPE_Q4_K, 256, 4, 144, NULL }, n = { QTYPE_Q4_K, 512, 4, 288, NULL };
+    const dev_mat *ws[2] = { &m, &n };
+    CHECK_INT(cuda_gemm_run(g, ws, 2, NULL, 1, NULL, 8, 0, NULL, 1024, &err), -1);
+    CHECK_CONTAINS(err.msg, "stacked matrices of rows of 256 and 512 elements");
+    CHECK_INT(cuda_gemm_run(g, ws, 1, NULL, 1, NULL, 8, 0, NULL, 100, &err), -1);
+    CHECK_CONTAINS(err.msg, "100 halves of scratch hold no row of 256");
+    CHECK_INT(cuda_dequant_f16(&m, 2, 3, NULL, NULL, &err), -1);
+    CHECK_CONTAINS(err.msg, "rows 2..5 of a matrix of 4");
+    cuda_gemm_free(&g);
+    CHECK(g == NULL);
+}
+
+/* Without the library: a clear error, no crash. */
+static void test_gemm_missing_library(void)
+{
+    setenv("SMQ_CUBLAS", "/nonexistent/libcublas.so", 1);
+    smq_err err;
+    cuda_gemm *g = cuda_gemm_new(NULL, &err);
+    unsetenv("SMQ_CUBLAS");
+    CHECK(g == NULL);
+    CHECK_CONTAINS(err.msg, "cannot load SMQ_CUBLAS=/nonexistent/libcublas.so");
+    cuda_gemm_free(&g);
+}
 
 static void test_q16_shapes(void)
 {
@@ -219,6 +367,8 @@ int main(void)
     TEST_RUN(test_q4k_shapes);
     TEST_RUN(test_q6k_shapes);
     TEST_RUN(test_q16_shapes);
+    TEST_RUN(test_gemm_shapes);
+    TEST_RUN(test_gemm_missing_library);
     TEST_RUN(test_bad_arguments);
     return test_done();
 }

@@ -40,6 +40,8 @@ typedef struct fwd_seq {
     uint32_t n_pages;      /* must cover pos + n_tokens */
     int all_logits;        /* logits for every new token, else the last only */
     float *logits;         /* out: [all_logits ? n_tokens : 1][n_vocab] */
+    int prefill;           /* the tokens are read (a prompt's), not generated one by one: a backend may take
+                              them by a many-row route of its own, the same for every chunking (cuda: cuBLAS) */
 } fwd_seq;
 
 typedef struct fwd_batch {

@@ -578,7 +578,7 @@ int engine_step(engine *e, engine_event_fn fn, void *ctx, smq_err *err)
             if (!s->chunk)
                 continue;
             budget = budget > s->chunk ? budget - s->chunk : 0;
-            e->fs[n] = (fwd_seq){ s->tokens + s->pos, s->chunk, s->pos, s->pages, s->n_pages, 0, s->logits };
+            e->fs[n] = (fwd_seq){ s->tokens + s->pos, s->chunk, s->pos, s->pages, s->n_pages, 0, s->logits, !decoding };
             e->fs_seq[n++] = s;
         }
     }

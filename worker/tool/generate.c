@@ -116,7 +116,7 @@ int tool_logits(int argc, char **argv)
         } else {
             for (uint32_t p = 0; p < n_pages; p++)
                 pages[p] = p;
-            fwd_seq s = { ids.ids, (uint32_t)ids.n, 0, pages, n_pages, all, logits };
+            fwd_seq s = { ids.ids, (uint32_t)ids.n, 0, pages, n_pages, all, logits, 1 }; /* a prompt */
             fwd_batch batch = { &s, 1 };
             FILE *f = NULL;
             if (b->ops->forward(b, &batch, &err))

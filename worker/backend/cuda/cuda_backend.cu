@@ -27,6 +27,13 @@
  * step (batch-1 decode) is replayed from a CUDA graph captured once per
  * split-K width: its shapes are fixed, and what changes (token, position,
  * page table) is read from the metadata on the device.
+ *
+ * Prompt rows (fwd_seq.prefill) come first in a step and take the layers'
+ * products through cuBLAS on fp16 weights (gemm.h), which reads the weights
+ * once for all of them; generated tokens keep the q16 products. The route
+ * is chosen by a row's kind, never by the batch, so that batches and chunks
+ * still give each row its numbers alone (up to cuBLAS's summation order).
+ * SMQ_CUDA_GEMM=0 in the environment takes every row through q16.
  */
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -38,6 +45,7 @@
 
 #include "cuda_backend.h"
 #include "fwd_kernels.h"
+#include "gemm.h"
 #include "matvec.h"
 #include "qdot.cuh"
 #include "quant.h"
@@ -104,7 +112,13 @@ typedef struct cuda_backend {
     /* batch-1 decode graphs, by split-K width (log2) */
     cudaGraphExec_t graph[GRAPH_WIDTHS];
     int use_graphs; /* 0 with SMQ_CUDA_GRAPHS=0 in the environment, to compare */
-    int poison;     /* tests: buffers grown later start as NaN too */
+    /* prompts' products (gemm.h); NULL without cuBLAS or with SMQ_CUDA_GEMM=0 */
+    cuda_gemm *gemm;
+    uint32_t n_gemm;    /* this step's prompt rows: rows [0, n_gemm) */
+    uint16_t *h;        /* [rows] fp16 inputs of the products (in act) */
+    float *y;           /* [rows] stacked products' outputs (in act) */
+    uint16_t *wscratch; /* fp16 weights, gemm_scratch_halves() */
+    int poison;         /* tests: buffers grown later start as NaN too */
 } cuda_backend;
 
 /* Where a step's metadata sits in the meta buffers (offsets in 4-byte
@@ -203,15 +217,44 @@ static uint64_t a_row_bytes(const hparams *hp)
     return q16_row_bytes(n);
 }
 
-static uint64_t act_bytes(const hparams *hp, uint64_t rows)
+static uint64_t max3(uint64_t a, uint64_t b, uint64_t c)
 {
-    return align_up(rows * hp->n_embd * 4) + align_up(rows * q_dim(hp) * 4) + align_up(rows * a_row_bytes(hp)) +
-           align_up(rows * q16_row_bytes(hp->n_ff));
+    uint64_t m = a > b ? a : b;
+    return m > c ? m : c;
+}
+
+/* The prompt route's per-row buffers: fp16 inputs of any product, and the
+ * widest stack's outputs (q, k, v or gate, up). */
+static uint64_t h_width(const hparams *hp)
+{
+    return max3(hp->n_embd, q_dim(hp), hp->n_ff);
+}
+
+static uint64_t y_width(const hparams *hp)
+{
+    return max3(q_dim(hp) + 2 * (uint64_t)hp->n_head_kv * hp->head_dim, 2 * (uint64_t)hp->n_ff, hp->n_embd);
+}
+
+/* fp16 weights of the largest stack (gate and up), dequantized at once. */
+static uint64_t gemm_scratch_halves(const hparams *hp)
+{
+    uint64_t kv = (uint64_t)hp->n_head_kv * hp->head_dim;
+    /* q, k, v; gate and up; then attn_output and ffn_down alone */
+    return max3((q_dim(hp) + 2 * kv) * hp->n_embd, 2 * (uint64_t)hp->n_ff * hp->n_embd,
+                (uint64_t)hp->n_embd * (q_dim(hp) > hp->n_ff ? q_dim(hp) : hp->n_ff));
+}
+
+static uint64_t act_bytes(const hparams *hp, uint64_t rows, int gemm)
+{
+    uint64_t n = align_up(rows * hp->n_embd * 4) + align_up(rows * q_dim(hp) * 4) + align_up(rows * a_row_bytes(hp)) +
+                 align_up(rows * q16_row_bytes(hp->n_ff));
+    return gemm ? n + align_up(rows * h_width(hp) * 2) + align_up(rows * y_width(hp) * 4) : n;
 }
 
 extern "C" uint64_t cuda_backend_need(const model *m, const backend_config *cfg)
 {
-    return weights_need(m) + kv_need(m, cfg) + act_bytes(&m->hp, ROW_ALIGN) + (uint64_t)m->hp.n_vocab * sizeof(float);
+    return weights_need(m) + kv_need(m, cfg) + act_bytes(&m->hp, ROW_ALIGN, 1) +
+           gemm_scratch_halves(&m->hp) * sizeof(uint16_t) + (uint64_t)m->hp.n_vocab * sizeof(float);
 }
 
 /* A CUDA device to use, selected; -1 with err when there is none. */
@@ -373,6 +416,8 @@ static void cuda_destroy(backend **self)
     for (int i = 0; i < GRAPH_WIDTHS; i++)
         if (b->graph[i])
             cudaGraphExecDestroy(b->graph[i]);
+    cuda_gemm_free(&b->gemm);
+    cudaFree(b->wscratch);
     if (b->stream)
         cudaStreamDestroy(b->stream);
     cudaGetLastError(); /* leave no error behind for the next user of the device */
@@ -396,7 +441,17 @@ static int create_on_device(cuda_backend *b, smq_err *err)
     if (dev_alloc((void **)&b->kv, b->kv_bytes, "the KV pool", err))
         return -1;
     CUDA_CHECK(cudaMemset(b->kv, 0, b->kv_bytes));
-    return 0;
+    const char *route = getenv("SMQ_CUDA_GEMM");
+    if (route && !strcmp(route, "0"))
+        return 0;
+    smq_err gerr;
+    if (!(b->gemm = cuda_gemm_new(b->stream, &gerr))) {
+        /* still correct, only slower on prompts: say so once */
+        fprintf(stderr, "%s: prompts go through the one-row products\n", gerr.msg);
+        return 0;
+    }
+    return dev_alloc((void **)&b->wscratch, gemm_scratch_halves(&m->hp) * sizeof(uint16_t),
+                     "the products' fp16 weights", err);
 }
 
 static backend *cuda_create(const model *m, const backend_config *cfg, smq_err *err)
@@ -473,7 +528,7 @@ static int grow(cuda_backend *b, uint32_t rows, uint64_t part_floats, uint64_t n
         cudaFree(b->act);
         b->act = NULL;
         b->cap_rows = 0;
-        if (dev_alloc((void **)&b->act, act_bytes(hp, cap), "a step's activations", err))
+        if (dev_alloc((void **)&b->act, act_bytes(hp, cap, b->gemm != NULL), "a step's activations", err))
             return -1;
         uint8_t *p = b->act;
         b->x = (float *)p;
@@ -483,9 +538,13 @@ static int grow(cuda_backend *b, uint32_t rows, uint64_t part_floats, uint64_t n
         b->a = p;
         p += align_up((uint64_t)cap * a_row_bytes(hp));
         b->a_ff = p;
+        p += align_up((uint64_t)cap * q16_row_bytes(hp->n_ff));
+        b->h = (uint16_t *)p;
+        p += align_up((uint64_t)cap * h_width(hp) * 2);
+        b->y = (float *)p; /* h and y used only with gemm, and allocated only then */
         b->cap_rows = cap;
         if (b->poison)
-            CUDA_CHECK(cudaMemsetAsync(b->act, 0xFF, act_bytes(hp, cap), b->stream));
+            CUDA_CHECK(cudaMemsetAsync(b->act, 0xFF, act_bytes(hp, cap, b->gemm != NULL), b->stream));
     }
     if (part_floats > b->cap_part) {
         drop_graphs(b);
@@ -565,8 +624,11 @@ static int send_meta(cuda_backend *b, const fwd_batch *batch, uint32_t rows, ste
     const hparams *hp = &b->base.m->hp;
     uint32_t P = b->base.cfg.page_size;
     uint64_t n_out = 0, n_table = 0;
+    b->n_gemm = 0;
     for (uint32_t i = 0; i < batch->n_seqs; i++) {
         const fwd_seq *s = &batch->seqs[i];
+        if (b->gemm && s->prefill)
+            b->n_gemm += s->n_tokens;
         n_out += s->all_logits ? s->n_tokens : 1;
         n_table += ((uint64_t)s->pos + s->n_tokens + P - 1) / P; /* only the pages the step reaches */
     }
@@ -585,10 +647,13 @@ static int send_meta(cuda_backend *b, const fwd_batch *batch, uint32_t rows, ste
     uint32_t *w = (uint32_t *)b->meta_host;
     int32_t *tokens = (int32_t *)w;
     float *rope = (float *)(w + sm->rope);
-    uint32_t r = 0, out = 0, table = 0;
+    /* prompt rows first (the gemm route's), then the rest; logits in batch order */
+    uint32_t next_gemm = 0, next_q16 = b->n_gemm, out = 0, table = 0;
     for (uint32_t i = 0; i < batch->n_seqs; i++) {
         const fwd_seq *s = &batch->seqs[i];
         uint32_t n_pages = (uint32_t)(((uint64_t)s->pos + s->n_tokens + P - 1) / P);
+        uint32_t *next = b->gemm && s->prefill ? &next_gemm : &next_q16, r = *next;
+        *next += s->n_tokens;
         memcpy(w + sm->pages + table, s->pages, n_pages * sizeof(uint32_t));
         for (uint32_t t = 0; t < s->n_tokens; t++, r++) {
             tokens[r] = s->tokens[t];
@@ -624,14 +689,44 @@ static int quantize(cuda_backend *b, const uint32_t *map, const float *norm, uin
     return 0;
 }
 
+/* Rows [0, n_gemm) of the q16 activations act (rows of ws[0]->ne0) times the
+ * stacked ws, through fp16 and cuBLAS, into y (rows y_stride floats apart). */
+static int gemm_product(cuda_backend *b, const dev_mat *const *ws, int n_w, const uint8_t *act, float *y,
+                        uint64_t y_stride, int accumulate, smq_err *err)
+{
+    if (cuda_q16_to_f16(act, ws[0]->ne0, b->n_gemm, b->h, b->stream, err) ||
+        cuda_gemm_run(b->gemm, ws, n_w, b->h, b->n_gemm, y, y_stride, accumulate, b->wscratch,
+                      gemm_scratch_halves(&b->base.m->hp), err))
+        return smq_err_prefix(err, "cuda backend");
+    return 0;
+}
+
+/* A layer: rows [0, ng) (prompts) take their products through gemm_product,
+ * rows [ng, rows) through the q16 kernels; the norms and attention see all. */
 static int layer_forward(cuda_backend *b, uint32_t il, uint32_t rows, const fwd_meta *fm, smq_err *err)
 {
     const backend_config *c = &b->base.cfg;
+    const hparams *hp = &b->base.m->hp;
     const dev_layer *l = &b->layers[il];
     __half *kv_layer = b->kv + (uint64_t)il * c->n_pages * c->page_size * 2 * b->kv_dim;
+    uint32_t ng = b->n_gemm, nq = rows - ng, n_embd = hp->n_embd;
+    uint64_t qd = q_dim(hp), rb_e = q16_row_bytes(n_embd), rb_q = q16_row_bytes(qd), rb_ff = q16_row_bytes(hp->n_ff);
+    fwd_meta fq = *fm; /* the q16 rows' metadata */
+    fq.tokens += ng;
+    fq.row_pos += ng;
+    fq.row_table += ng;
+    fq.row_part += ng;
+    fq.rope += (uint64_t)ng * hp->n_rot;
+    const dev_mat *qkv[3] = { &l->wq, &l->wk, &l->wv }, *wo = &l->wo, *gate_up[2] = { &l->w_gate, &l->w_up },
+                  *down = &l->w_down;
 
-    if (quantize(b, NULL, l->attn_norm, b->a, rows, err) ||
-        fwd_qkv_rope(&l->wq, &l->wk, &l->wv, b->a, rows, &b->dims, l->use_rope, fm, b->q, kv_layer, b->stream, err))
+    if (quantize(b, NULL, l->attn_norm, b->a, rows, err))
+        return -1;
+    if (ng && (gemm_product(b, qkv, 3, b->a, b->y, qd + 2 * b->kv_dim, 0, err) ||
+               fwd_qkv_store(b->y, ng, &b->dims, l->use_rope, fm, b->q, kv_layer, b->stream, err)))
+        return -1;
+    if (nq && fwd_qkv_rope(&l->wq, &l->wk, &l->wv, b->a + ng * rb_e, nq, &b->dims, l->use_rope, &fq, b->q + ng * qd,
+                           kv_layer, b->stream, err))
         return -1;
     for (uint32_t g = 0; g < b->n_groups; g++) {
         const att_group *ag = &b->groups[g];
@@ -639,9 +734,17 @@ static int layer_forward(cuda_backend *b, uint32_t il, uint32_t rows, const fwd_
                           err))
             return -1;
     }
-    return matmul(b, &l->wo, b->a, rows, b->x, 1, err) || quantize(b, NULL, l->ffn_norm, b->a, rows, err) ||
-                   fwd_gate_up(&l->w_gate, &l->w_up, b->a, rows, &b->dims, b->a_ff, b->stream, err) ||
-                   matmul(b, &l->w_down, b->a_ff, rows, b->x, 1, err)
+    if ((ng && gemm_product(b, &wo, 1, b->a, b->x, n_embd, 1, err)) ||
+        (nq && matmul(b, wo, b->a + ng * rb_q, nq, b->x + (uint64_t)ng * n_embd, 1, err)) ||
+        quantize(b, NULL, l->ffn_norm, b->a, rows, err))
+        return -1;
+    if (ng && (gemm_product(b, gate_up, 2, b->a, b->y, 2 * (uint64_t)hp->n_ff, 0, err) ||
+               fwd_swiglu(b->y, ng, &b->dims, b->a_ff, b->stream, err)))
+        return -1;
+    if (nq && fwd_gate_up(&l->w_gate, &l->w_up, b->a + ng * rb_e, nq, &b->dims, b->a_ff + ng * rb_ff, b->stream, err))
+        return -1;
+    return (ng && gemm_product(b, &down, 1, b->a_ff, b->x, n_embd, 1, err)) ||
+                   (nq && matmul(b, down, b->a_ff + ng * rb_ff, nq, b->x + (uint64_t)ng * n_embd, 1, err))
                ? -1
                : 0;
 }
@@ -715,7 +818,7 @@ static int cuda_forward(backend *base, const fwd_batch *batch, smq_err *err)
     CUDA_CHECK(cudaSetDevice(b->device));
     int rc = send_meta(b, batch, rows, &sm, err);
     if (!rc)
-        rc = rows == 1 && b->use_graphs ? replay_step(b, &sm, err) : enqueue_step(b, rows, &sm, err);
+        rc = rows == 1 && b->use_graphs && !b->n_gemm ? replay_step(b, &sm, err) : enqueue_step(b, rows, &sm, err);
     uint64_t at = 0;
     for (uint32_t i = 0; !rc && i < batch->n_seqs; i++) {
         const fwd_seq *s = &batch->seqs[i];
@@ -766,8 +869,9 @@ static uint64_t cuda_memory(const backend *base)
 {
     const cuda_backend *b = (const cuda_backend *)base;
     const hparams *hp = &base->m->hp;
-    return b->weight_bytes + b->kv_bytes + (b->cap_rows ? act_bytes(hp, b->cap_rows) : 0) +
-           b->cap_part * sizeof(float) + b->cap_out * hp->n_vocab * sizeof(float) + b->cap_meta;
+    return b->weight_bytes + b->kv_bytes + (b->cap_rows ? act_bytes(hp, b->cap_rows, b->gemm != NULL) : 0) +
+           (b->wscratch ? gemm_scratch_halves(hp) * sizeof(uint16_t) : 0) + b->cap_part * sizeof(float) +
+           b->cap_out * hp->n_vocab * sizeof(float) + b->cap_meta;
 }
 
 extern "C" int cuda_backend_poison(backend *base, int kv, smq_err *err)
@@ -777,7 +881,9 @@ extern "C" int cuda_backend_poison(backend *base, int kv, smq_err *err)
     CUDA_CHECK(cudaSetDevice(b->device));
     b->poison = 1;
     if (b->act)
-        CUDA_CHECK(cudaMemsetAsync(b->act, 0xFF, act_bytes(hp, b->cap_rows), b->stream));
+        CUDA_CHECK(cudaMemsetAsync(b->act, 0xFF, act_bytes(hp, b->cap_rows, b->gemm != NULL), b->stream));
+    if (b->wscratch)
+        CUDA_CHECK(cudaMemsetAsync(b->wscratch, 0xFF, gemm_scratch_halves(hp) * sizeof(uint16_t), b->stream));
     if (b->part)
         CUDA_CHECK(cudaMemsetAsync(b->part, 0xFF, b->cap_part * sizeof(float), b->stream));
     if (b->logits)

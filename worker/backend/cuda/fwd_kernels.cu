@@ -71,6 +71,30 @@ __device__ static void rotate_pair(float *v0, float *v1, float c, float s)
     *v1 = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
 }
 
+/* The products (o0, o1) of rows li, li + 1 of segment seg (0 q, 1 k, 2 v)
+ * for activation row r: q and k rotated (RoPE NORM on a head's first n_rot
+ * dims) when use_rope, q into its float row (of q_rows), k and v into the
+ * row's KV slot as fp16. */
+__device__ static void store_qkv_pair(int seg, uint32_t li, float o0, float o1, uint32_t r, const fwd_dims &d,
+                                      int use_rope, const fwd_meta &m, uint32_t q_rows, float *q, __half *kv_layer)
+{
+    uint32_t pair = (li % d.head_dim) / 2, kv_dim = d.n_head_kv * d.head_dim;
+    if (use_rope && seg < 2 && 2 * pair < d.n_rot) {
+        const float *cs = m.rope + (uint64_t)r * d.n_rot;
+        rotate_pair(&o0, &o1, cs[2 * pair], cs[2 * pair + 1]);
+    }
+    if (seg == 0) {
+        q[(uint64_t)r * q_rows + li] = o0;
+        q[(uint64_t)r * q_rows + li + 1] = o1;
+        return;
+    }
+    uint32_t pos = m.row_pos[r];
+    uint64_t page = m.pages[m.row_table[r] + pos / d.page_size];
+    __half *slot = kv_layer + (page * d.page_size + pos % d.page_size) * 2 * kv_dim + (seg == 2 ? kv_dim : 0);
+    slot[li] = __float2half_rn(o0);
+    slot[li + 1] = __float2half_rn(o1);
+}
+
 typedef struct qkv_args {
     const uint8_t *w[3]; /* q, k, v */
     uint64_t row_bytes[3];
@@ -86,7 +110,6 @@ __global__ static void __launch_bounds__(32 * MV_WARPS)
                     fwd_meta m, float *__restrict__ q, __half *__restrict__ kv_layer)
 {
     uint32_t i = 2 * (blockIdx.x * MV_WARPS + threadIdx.x / 32), r = blockIdx.y;
-    uint32_t kv_dim = d.n_head_kv * d.head_dim;
     int seg = i < w.rows[0] ? 0 : i < w.rows[0] + w.rows[1] ? 1 : 2;
     uint32_t li = i - (seg > 0 ? w.rows[0] : 0) - (seg > 1 ? w.rows[1] : 0);
     if (seg == 2 && li >= w.rows[2])
@@ -94,23 +117,8 @@ __global__ static void __launch_bounds__(32 * MV_WARPS)
     const uint8_t *wr[2] = { w.w[seg] + li * w.row_bytes[seg], w.w[seg] + (li + 1) * w.row_bytes[seg] };
     float o[2];
     warp_dots_any<2>(w.type[seg], wr, d.n_embd / QK_K, q16_at(act + r * q16_row_bytes(d.n_embd), d.n_embd), o);
-    if (threadIdx.x % 32)
-        return;
-    uint32_t pair = (li % d.head_dim) / 2;
-    if (use_rope && seg < 2 && 2 * pair < d.n_rot) {
-        const float *cs = m.rope + (uint64_t)r * d.n_rot;
-        rotate_pair(&o[0], &o[1], cs[2 * pair], cs[2 * pair + 1]);
-    }
-    if (seg == 0) {
-        q[(uint64_t)r * w.rows[0] + li] = o[0];
-        q[(uint64_t)r * w.rows[0] + li + 1] = o[1];
-        return;
-    }
-    uint32_t pos = m.row_pos[r];
-    uint64_t page = m.pages[m.row_table[r] + pos / d.page_size];
-    __half *slot = kv_layer + (page * d.page_size + pos % d.page_size) * 2 * kv_dim + (seg == 2 ? kv_dim : 0);
-    slot[li] = __float2half_rn(o[0]);
-    slot[li + 1] = __float2half_rn(o[1]);
+    if (threadIdx.x % 32 == 0)
+        store_qkv_pair(seg, li, o[0], o[1], r, d, use_rope, m, w.rows[0], q, kv_layer);
 }
 
 int fwd_qkv_rope(const dev_mat *wq, const dev_mat *wk, const dev_mat *wv, const uint8_t *act, uint32_t rows,
@@ -136,6 +144,31 @@ int fwd_qkv_rope(const dev_mat *wq, const dev_mat *wk, const dev_mat *wv, const 
             w, act + r0 * q16_row_bytes(d->n_embd), *d, use_rope, mr, q + (uint64_t)r0 * w.rows[0], kv_layer);
         LAUNCH_CHECK("qkv_rope");
     }
+    return 0;
+}
+
+/* The same from products already made (gemm.h): y[r] holds row r's q, k
+ * and v (q_rows + 2 kv_dim floats); a thread per pair, blockIdx.x the row. */
+__global__ static void qkv_store_kernel(const float *__restrict__ y, uint32_t q_rows, fwd_dims d, int use_rope,
+                                        fwd_meta m, float *__restrict__ q, __half *__restrict__ kv_layer)
+{
+    uint32_t r = blockIdx.x, kv_dim = d.n_head_kv * d.head_dim, width = q_rows + 2 * kv_dim;
+    const float *yr = y + (uint64_t)r * width;
+    for (uint32_t i = 2 * threadIdx.x; i < width; i += 2 * blockDim.x) {
+        int seg = i < q_rows ? 0 : i < q_rows + kv_dim ? 1 : 2;
+        uint32_t li = i - (seg > 0 ? q_rows : 0) - (seg > 1 ? kv_dim : 0);
+        store_qkv_pair(seg, li, yr[i], yr[i + 1], r, d, use_rope, m, q_rows, q, kv_layer);
+    }
+}
+
+int fwd_qkv_store(const float *y, uint32_t rows, const fwd_dims *d, int use_rope, const fwd_meta *m, float *q,
+                  __half *kv_layer, void *stream, smq_err *err)
+{
+    if (rows == 0)
+        return 0;
+    uint32_t q_rows = d->n_head * d->head_dim;
+    qkv_store_kernel<<<rows, 256, 0, (cudaStream_t)stream>>>(y, q_rows, *d, use_rope, *m, q, kv_layer);
+    LAUNCH_CHECK("qkv_store");
     return 0;
 }
 
@@ -413,6 +446,12 @@ int fwd_attention(const float *q, const __half *kv_layer, uint32_t r0, uint32_t 
 
 /* ---- SwiGLU ---- */
 
+/* silu(g) * up, as the CPU computes it. */
+__device__ static inline float swiglu(float g, float up)
+{
+    return __fmul_rn(g / (1.0f + expf(-g)), up);
+}
+
 /* Block b takes 32 rows of Wgate and Wup (one q16 group of the output), a
  * warp 4 of them, the 8 products with their loads in flight together:
  * silu(gate) * up as the CPU computes it, then the group is quantized.
@@ -450,7 +489,7 @@ __global__ static void __launch_bounds__(32 * MV_WARPS, 3)
                 g = o[u];
                 up = o[PER_WARP + u];
             }
-        h[PER_WARP * warp + lane] = __fmul_rn(g / (1.0f + expf(-g)), up);
+        h[PER_WARP * warp + lane] = swiglu(g, up);
     }
     __syncthreads();
     if (warp == 0)
@@ -466,6 +505,27 @@ int fwd_gate_up(const dev_mat *gate, const dev_mat *up, const uint8_t *act, uint
             gate->d, up->d, gate->type, up->type, gate->row_bytes, up->row_bytes, act + r0 * q16_row_bytes(d->n_embd),
             d->n_embd, d->n_ff, act_ff + r0 * q16_row_bytes(d->n_ff));
         LAUNCH_CHECK("gate_up");
+    }
+    return 0;
+}
+
+/* From products already made: group blockIdx.x (32 of n_ff) of row
+ * blockIdx.y, y[r] holding gate then up (2 n_ff floats). */
+__global__ static void swiglu_kernel(const float *__restrict__ y, uint32_t n_ff, uint8_t *__restrict__ act_ff)
+{
+    uint32_t r = blockIdx.y, f = 32 * blockIdx.x + threadIdx.x;
+    const float *yr = y + (uint64_t)r * 2 * n_ff;
+    q16_store_group(q16_at(act_ff + r * q16_row_bytes(n_ff), n_ff), blockIdx.x, swiglu(yr[f], yr[n_ff + f]),
+                    threadIdx.x);
+}
+
+int fwd_swiglu(const float *y, uint32_t rows, const fwd_dims *d, uint8_t *act_ff, void *stream, smq_err *err)
+{
+    for (uint32_t r0 = 0; r0 < rows; r0 += MAX_GRID_Y) {
+        uint32_t n = rows - r0 < MAX_GRID_Y ? rows - r0 : MAX_GRID_Y;
+        swiglu_kernel<<<dim3(d->n_ff / 32, n), 32, 0, (cudaStream_t)stream>>>(y + (uint64_t)r0 * 2 * d->n_ff, d->n_ff,
+                                                                              act_ff + r0 * q16_row_bytes(d->n_ff));
+        LAUNCH_CHECK("swiglu");
     }
     return 0;
 }

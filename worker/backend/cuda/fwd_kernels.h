@@ -12,6 +12,10 @@
  *                  x += Wdown a                                cuda_q16_matmul
  *   head           logits = Wout q16(rmsnorm(x) * output_norm)
  *
+ * Prompt rows (fwd_seq.prefill) take their products through gemm.h
+ * instead (q16 rows to fp16, cuBLAS), then fwd_qkv_store and fwd_swiglu
+ * finish what fwd_qkv_rope and fwd_gate_up fuse; the head stays q16.
+ *
  * Every kernel computes a row (a token) with a fixed order of operations
  * that depends on nothing but that row (and its position), so that batches
  * and prefill chunks give each row the numbers it gets alone.
@@ -23,6 +27,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "matvec.h"
 #include "qtype.h"
 
 #ifdef __CUDACC__
@@ -35,13 +40,6 @@
             return smq_err_set(err, "cuda backend: kernel %s: %s", kernel, cudaGetErrorString(e_));                    \
     } while (0)
 #endif
-
-/* A weight matrix on the device, in cuda_weight_upload's layout. */
-typedef struct dev_mat {
-    qtype type;
-    uint64_t ne0, ne1, row_bytes;
-    const uint8_t *d;
-} dev_mat;
 
 /* The step's metadata on the device. Row r of the step: its position, the
  * offset of its sequence's page table in pages, and (attention) the first
@@ -101,6 +99,12 @@ int fwd_qkv_rope(const dev_mat *wq, const dev_mat *wk, const dev_mat *wv, const 
                  const fwd_dims *d, int use_rope, const fwd_meta *m, float *q, __half *kv_layer, void *stream,
                  smq_err *err);
 
+/* The same from products already made (gemm.h): y[r] = Wq a[r], Wk a[r],
+ * Wv a[r] (n_head * head_dim + 2 kv_dim floats), rotated and stored as
+ * fwd_qkv_rope does. */
+int fwd_qkv_store(const float *y, uint32_t rows, const fwd_dims *d, int use_rope, const fwd_meta *m, float *q,
+                  __half *kv_layer, void *stream, smq_err *err);
+
 /* Causal attention of rows [r0, r0 + rows) over their cached positions,
  * into q16 rows of n_head * head_dim at out (row r0 first). Rows of more
  * than one split leave partial results in part (at their row_part slots,
@@ -112,5 +116,9 @@ int fwd_attention(const float *q, const __half *kv_layer, uint32_t r0, uint32_t 
 /* a_ff[r] = q16(silu(Wgate a[r]) * Wup a[r]); a: q16 rows of n_embd, a_ff of n_ff. */
 int fwd_gate_up(const dev_mat *gate, const dev_mat *up, const uint8_t *act, uint32_t rows, const fwd_dims *d,
                 uint8_t *act_ff, void *stream, smq_err *err);
+
+/* The same from products already made (gemm.h): y[r] = Wgate a[r], Wup a[r]
+ * (2 n_ff floats). */
+int fwd_swiglu(const float *y, uint32_t rows, const fwd_dims *d, uint8_t *act_ff, void *stream, smq_err *err);
 
 #endif

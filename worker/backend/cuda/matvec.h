@@ -11,6 +11,13 @@
 extern "C" {
 #endif
 
+/* A weight matrix on the device, in cuda_weight_upload's layout. */
+typedef struct dev_mat {
+    qtype type;
+    uint64_t ne0, ne1, row_bytes;
+    const uint8_t *d;
+} dev_mat;
+
 /* Enqueues y[r] = sum_k W[r][k] x[k] for W of `rows` rows of k elements of
  * type (Q4_K or Q6_K) in device memory at d_w (GGUF block layout), x and y
  * float32 on the device. k a multiple of 256. Returns 0, or -1 with err for a

@@ -118,14 +118,18 @@ typedef struct cuda_backend {
     uint16_t *h;        /* [rows] fp16 inputs of the products (in act) */
     float *y;           /* [rows] stacked products' outputs (in act) */
     uint16_t *wscratch; /* fp16 weights, gemm_scratch_halves() */
-    int poison;         /* tests: buffers grown later start as NaN too */
+    int flash;          /* prompt rows' attention on the tensor cores (fwd_prompt_attention) */
+    uint32_t n_tiles;   /* this step's prompt attention tiles */
+    const uint32_t *d_tiles;
+    int poison; /* tests: buffers grown later start as NaN too */
 } cuda_backend;
 
 /* Where a step's metadata sits in the meta buffers (offsets in 4-byte
- * words). The page tables come last, so that a one-token step's layout
+ * words). The page tables come last (but for the prompt attention's tiles,
+ * none in a one-token step), so that a one-token step's layout
  * does not depend on its page count (graph replays read it in place). */
 typedef struct step_meta {
-    uint64_t tokens, row_pos, row_table, row_part, out_rows, rope, pages, words;
+    uint64_t tokens, row_pos, row_table, row_part, out_rows, rope, pages, tiles, words;
 } step_meta;
 
 /* ---- kernels (the step's are in fwd_kernels.cu) ---- */
@@ -450,6 +454,7 @@ static int create_on_device(cuda_backend *b, smq_err *err)
         fprintf(stderr, "%s: prompts go through the one-row products\n", gerr.msg);
         return 0;
     }
+    b->flash = fwd_prompt_attention_supported(&b->dims);
     return dev_alloc((void **)&b->wscratch, gemm_scratch_halves(&m->hp) * sizeof(uint16_t),
                      "the products' fp16 weights", err);
 }
@@ -582,15 +587,17 @@ static int grow(cuda_backend *b, uint32_t rows, uint64_t part_floats, uint64_t n
 }
 
 /* Splits the step's rows into attention launches of at most ATT_PART_SLOTS
- * split-K slots, numbering each row's slots (row_part) within its launch.
+ * split-K slots, numbering each row's slots (row_part) within its launch;
+ * rows before r_begin (prompt rows, when fwd_prompt_attention takes them)
+ * are not planned.
  * Returns the most slots a launch needs. */
-static uint64_t plan_attention(cuda_backend *b, const uint32_t *row_pos, uint32_t rows, uint32_t *row_part,
-                               smq_err *err, int *failed)
+static uint64_t plan_attention(cuda_backend *b, const uint32_t *row_pos, uint32_t r_begin, uint32_t rows,
+                               uint32_t *row_part, smq_err *err, int *failed)
 {
     uint64_t most = 0, used = 0;
     *failed = 0;
     b->n_groups = 0;
-    for (uint32_t r = 0; r < rows; r++) {
+    for (uint32_t r = r_begin; r < rows; r++) {
         uint32_t ns = att_splits(row_pos[r] + 1), need = ns > 1 ? ns : 0;
         if (b->n_groups == 0 || used + need > ATT_PART_SLOTS) {
             if (b->n_groups == b->cap_groups) {
@@ -624,11 +631,14 @@ static int send_meta(cuda_backend *b, const fwd_batch *batch, uint32_t rows, ste
     const hparams *hp = &b->base.m->hp;
     uint32_t P = b->base.cfg.page_size;
     uint64_t n_out = 0, n_table = 0;
-    b->n_gemm = 0;
+    uint32_t tile_rows = fwd_prompt_tile_rows(&b->dims);
+    b->n_gemm = b->n_tiles = 0;
     for (uint32_t i = 0; i < batch->n_seqs; i++) {
         const fwd_seq *s = &batch->seqs[i];
-        if (b->gemm && s->prefill)
+        if (b->gemm && s->prefill) {
             b->n_gemm += s->n_tokens;
+            b->n_tiles += b->flash ? (s->n_tokens + tile_rows - 1) / tile_rows : 0;
+        }
         n_out += s->all_logits ? s->n_tokens : 1;
         n_table += ((uint64_t)s->pos + s->n_tokens + P - 1) / P; /* only the pages the step reaches */
     }
@@ -639,7 +649,8 @@ static int send_meta(cuda_backend *b, const fwd_batch *batch, uint32_t rows, ste
     sm->out_rows = 4 * (uint64_t)rows;
     sm->rope = sm->out_rows + n_out;
     sm->pages = sm->rope + (uint64_t)rows * hp->n_rot;
-    sm->words = sm->pages + n_table;
+    sm->tiles = sm->pages + n_table;
+    sm->words = sm->tiles + 2 * (uint64_t)b->n_tiles;
     /* a one-row step may be replayed with up to ATT_MAX_SPLITS splits */
     uint64_t slot = att_slot_floats(&b->dims), min_part = ATT_MAX_SPLITS * slot;
     if (grow(b, rows, min_part, n_out, sm->words * 4, err))
@@ -648,12 +659,16 @@ static int send_meta(cuda_backend *b, const fwd_batch *batch, uint32_t rows, ste
     int32_t *tokens = (int32_t *)w;
     float *rope = (float *)(w + sm->rope);
     /* prompt rows first (the gemm route's), then the rest; logits in batch order */
-    uint32_t next_gemm = 0, next_q16 = b->n_gemm, out = 0, table = 0;
+    uint32_t next_gemm = 0, next_q16 = b->n_gemm, out = 0, table = 0, tile = 0;
     for (uint32_t i = 0; i < batch->n_seqs; i++) {
         const fwd_seq *s = &batch->seqs[i];
         uint32_t n_pages = (uint32_t)(((uint64_t)s->pos + s->n_tokens + P - 1) / P);
         uint32_t *next = b->gemm && s->prefill ? &next_gemm : &next_q16, r = *next;
         *next += s->n_tokens;
+        for (uint32_t t0 = 0; b->flash && next == &next_gemm && t0 < s->n_tokens; t0 += tile_rows, tile++) {
+            w[sm->tiles + 2 * tile] = r + t0;
+            w[sm->tiles + 2 * tile + 1] = s->n_tokens - t0 < tile_rows ? s->n_tokens - t0 : tile_rows;
+        }
         memcpy(w + sm->pages + table, s->pages, n_pages * sizeof(uint32_t));
         for (uint32_t t = 0; t < s->n_tokens; t++, r++) {
             tokens[r] = s->tokens[t];
@@ -666,7 +681,7 @@ static int send_meta(cuda_backend *b, const fwd_batch *batch, uint32_t rows, ste
         table += n_pages;
     }
     int failed;
-    uint64_t slots = plan_attention(b, w + sm->row_pos, rows, w + sm->row_part, err, &failed);
+    uint64_t slots = plan_attention(b, w + sm->row_pos, b->flash ? b->n_gemm : 0, rows, w + sm->row_part, err, &failed);
     if (failed || grow(b, rows, slots * slot, n_out, sm->words * 4, err))
         return -1;
     CUDA_CHECK(cudaMemcpyAsync(b->meta_dev, b->meta_host, sm->words * 4, cudaMemcpyHostToDevice, b->stream));
@@ -702,7 +717,8 @@ static int gemm_product(cuda_backend *b, const dev_mat *const *ws, int n_w, cons
 }
 
 /* A layer: rows [0, ng) (prompts) take their products through gemm_product,
- * rows [ng, rows) through the q16 kernels; the norms and attention see all. */
+ * rows [ng, rows) through the q16 kernels; the norms see all, and so does
+ * attention but for the prompt rows fwd_prompt_attention takes (tiles). */
 static int layer_forward(cuda_backend *b, uint32_t il, uint32_t rows, const fwd_meta *fm, smq_err *err)
 {
     const backend_config *c = &b->base.cfg;
@@ -727,6 +743,8 @@ static int layer_forward(cuda_backend *b, uint32_t il, uint32_t rows, const fwd_
         return -1;
     if (nq && fwd_qkv_rope(&l->wq, &l->wk, &l->wv, b->a + ng * rb_e, nq, &b->dims, l->use_rope, &fq, b->q + ng * qd,
                            kv_layer, b->stream, err))
+        return -1;
+    if (b->n_tiles && fwd_prompt_attention(b->q, kv_layer, b->d_tiles, b->n_tiles, &b->dims, fm, b->a, b->stream, err))
         return -1;
     for (uint32_t g = 0; g < b->n_groups; g++) {
         const att_group *ag = &b->groups[g];
@@ -760,6 +778,7 @@ static int enqueue_step(cuda_backend *b, uint32_t rows, const step_meta *sm, smq
                     meta + sm->row_part,
                     meta + sm->pages,
                     (const float *)(meta + sm->rope) };
+    b->d_tiles = meta + sm->tiles;
     if (fwd_embed(b->token_embd.type, b->token_embd.d, b->token_embd.row_bytes,
                   b->token_embd.type == QTYPE_Q5_K ? (uint32_t)sizeof(block_q5_K) : dev_block_bytes(b->token_embd.type),
                   fm.tokens, b->x, hp->n_embd, rows, b->stream, err))

@@ -113,6 +113,16 @@ int fwd_qkv_store(const float *y, uint32_t rows, const fwd_dims *d, int use_rope
 int fwd_attention(const float *q, const __half *kv_layer, uint32_t r0, uint32_t rows, uint32_t max_splits,
                   const fwd_dims *d, const fwd_meta *m, float *part, uint8_t *out, void *stream, smq_err *err);
 
+/* Causal attention of prompt rows on the tensor cores (fp16 Q, K, V and P,
+ * fp32 sums), into q16 rows as fwd_attention: tiles[2i], tiles[2i+1] are the
+ * first row and the row count (at most fwd_prompt_tile_rows) of tile i, its
+ * rows consecutive positions of one sequence. For heads of 64 or 128 dims
+ * and groups that divide 64 (fwd_prompt_attention_supported). */
+int fwd_prompt_attention_supported(const fwd_dims *d);
+uint32_t fwd_prompt_tile_rows(const fwd_dims *d);
+int fwd_prompt_attention(const float *q, const __half *kv_layer, const uint32_t *tiles, uint32_t n_tiles,
+                         const fwd_dims *d, const fwd_meta *m, uint8_t *out, void *stream, smq_err *err);
+
 /* a_ff[r] = q16(silu(Wgate a[r]) * Wup a[r]); a: q16 rows of n_embd, a_ff of n_ff. */
 int fwd_gate_up(const dev_mat *gate, const dev_mat *up, const uint8_t *act, uint32_t rows, const fwd_dims *d,
                 uint8_t *act_ff, void *stream, smq_err *err);

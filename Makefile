@@ -101,7 +101,8 @@ GATEWAY_BIN := $(BUILD)/bin/smolmq-gateway
 UNIT_TESTS := $(BUILD)/tests/gguf_test $(BUILD)/tests/quant_test $(BUILD)/tests/tokenizer_test \
 	$(BUILD)/tests/json_test $(BUILD)/tests/chat_template_test $(BUILD)/tests/cpu_backend_test \
 	$(BUILD)/tests/engine_test $(BUILD)/tests/sampler_test $(BUILD)/tests/proto_test
-GPU_TESTS := $(BUILD)/tests/quant_gpu_test $(BUILD)/tests/matvec_gpu_test $(BUILD)/tests/cuda_backend_gpu_test
+GPU_TESTS := $(BUILD)/tests/quant_gpu_test $(BUILD)/tests/matvec_gpu_test $(BUILD)/tests/attention_gpu_test \
+	$(BUILD)/tests/cuda_backend_gpu_test
 # The tool's backend choice (tool_backend.c) is compiled with -DSMQ_CUDA=1 into
 # its own object where the binary has the CUDA backend. The setting is kept in
 # a file rewritten (at parse time) only when CUDA= changes, which relinks the
@@ -216,6 +217,15 @@ $(BUILD)/tests/%_gpu_test: $(BUILD)/obj/tests/gpu/%_gpu_test.o $(CUDA_OBJ) $(COR
 $(BUILD)/obj/tests/gpu/%.o: tests/gpu/%.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -I$(CUDA_HOME)/include -MMD -MP -c $< -o $@
+
+# GPU tests of kernels whose launchers take CUDA types: .cu files.
+$(BUILD)/tests/%_gpu_test: $(BUILD)/obj/tests/gpu/%_gpu_test.cu.o $(CUDA_OBJ) $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(CUDA_LDLIBS) $(LDLIBS) -o $@
+
+$(BUILD)/obj/tests/gpu/%.cu.o: tests/gpu/%.cu | deps
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -Itests -MMD -MP -c $< -o $@
 
 # The suite: unit tests, then the command-line tests against the built binary,
 # then the network side (worker, broker, clients on loopback).

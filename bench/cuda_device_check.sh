@@ -10,7 +10,7 @@ LOG=${1:-/tmp/cuda_check.log}
 if [ -x bin/smolmq ] && [ ! -d build ]; then BIN=bin TESTS=tests; else BIN=build/bin TESTS=build/tests; fi
 : >"$LOG"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee -a "$LOG"
-for t in quant_gpu_test matvec_gpu_test cuda_backend_gpu_test; do
+for t in quant_gpu_test matvec_gpu_test attention_gpu_test cuda_backend_gpu_test; do
     [ -x $TESTS/$t ] || { echo "$t: not carried" | tee -a "$LOG"; continue; }
     timeout 100 $TESTS/$t >"$LOG.$t" 2>&1
     echo "$t rc=$?" | tee -a "$LOG"

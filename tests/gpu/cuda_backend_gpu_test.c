@@ -396,8 +396,9 @@ static void test_mixed_step(void)
 }
 
 /* 8: the prompt route against the q16 route (SMQ_CUDA_GEMM=0) on the four
- * prompts, and without cuBLAS (a library that does not load) the backend
- * takes the q16 route: the same logits bit for bit. */
+ * prompts; the weights dequantized per step (SMQ_CUDA_F16_WEIGHTS=0)
+ * against kept in fp16; and without cuBLAS (a library that does not load)
+ * the backend takes the q16 route: the same logits bit for bit. */
 static void test_routes(void)
 {
     if (!have_gpu) {
@@ -411,16 +412,23 @@ static void test_routes(void)
     setenv("SMQ_CUBLAS", "/nonexistent/libcublas.so", 1);
     backend *none = new_backend(&cuda_backend_ops, PAGES);
     unsetenv("SMQ_CUBLAS");
-    float *lf = malloc(N_VOCAB * 4), *lq = malloc(N_VOCAB * 4), *ln = malloc(N_VOCAB * 4);
-    for (size_t i = 0; fast && q16 && none && i < json_len(prompts); i++) {
+    setenv("SMQ_CUDA_F16_WEIGHTS", "0", 1);
+    backend *scratch = new_backend(&cuda_backend_ops, PAGES);
+    unsetenv("SMQ_CUDA_F16_WEIGHTS");
+    float *lf = malloc(N_VOCAB * 4), *lq = malloc(N_VOCAB * 4), *ln = malloc(N_VOCAB * 4), *ls = malloc(N_VOCAB * 4);
+    for (size_t i = 0; fast && q16 && none && scratch && i < json_len(prompts); i++) {
         uint32_t n;
         int32_t *toks = golden_prompt(prompts, i, &n);
         if (!run(fast, toks, n, 0, identity_pages, lf, 0) && !run(q16, toks, n, 0, identity_pages, lq, 0) &&
-            !run(none, toks, n, 0, identity_pages, ln, 0)) {
-            double rel, mx;
+            !run(none, toks, n, 0, identity_pages, ln, 0) && !run(scratch, toks, n, 0, identity_pages, ls, 0)) {
+            double rel, mx, rel_s, mx_s;
             compare(lf, lq, N_VOCAB, &rel, &mx);
-            printf("  prompt %zu (%u tokens): cuBLAS route vs q16 route rel L2 %.2e, max abs %.2e\n", i, n, rel, mx);
+            compare(ls, lf, N_VOCAB, &rel_s, &mx_s);
+            printf("  prompt %zu (%u tokens): cuBLAS route vs q16 route rel L2 %.2e, max abs %.2e; weights "
+                   "dequantized per step vs kept in fp16 %.2e\n",
+                   i, n, rel, mx, rel_s);
             CHECK_MSG(rel < 3e-3, "prompt %zu: routes differ by rel L2 %.3g", i, rel);
+            CHECK_MSG(rel_s < 1e-5, "prompt %zu: scratch vs fp16 copy rel L2 %.3g", i, rel_s);
             CHECK_MSG(!memcmp(ln, lq, N_VOCAB * 4), "prompt %zu: without cuBLAS the logits are not the q16 route's", i);
         }
         free(toks);
@@ -428,6 +436,9 @@ static void test_routes(void)
     free(lf);
     free(lq);
     free(ln);
+    free(ls);
+    if (scratch)
+        scratch->ops->destroy(&scratch);
     if (fast)
         fast->ops->destroy(&fast);
     if (q16)
@@ -436,7 +447,69 @@ static void test_routes(void)
         none->ops->destroy(&none);
 }
 
-/* 9: bad batches are errors, with the CPU backend's messages. */
+/* 9: a step of four generated tokens (four sequences) takes the cuBLAS
+ * route (SMQ_CUDA_GEMM_BATCH, default 4): each within the routes' distance
+ * of its token alone (q16); with the batch route off, the same numbers. */
+static void test_decode_batch(void)
+{
+    if (!have_gpu) {
+        test_skip("no CUDA device");
+        return;
+    }
+    enum { NS = 4, NP = 2 * PAGES };
+    backend_config cfg = { NP, PAGE, 0, 1, 0 };
+    smq_err err;
+    backend *b[2] = { NULL, NULL };
+    setenv("SMQ_CUDA_GEMM_BATCH", "0", 1);
+    b[1] = cuda_backend_ops.create(mdl, &cfg, &err);
+    unsetenv("SMQ_CUDA_GEMM_BATCH");
+    b[0] = cuda_backend_ops.create(mdl, &cfg, &err);
+    CHECK_MSG(b[0] && b[1], "%s", err.msg);
+    uint32_t n[NS], pages[NS][NP], at = 0;
+    int32_t *t[NS], next = 9906;
+    float *alone[NS], *together[NS];
+    for (int i = 0; i < NS; i++) {
+        t[i] = golden_prompt(prompts, (size_t)i, &n[i]);
+        alone[i] = malloc(N_VOCAB * sizeof(float));
+        together[i] = malloc(N_VOCAB * sizeof(float));
+        uint32_t need = (n[i] + 1 + PAGE - 1) / PAGE;
+        for (uint32_t p = 0; p < NP; p++)
+            pages[i][p] = (at + p) % NP;
+        at += need;
+    }
+    for (int v = 0; v < 2 && b[0] && b[1]; v++) {
+        double worst = 0;
+        int ok = 1;
+        for (int i = 0; ok && i < NS; i++) {
+            fwd_seq p = { t[i], n[i], 0, pages[i], NP, 0, together[i], 1 };
+            fwd_seq d = { &next, 1, n[i], pages[i], NP, 0, alone[i], 0 };
+            ok = !forward(b[v], &p, 1) && !forward(b[v], &d, 1);
+        }
+        fwd_seq s[NS];
+        for (int i = 0; i < NS; i++)
+            s[i] = (fwd_seq){ &next, 1, n[i], pages[i], NP, 0, together[i], 0 };
+        if (ok && !forward(b[v], s, NS))
+            for (int i = 0; i < NS; i++) {
+                double rel, mx;
+                compare(together[i], alone[i], N_VOCAB, &rel, &mx);
+                worst = rel > worst || isnan(rel) ? rel : worst;
+            }
+        printf("  4 generated tokens in one step%s: worst rel L2 %.2e vs each alone\n",
+               v ? " (batch route off)" : " (cuBLAS route)", worst);
+        CHECK_MSG(ok, "a step failed");
+        CHECK_MSG(worst < (v ? 1e-5 : 3e-3), "decode batch: rel L2 %.3g", worst);
+    }
+    for (int i = 0; i < NS; i++) {
+        free(t[i]);
+        free(alone[i]);
+        free(together[i]);
+    }
+    for (int v = 0; v < 2; v++)
+        if (b[v])
+            b[v]->ops->destroy(&b[v]);
+}
+
+/* 10: bad batches are errors, with the CPU backend's messages. */
 static void test_bad_batches(void)
 {
     if (!have_gpu) {
@@ -511,6 +584,7 @@ int main(void)
     TEST_RUN(test_copy_kv_prefix);
     TEST_RUN(test_mixed_step);
     TEST_RUN(test_routes);
+    TEST_RUN(test_decode_batch);
     TEST_RUN(test_bad_batches);
     TEST_RUN(test_no_device_error);
     json_free(prompts);

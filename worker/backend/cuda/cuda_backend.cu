@@ -29,10 +29,16 @@
  * page table) is read from the metadata on the device.
  *
  * Prompt rows (fwd_seq.prefill) come first in a step and take the layers'
- * products through cuBLAS on fp16 weights (gemm.h), which reads the weights
- * once for all of them; generated tokens keep the q16 products. The route
- * is chosen by a row's kind, never by the batch, so that batches and chunks
- * still give each row its numbers alone (up to cuBLAS's summation order).
+ * products through cuBLAS on fp16 weights (gemm.h: kept in a copy when the
+ * device has room, else dequantized per step), which reads the weights once
+ * for all of them, and their attention on the tensor cores
+ * (fwd_prompt_attention); generated tokens keep the q16 products and the
+ * split-K attention. That route is chosen by a row's kind, so that batches
+ * and chunks give each prompt row its numbers alone (up to cuBLAS's
+ * summation order). The one exception: a step of BATCH_GEMM or more
+ * generated tokens (SMQ_CUDA_GEMM_BATCH; 0 never) takes their products
+ * through cuBLAS too, for throughput, and they then differ from their
+ * single-row numbers by the routes' distance (rel L2 ~1e-3 on the logits).
  * SMQ_CUDA_GEMM=0 in the environment takes every row through q16.
  */
 #include <cuda_fp16.h>
@@ -58,6 +64,8 @@ extern "C" {
 #define MAX_HEAD_DIM   256  /* the attention kernel holds head_dim / 32 dims per lane, at most 8 */
 #define ATT_PART_SLOTS 8192 /* split-K slots of one attention launch */
 #define GRAPH_WIDTHS   6    /* decode graphs kept: split-K widths 1, 2, 4, .., 32 */
+#define BATCH_GEMM     4    /* decode rows from which a step takes the cuBLAS route (SMQ_CUDA_GEMM_BATCH) */
+#define F16_ROOM       ((uint64_t)4 << 30) /* free memory the fp16 copy leaves for steps and cuBLAS */
 
 /* Every CUDA call: on failure the error goes into err and the function
  * returns -1. */
@@ -72,6 +80,9 @@ typedef struct dev_layer {
     const float *attn_norm, *ffn_norm; /* [n_embd] */
     dev_mat wq, wk, wv, wo, w_gate, w_up, w_down;
     int use_rope;
+    /* fp16 copies for the cuBLAS route (rows of q, k, v stacked; of gate,
+     * up), NULL when not kept (make_f16_copy) */
+    const uint16_t *qkv16, *wo16, *gate_up16, *down16;
 } dev_layer;
 
 /* Rows [r0, r0 + rows) of a step go through attention in one launch, their
@@ -114,7 +125,11 @@ typedef struct cuda_backend {
     int use_graphs; /* 0 with SMQ_CUDA_GRAPHS=0 in the environment, to compare */
     /* prompts' products (gemm.h); NULL without cuBLAS or with SMQ_CUDA_GEMM=0 */
     cuda_gemm *gemm;
-    uint32_t n_gemm;    /* this step's prompt rows: rows [0, n_gemm) */
+    uint32_t n_prompt;   /* this step's prompt rows: rows [0, n_prompt) */
+    uint32_t n_gemm;     /* rows [0, n_gemm) take the cuBLAS route: the prompts', and a large batch's decode rows */
+    uint32_t batch_gemm; /* decode rows from which a step takes them through cuBLAS too; 0: never */
+    uint16_t *w16;       /* the fp16 copy of the layers' products, when it fits (make_f16_copy) */
+    uint64_t w16_bytes;
     uint16_t *h;        /* [rows] fp16 inputs of the products (in act) */
     float *y;           /* [rows] stacked products' outputs (in act) */
     uint16_t *wscratch; /* fp16 weights, gemm_scratch_halves() */
@@ -422,6 +437,7 @@ static void cuda_destroy(backend **self)
             cudaGraphExecDestroy(b->graph[i]);
     cuda_gemm_free(&b->gemm);
     cudaFree(b->wscratch);
+    cudaFree(b->w16);
     if (b->stream)
         cudaStreamDestroy(b->stream);
     cudaGetLastError(); /* leave no error behind for the next user of the device */
@@ -429,6 +445,56 @@ static void cuda_destroy(backend **self)
     free(b->groups);
     free(b);
     *self = NULL;
+}
+
+/* The layers' products dequantized to fp16 once, for cuBLAS (no per-step
+ * dequantization: a batch's step reads 2 bytes a weight instead of the
+ * blocks plus 4 bytes a weight through the scratch), when the device has
+ * their room and F16_ROOM more; SMQ_CUDA_F16_WEIGHTS=0 declines it. */
+static int make_f16_copy(cuda_backend *b, smq_err *err)
+{
+    const char *want = getenv("SMQ_CUDA_F16_WEIGHTS");
+    if (want && !strcmp(want, "0"))
+        return 0;
+    const hparams *hp = &b->base.m->hp;
+    uint64_t halves = 0;
+    for (uint32_t il = 0; il < hp->n_layer; il++) {
+        const dev_layer *l = &b->layers[il];
+        const dev_mat *ms[] = { &l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down };
+        for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+            halves += ms[i]->ne0 * ms[i]->ne1;
+    }
+    size_t free_b = 0, total_b = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    if (halves * 2 + F16_ROOM > free_b)
+        return 0;
+    if (dev_alloc((void **)&b->w16, halves * 2, "the fp16 copy of the weights", err))
+        return -1;
+    b->w16_bytes = halves * 2;
+    uint16_t *p = b->w16;
+    for (uint32_t il = 0; il < hp->n_layer; il++) {
+        dev_layer *l = &b->layers[il];
+        const dev_mat *qkv[3] = { &l->wq, &l->wk, &l->wv }, *gate_up[2] = { &l->w_gate, &l->w_up };
+        uint64_t n_qkv = l->wq.ne1 + l->wk.ne1 + l->wv.ne1, n_gu = l->w_gate.ne1 + l->w_up.ne1;
+        if (cuda_dequant_stack(qkv, 3, 0, n_qkv, p, b->stream, err))
+            return smq_err_prefix(err, "cuda backend");
+        l->qkv16 = p;
+        p += n_qkv * l->wq.ne0;
+        if (cuda_dequant_f16(&l->wo, 0, l->wo.ne1, p, b->stream, err))
+            return smq_err_prefix(err, "cuda backend");
+        l->wo16 = p;
+        p += l->wo.ne1 * l->wo.ne0;
+        if (cuda_dequant_stack(gate_up, 2, 0, n_gu, p, b->stream, err))
+            return smq_err_prefix(err, "cuda backend");
+        l->gate_up16 = p;
+        p += n_gu * l->w_gate.ne0;
+        if (cuda_dequant_f16(&l->w_down, 0, l->w_down.ne1, p, b->stream, err))
+            return smq_err_prefix(err, "cuda backend");
+        l->down16 = p;
+        p += l->w_down.ne1 * l->w_down.ne0;
+    }
+    CUDA_CHECK(cudaStreamSynchronize(b->stream));
+    return 0;
 }
 
 static int create_on_device(cuda_backend *b, smq_err *err)
@@ -455,8 +521,15 @@ static int create_on_device(cuda_backend *b, smq_err *err)
         return 0;
     }
     b->flash = fwd_prompt_attention_supported(&b->dims);
-    return dev_alloc((void **)&b->wscratch, gemm_scratch_halves(&m->hp) * sizeof(uint16_t),
-                     "the products' fp16 weights", err);
+    const char *batch = getenv("SMQ_CUDA_GEMM_BATCH");
+    b->batch_gemm = batch ? (uint32_t)strtoul(batch, NULL, 10) : BATCH_GEMM;
+    if (b->batch_gemm == 1)
+        b->batch_gemm = 2; /* a lone decode row keeps its graph */
+    if (make_f16_copy(b, err))
+        return -1;
+    return b->w16 ? 0
+                  : dev_alloc((void **)&b->wscratch, gemm_scratch_halves(&m->hp) * sizeof(uint16_t),
+                              "the products' fp16 weights", err);
 }
 
 static backend *cuda_create(const model *m, const backend_config *cfg, smq_err *err)
@@ -632,16 +705,18 @@ static int send_meta(cuda_backend *b, const fwd_batch *batch, uint32_t rows, ste
     uint32_t P = b->base.cfg.page_size;
     uint64_t n_out = 0, n_table = 0;
     uint32_t tile_rows = fwd_prompt_tile_rows(&b->dims);
-    b->n_gemm = b->n_tiles = 0;
+    b->n_prompt = b->n_tiles = 0;
     for (uint32_t i = 0; i < batch->n_seqs; i++) {
         const fwd_seq *s = &batch->seqs[i];
         if (b->gemm && s->prefill) {
-            b->n_gemm += s->n_tokens;
+            b->n_prompt += s->n_tokens;
             b->n_tiles += b->flash ? (s->n_tokens + tile_rows - 1) / tile_rows : 0;
         }
         n_out += s->all_logits ? s->n_tokens : 1;
         n_table += ((uint64_t)s->pos + s->n_tokens + P - 1) / P; /* only the pages the step reaches */
     }
+    /* decode rows join the cuBLAS route when there are enough of them */
+    b->n_gemm = b->gemm && b->batch_gemm && rows - b->n_prompt >= b->batch_gemm ? rows : b->n_prompt;
     sm->tokens = 0;
     sm->row_pos = rows;
     sm->row_table = 2 * (uint64_t)rows;
@@ -658,8 +733,8 @@ static int send_meta(cuda_backend *b, const fwd_batch *batch, uint32_t rows, ste
     uint32_t *w = (uint32_t *)b->meta_host;
     int32_t *tokens = (int32_t *)w;
     float *rope = (float *)(w + sm->rope);
-    /* prompt rows first (the gemm route's), then the rest; logits in batch order */
-    uint32_t next_gemm = 0, next_q16 = b->n_gemm, out = 0, table = 0, tile = 0;
+    /* prompt rows first, then the generated tokens; logits in batch order */
+    uint32_t next_gemm = 0, next_q16 = b->n_prompt, out = 0, table = 0, tile = 0;
     for (uint32_t i = 0; i < batch->n_seqs; i++) {
         const fwd_seq *s = &batch->seqs[i];
         uint32_t n_pages = (uint32_t)(((uint64_t)s->pos + s->n_tokens + P - 1) / P);
@@ -681,7 +756,8 @@ static int send_meta(cuda_backend *b, const fwd_batch *batch, uint32_t rows, ste
         table += n_pages;
     }
     int failed;
-    uint64_t slots = plan_attention(b, w + sm->row_pos, b->flash ? b->n_gemm : 0, rows, w + sm->row_part, err, &failed);
+    uint64_t slots =
+        plan_attention(b, w + sm->row_pos, b->flash ? b->n_prompt : 0, rows, w + sm->row_part, err, &failed);
     if (failed || grow(b, rows, slots * slot, n_out, sm->words * 4, err))
         return -1;
     CUDA_CHECK(cudaMemcpyAsync(b->meta_dev, b->meta_host, sm->words * 4, cudaMemcpyHostToDevice, b->stream));
@@ -705,13 +781,18 @@ static int quantize(cuda_backend *b, const uint32_t *map, const float *norm, uin
 }
 
 /* Rows [0, n_gemm) of the q16 activations act (rows of ws[0]->ne0) times the
- * stacked ws, through fp16 and cuBLAS, into y (rows y_stride floats apart). */
-static int gemm_product(cuda_backend *b, const dev_mat *const *ws, int n_w, const uint8_t *act, float *y,
-                        uint64_t y_stride, int accumulate, smq_err *err)
+ * stacked ws (or their fp16 copy w16), through fp16 and cuBLAS, into y (rows
+ * y_stride floats apart). */
+static int gemm_product(cuda_backend *b, const dev_mat *const *ws, int n_w, const uint16_t *w16, const uint8_t *act,
+                        float *y, uint64_t y_stride, int accumulate, smq_err *err)
 {
-    if (cuda_q16_to_f16(act, ws[0]->ne0, b->n_gemm, b->h, b->stream, err) ||
-        cuda_gemm_run(b->gemm, ws, n_w, b->h, b->n_gemm, y, y_stride, accumulate, b->wscratch,
-                      gemm_scratch_halves(&b->base.m->hp), err))
+    uint64_t k = ws[0]->ne0, rows = 0;
+    for (int i = 0; i < n_w; i++)
+        rows += ws[i]->ne1;
+    if (cuda_q16_to_f16(act, k, b->n_gemm, b->h, b->stream, err) ||
+        (w16 ? cuda_gemm_run_f16(b->gemm, w16, rows, k, b->h, b->n_gemm, y, y_stride, accumulate, err)
+             : cuda_gemm_run(b->gemm, ws, n_w, b->h, b->n_gemm, y, y_stride, accumulate, b->wscratch,
+                             gemm_scratch_halves(&b->base.m->hp), err)))
         return smq_err_prefix(err, "cuda backend");
     return 0;
 }
@@ -738,7 +819,7 @@ static int layer_forward(cuda_backend *b, uint32_t il, uint32_t rows, const fwd_
 
     if (quantize(b, NULL, l->attn_norm, b->a, rows, err))
         return -1;
-    if (ng && (gemm_product(b, qkv, 3, b->a, b->y, qd + 2 * b->kv_dim, 0, err) ||
+    if (ng && (gemm_product(b, qkv, 3, l->qkv16, b->a, b->y, qd + 2 * b->kv_dim, 0, err) ||
                fwd_qkv_store(b->y, ng, &b->dims, l->use_rope, fm, b->q, kv_layer, b->stream, err)))
         return -1;
     if (nq && fwd_qkv_rope(&l->wq, &l->wk, &l->wv, b->a + ng * rb_e, nq, &b->dims, l->use_rope, &fq, b->q + ng * qd,
@@ -752,16 +833,16 @@ static int layer_forward(cuda_backend *b, uint32_t il, uint32_t rows, const fwd_
                           err))
             return -1;
     }
-    if ((ng && gemm_product(b, &wo, 1, b->a, b->x, n_embd, 1, err)) ||
+    if ((ng && gemm_product(b, &wo, 1, l->wo16, b->a, b->x, n_embd, 1, err)) ||
         (nq && matmul(b, wo, b->a + ng * rb_q, nq, b->x + (uint64_t)ng * n_embd, 1, err)) ||
         quantize(b, NULL, l->ffn_norm, b->a, rows, err))
         return -1;
-    if (ng && (gemm_product(b, gate_up, 2, b->a, b->y, 2 * (uint64_t)hp->n_ff, 0, err) ||
+    if (ng && (gemm_product(b, gate_up, 2, l->gate_up16, b->a, b->y, 2 * (uint64_t)hp->n_ff, 0, err) ||
                fwd_swiglu(b->y, ng, &b->dims, b->a_ff, b->stream, err)))
         return -1;
     if (nq && fwd_gate_up(&l->w_gate, &l->w_up, b->a + ng * rb_e, nq, &b->dims, b->a_ff + ng * rb_ff, b->stream, err))
         return -1;
-    return (ng && gemm_product(b, &down, 1, b->a_ff, b->x, n_embd, 1, err)) ||
+    return (ng && gemm_product(b, &down, 1, l->down16, b->a_ff, b->x, n_embd, 1, err)) ||
                    (nq && matmul(b, down, b->a_ff + ng * rb_ff, nq, b->x + (uint64_t)ng * n_embd, 1, err))
                ? -1
                : 0;
@@ -889,7 +970,7 @@ static uint64_t cuda_memory(const backend *base)
     const cuda_backend *b = (const cuda_backend *)base;
     const hparams *hp = &base->m->hp;
     return b->weight_bytes + b->kv_bytes + (b->cap_rows ? act_bytes(hp, b->cap_rows, b->gemm != NULL) : 0) +
-           (b->wscratch ? gemm_scratch_halves(hp) * sizeof(uint16_t) : 0) + b->cap_part * sizeof(float) +
+           (b->wscratch ? gemm_scratch_halves(hp) * sizeof(uint16_t) : 0) + b->w16_bytes + b->cap_part * sizeof(float) +
            b->cap_out * hp->n_vocab * sizeof(float) + b->cap_meta;
 }
 

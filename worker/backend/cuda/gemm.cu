@@ -202,6 +202,20 @@ extern "C" int cuda_dequant_f16(const dev_mat *w, uint64_t r0, uint64_t n, uint1
     return 0;
 }
 
+extern "C" int cuda_dequant_stack(const dev_mat *const *ws, int n_w, uint64_t r0, uint64_t n, uint16_t *d_out,
+                                  void *stream, smq_err *err)
+{
+    uint64_t base = 0, k = ws[0]->ne0;
+    for (int i = 0; i < n_w; i++) {
+        uint64_t lo = r0 > base ? r0 : base, end = base + ws[i]->ne1;
+        uint64_t hi = r0 + n < end ? r0 + n : end;
+        if (lo < hi && cuda_dequant_f16(ws[i], lo - base, hi - lo, d_out + (lo - r0) * k, stream, err))
+            return -1;
+        base = end;
+    }
+    return 0;
+}
+
 /* Eight elements of a q16 row a thread: (256 hi + lo) * d of their group. */
 __global__ static void q16_to_f16_kernel(const uint8_t *__restrict__ act, uint32_t n, uint64_t groups,
                                          uint4 *__restrict__ out)
@@ -242,25 +256,56 @@ extern "C" int cuda_q16_to_f16(const uint8_t *d_q16, uint64_t n, uint64_t n_rows
 
 /* ---- the product ---- */
 
-extern "C" int cuda_gemm_run(cuda_gemm *g, const dev_mat *const *ws, int n_w, const uint16_t *d_a, uint64_t n_x,
-                             float *d_y, uint64_t y_stride, int accumulate, uint16_t *d_scratch,
-                             uint64_t scratch_halves, smq_err *err)
+/* y (+)= W a on weights in fp16: W rows x k row-major at w16 (a column-major
+ * k x rows), a column-major k x n_x, y column-major rows x n_x (ldc). */
+static int gemm_f16(cuda_gemm *g, const uint16_t *w16, uint64_t rows, uint64_t k, const uint16_t *d_a, uint64_t n_x,
+                    float *d_y, uint64_t ldc, int accumulate, smq_err *err)
 {
-    if (n_w < 1)
-        return smq_err_set(err, "cuda gemm: no matrix");
-    uint64_t k = ws[0]->ne0, rows = 0;
-    for (int i = 0; i < n_w; i++) {
-        if (ws[i]->ne0 != k)
-            return smq_err_set(err, "cuda gemm: stacked matrices of rows of %llu and %llu elements",
-                               (unsigned long long)k, (unsigned long long)ws[i]->ne0);
-        rows += ws[i]->ne1;
-    }
+    const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
+    cublasStatus_t st =
+        g->gemm_ex(g->handle, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)n_x, (int)k, &alpha, w16, CUDA_R_16F, (int)k,
+                   d_a, CUDA_R_16F, (int)k, &beta, d_y, CUDA_R_32F, (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    return st == CUBLAS_STATUS_SUCCESS ? 0 : gemm_fail(g, err, "cublasGemmEx", st);
+}
+
+/* The shapes both entry points take; *ldc: the output's row stride for
+ * cuBLAS (y_stride, or rows for a single row). */
+static int check_shape(uint64_t rows, uint64_t k, uint64_t n_x, uint64_t y_stride, uint64_t *ldc, smq_err *err)
+{
     if (k == 0 || k % QK_K || k > INT_MAX || rows > INT_MAX || n_x > INT_MAX || y_stride > INT_MAX)
         return smq_err_set(err, "cuda gemm: %llu x %llu weights times %llu rows: out of range",
                            (unsigned long long)rows, (unsigned long long)k, (unsigned long long)n_x);
     if (n_x > 1 && y_stride < rows)
         return smq_err_set(err, "cuda gemm: y stride %llu for %llu rows", (unsigned long long)y_stride,
                            (unsigned long long)rows);
+    *ldc = n_x > 1 || y_stride >= rows ? y_stride : rows;
+    return 0;
+}
+
+extern "C" int cuda_gemm_run_f16(cuda_gemm *g, const uint16_t *d_w16, uint64_t rows, uint64_t k, const uint16_t *d_a,
+                                 uint64_t n_x, float *d_y, uint64_t y_stride, int accumulate, smq_err *err)
+{
+    uint64_t ldc = 0;
+    if (check_shape(rows, k, n_x, y_stride, &ldc, err))
+        return -1;
+    return n_x == 0 || rows == 0 ? 0 : gemm_f16(g, d_w16, rows, k, d_a, n_x, d_y, ldc, accumulate, err);
+}
+
+extern "C" int cuda_gemm_run(cuda_gemm *g, const dev_mat *const *ws, int n_w, const uint16_t *d_a, uint64_t n_x,
+                             float *d_y, uint64_t y_stride, int accumulate, uint16_t *d_scratch,
+                             uint64_t scratch_halves, smq_err *err)
+{
+    if (n_w < 1)
+        return smq_err_set(err, "cuda gemm: no matrix");
+    uint64_t k = ws[0]->ne0, rows = 0, ldc = 0;
+    for (int i = 0; i < n_w; i++) {
+        if (ws[i]->ne0 != k)
+            return smq_err_set(err, "cuda gemm: stacked matrices of rows of %llu and %llu elements",
+                               (unsigned long long)k, (unsigned long long)ws[i]->ne0);
+        rows += ws[i]->ne1;
+    }
+    if (check_shape(rows, k, n_x, y_stride, &ldc, err))
+        return -1;
     if (scratch_halves < k)
         return smq_err_set(err, "cuda gemm: %llu halves of scratch hold no row of %llu",
                            (unsigned long long)scratch_halves, (unsigned long long)k);
@@ -270,24 +315,11 @@ extern "C" int cuda_gemm_run(cuda_gemm *g, const dev_mat *const *ws, int n_w, co
     uint64_t chunk = scratch_halves / k;
     if (chunk >= 8)
         chunk -= chunk % 8;
-    uint64_t ldc = n_x > 1 || y_stride >= rows ? y_stride : rows;
-    const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
     for (uint64_t r0 = 0; r0 < rows; r0 += chunk) {
-        uint64_t nr = rows - r0 < chunk ? rows - r0 : chunk, base = 0;
-        for (int i = 0; i < n_w; i++) {
-            uint64_t lo = r0 > base ? r0 : base, end = base + ws[i]->ne1;
-            uint64_t hi = r0 + nr < end ? r0 + nr : end;
-            if (lo < hi && cuda_dequant_f16(ws[i], lo - base, hi - lo, d_scratch + (lo - r0) * k, g->stream, err))
-                return -1;
-            base = end;
-        }
-        /* column-major: C (nr x n_x, ldc) = op(A)^T (nr x k) * B (k x n_x), A
-         * the scratch as k x nr, B the activations as k x n_x */
-        cublasStatus_t st = g->gemm_ex(g->handle, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, (int)n_x, (int)k, &alpha,
-                                       d_scratch, CUDA_R_16F, (int)k, d_a, CUDA_R_16F, (int)k, &beta, d_y + r0,
-                                       CUDA_R_32F, (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-        if (st != CUBLAS_STATUS_SUCCESS)
-            return gemm_fail(g, err, "cublasGemmEx", st);
+        uint64_t nr = rows - r0 < chunk ? rows - r0 : chunk;
+        if (cuda_dequant_stack(ws, n_w, r0, nr, d_scratch, g->stream, err) ||
+            gemm_f16(g, d_scratch, nr, k, d_a, n_x, d_y + r0, ldc, accumulate, err))
+            return -1;
     }
     return 0;
 }

@@ -45,6 +45,11 @@ const char *cuda_gemm_library(const cuda_gemm *g);
 int cuda_gemm_run(cuda_gemm *g, const dev_mat *const *ws, int n_w, const uint16_t *d_a, uint64_t n_x, float *d_y,
                   uint64_t y_stride, int accumulate, uint16_t *d_scratch, uint64_t scratch_halves, smq_err *err);
 
+/* The same with the weights already in fp16: rows x k, row-major at d_w16
+ * (a stack's dequantized rows, kept on the device). */
+int cuda_gemm_run_f16(cuda_gemm *g, const uint16_t *d_w16, uint64_t rows, uint64_t k, const uint16_t *d_a, uint64_t n_x,
+                      float *d_y, uint64_t y_stride, int accumulate, smq_err *err);
+
 /* n_rows q16 rows of n elements (qdot.cuh; q16_row_bytes(n) apart) as fp16
  * rows of n at d_out. Returns 0, or -1 with err. */
 int cuda_q16_to_f16(const uint8_t *d_q16, uint64_t n, uint64_t n_rows, uint16_t *d_out, void *stream, smq_err *err);
@@ -52,6 +57,11 @@ int cuda_q16_to_f16(const uint8_t *d_q16, uint64_t n, uint64_t n_rows, uint16_t 
 /* Rows [r0, r0 + n) of w dequantized (quant.h's values, rounded to fp16)
  * into n rows of w->ne0 halves at d_out. Returns 0, or -1 with err. */
 int cuda_dequant_f16(const dev_mat *w, uint64_t r0, uint64_t n, uint16_t *d_out, void *stream, smq_err *err);
+
+/* Rows [r0, r0 + n) of the matrices ws[0..n_w) stacked (same ne0), the
+ * same way, into n rows at d_out. */
+int cuda_dequant_stack(const dev_mat *const *ws, int n_w, uint64_t r0, uint64_t n, uint16_t *d_out, void *stream,
+                       smq_err *err);
 
 #ifdef __cplusplus
 }

@@ -5,6 +5,9 @@
 # or from inside `make gpu-bundle`'s folder (as gpu-check.sh: bin, tests).
 #
 #   sh bench/cuda_device_check.sh [LOG]     (LOG: default /tmp/cuda_check.log)
+#
+# Test data: tests/data, or $SMQ_TEST_DATA (a bundle made with
+# GPU_BUNDLE_DATA=0 carries none: point it at the repository's).
 set -u
 LOG=${1:-/tmp/cuda_check.log}
 if [ -x bin/smolmq ] && [ ! -d build ]; then BIN=bin TESTS=tests; else BIN=build/bin TESTS=build/tests; fi
@@ -16,7 +19,8 @@ for t in quant_gpu_test matvec_gpu_test attention_gpu_test cuda_backend_gpu_test
     echo "$t rc=$?" | tee -a "$LOG"
     grep -E "^(PASS|FAIL)|rel L2|agree|^ +[^ ]" "$LOG.$t" | tee -a "$LOG"
 done
-$BIN/smolmq synth --preset smollm3-3b --seed 1 --out /tmp/3b.gguf >/dev/null || exit 1
+$BIN/smolmq synth --preset smollm3-3b --seed 1 --out /tmp/3b.gguf \
+    --vocab "${SMQ_TEST_DATA:-tests/data}/models/smollm3-tiny-q4_k_m.gguf" >/dev/null || exit 1
 B="$BIN/smolmq bench --model /tmp/3b.gguf --backend cuda"
 for args in "--prompt-len 128 --gen 64" "--prompt-len 512 --gen 16" "--prompt-len 4096 --gen 32" \
     "--prompt-len 128 --gen 32 --batch 8" "--prompt-len 128 --gen 32 --batch 64"; do

@@ -22,8 +22,11 @@ done
 $BIN/smolmq synth --preset smollm3-3b --seed 1 --out /tmp/3b.gguf \
     --vocab "${SMQ_TEST_DATA:-tests/data}/models/smollm3-tiny-q4_k_m.gguf" >/dev/null || exit 1
 B="$BIN/smolmq bench --model /tmp/3b.gguf --backend cuda"
+# The figures: batch-1 decode at contexts 128, 4K and 32K, prefill
+# of 512 and 4096 tokens, aggregate decode of 8, 32 and 64 sequences.
 for args in "--prompt-len 128 --gen 64" "--prompt-len 512 --gen 16" "--prompt-len 4096 --gen 32" \
-    "--prompt-len 128 --gen 32 --batch 8" "--prompt-len 128 --gen 32 --batch 64"; do
+    "--prompt-len 32768 --gen 16" "--prompt-len 128 --gen 32 --batch 8" "--prompt-len 128 --gen 32 --batch 32" \
+    "--prompt-len 128 --gen 32 --batch 64"; do
     echo "== bench $args" | tee -a "$LOG"
     timeout 60 $B $args 2>&1 | tee -a "$LOG"
 done

@@ -19,6 +19,17 @@ for t in quant_gpu_test matvec_gpu_test attention_gpu_test cuda_backend_gpu_test
     echo "$t rc=$?" | tee -a "$LOG"
     grep -E "^(PASS|FAIL)|rel L2|agree|^ +[^ ]" "$LOG.$t" | tee -a "$LOG"
 done
+# The backend with every row on the q16 route (as before the cuBLAS and
+# tensor-core routes): tells a fault of the new routes from an old one.
+echo "cuda_backend_gpu_test with SMQ_CUDA_GEMM=0:" | tee -a "$LOG"
+SMQ_CUDA_GEMM=0 timeout 100 $TESTS/cuda_backend_gpu_test 2>&1 | grep -E "^(PASS|FAIL)" | tee -a "$LOG"
+# The tensor-core attention under the memory checker (out-of-bounds shared
+# or global accesses, misaligned fragments).
+if command -v compute-sanitizer >/dev/null 2>&1; then
+    echo "attention_gpu_test under compute-sanitizer:" | tee -a "$LOG"
+    timeout 200 compute-sanitizer --tool memcheck $TESTS/attention_gpu_test 2>&1 | grep -E "^(PASS|FAIL)|ERROR SUMMARY|Invalid" |
+        head -20 | tee -a "$LOG"
+fi
 $BIN/smolmq synth --preset smollm3-3b --seed 1 --out /tmp/3b.gguf \
     --vocab "${SMQ_TEST_DATA:-tests/data}/models/smollm3-tiny-q4_k_m.gguf" >/dev/null || exit 1
 B="$BIN/smolmq bench --model /tmp/3b.gguf --backend cuda"

@@ -251,15 +251,27 @@ static backend *mock_create(const model *m, const backend_config *cfg, smq_err *
     return &b->base;
 }
 
+/* mock_device_greedy: the mock chooses greedy tokens itself when the engine
+ * offers (fwd_seq.argmax) and leaves logits that point elsewhere ("!"), so
+ * that a token taken from the logits shows. */
+static int mock_device_greedy;
+static uint32_t mock_argmax_offers;
+
 static int mock_forward(backend *b, const fwd_batch *batch, smq_err *err)
 {
     (void)err;
     for (uint32_t i = 0; i < batch->n_seqs; i++) {
         const fwd_seq *s = &batch->seqs[i];
-        uint32_t next = s->pos + s->n_tokens; /* the position the sampled token will take */
+        uint32_t next = s->pos + s->n_tokens;                 /* the position the sampled token will take */
+        int32_t pick = next < script_len ? script[next] : 13; /* 13: "." */
         for (uint32_t v = 0; v < b->m->hp.n_vocab; v++)
             s->logits[v] = 0;
-        s->logits[next < script_len ? script[next] : 13] = 100; /* 13: "." */
+        mock_argmax_offers += s->argmax != NULL;
+        if (mock_device_greedy && s->argmax) {
+            *s->argmax = pick;
+            pick = 0; /* "!" */
+        }
+        s->logits[pick] = 100;
     }
     return 0;
 }
@@ -323,6 +335,37 @@ static void test_thinking_and_end_of_turn(void)
     c = run_script(e, &s, "Plain answer, no thoughts.<|im_end|>", NULL, 100);
     CHECK(c && c->finish == FINISH_EOG && !c->reasoning.len);
     CHECK_STR(c->content.data, "Plain answer, no thoughts.");
+    sink_free(&s);
+    engine_destroy(&e);
+}
+
+/* A backend that picks greedy tokens itself: the engine offers it only for
+ * greedy requests without penalties and on the steps that sample, and then
+ * takes its token, not the logits. */
+static void test_backend_greedy(void)
+{
+    engine *e = new_engine(&mock_ops, 256, 64, 512);
+    sink s = { 0 };
+    mock_device_greedy = 1;
+    mock_argmax_offers = 0;
+    collected *c = run_script(e, &s, "Plain answer.<|im_end|>", NULL, 100);
+    CHECK(c && c->finish == FINISH_EOG);
+    CHECK_STR(c->content.data, "Plain answer.");
+    CHECK_MSG(mock_argmax_offers == 4, "%u offers for 3 tokens and the end of the turn", mock_argmax_offers);
+    /* with a repetition penalty the engine needs the logits: it offers
+     * nothing, and the mock writes the script's logits */
+    set_script("Plain answer.<|im_end|>");
+    seq_request r = greedy(script, 4, 3);
+    r.sampling.repeat_penalty = 1.1f;
+    smq_err err;
+    mock_argmax_offers = 0;
+    uint64_t id = engine_submit(e, &r, &err);
+    run_all(e, &s);
+    c = find(&s, id);
+    CHECK(c && c->finish == FINISH_LENGTH);
+    CHECK_STR(c->content.data, "Plain answer.");
+    CHECK_INT(mock_argmax_offers, 0);
+    mock_device_greedy = 0;
     sink_free(&s);
     engine_destroy(&e);
 }
@@ -411,6 +454,7 @@ int main(void)
     TEST_RUN(test_seeded_sampling);
     TEST_RUN(test_submit_errors);
     TEST_RUN(test_thinking_and_end_of_turn);
+    TEST_RUN(test_backend_greedy);
     TEST_RUN(test_stop_strings);
     TEST_RUN(test_limits_and_cancel);
     TEST_RUN(test_full_pool_waits);

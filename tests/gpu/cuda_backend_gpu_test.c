@@ -509,7 +509,56 @@ static void test_decode_batch(void)
             b[v]->ops->destroy(&b[v]);
 }
 
-/* 10: bad batches are errors, with the CPU backend's messages. */
+/* 10: greedy tokens chosen on the device (fwd_seq.argmax): the same token
+ * as the host's scan of the logits, and those logits never copied back;
+ * beside a sequence that wants its logits, in one step. */
+static void test_device_greedy(void)
+{
+    if (!have_gpu) {
+        test_skip("no CUDA device");
+        return;
+    }
+    backend *b = new_backend(&cuda_backend_ops, PAGES);
+    uint32_t na, nb, pb[PAGES];
+    int32_t *ta = golden_prompt(prompts, 2, &na), *tb = golden_prompt(prompts, 1, &nb);
+    for (uint32_t p = 0; p < PAGES; p++)
+        pb[p] = (PAGES / 2 + p) % PAGES;
+    float *ref = malloc(N_VOCAB * 4), *la = malloc(N_VOCAB * 4), *lb = malloc(N_VOCAB * 4), *rb = malloc(N_VOCAB * 4);
+    if (b && !run(b, ta, na, 0, identity_pages, ref, 0) && !run(b, tb, nb, 0, pb, rb, 0)) {
+        float margin;
+        int32_t want = argmax(ref, &margin), got = -1;
+        fwd_seq s[2] = { { ta, na, 0, identity_pages, PAGES, 0, la, 1, &got },
+                         { tb, nb, 0, pb, PAGES, 0, lb, 1, NULL } };
+        if (!forward(b, s, 2)) {
+            size_t untouched = 0;
+            for (size_t i = 0; i < N_VOCAB; i++) {
+                uint32_t bits;
+                memcpy(&bits, &la[i], 4);
+                untouched += bits == 0xFFFFFFFFu;
+            }
+            double rel, mx;
+            compare(lb, rb, N_VOCAB, &rel, &mx);
+            printf("  greedy on the device: token %d (host scan %d); %zu of %d logits left unwritten; the other "
+                   "sequence's logits rel L2 %.2e\n",
+                   got, want, untouched, N_VOCAB, rel);
+            /* a near tie may flip between a step alone and in a batch */
+            CHECK_MSG(got == want || margin < 1e-3f, "device greedy token %d, host %d (margin %.3g)", got, want,
+                      margin);
+            CHECK_MSG(untouched == N_VOCAB, "the greedy sequence's logits were copied back");
+            CHECK_MSG(rel < 1e-5, "the other sequence's logits: rel L2 %.3g", rel);
+        }
+    }
+    free(ta);
+    free(tb);
+    free(ref);
+    free(la);
+    free(lb);
+    free(rb);
+    if (b)
+        b->ops->destroy(&b);
+}
+
+/* 11: bad batches are errors, with the CPU backend's messages. */
 static void test_bad_batches(void)
 {
     if (!have_gpu) {
@@ -585,6 +634,7 @@ int main(void)
     TEST_RUN(test_mixed_step);
     TEST_RUN(test_routes);
     TEST_RUN(test_decode_batch);
+    TEST_RUN(test_device_greedy);
     TEST_RUN(test_bad_batches);
     TEST_RUN(test_no_device_error);
     json_free(prompts);

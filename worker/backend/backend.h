@@ -42,6 +42,9 @@ typedef struct fwd_seq {
     float *logits;         /* out: [all_logits ? n_tokens : 1][n_vocab] */
     int prefill;           /* the tokens are read (a prompt's), not generated one by one: a backend may take
                               them by a many-row route of its own, the same for every chunking (cuda: cuBLAS) */
+    int32_t *argmax;       /* when not NULL (and not all_logits): a backend may store here the last position's
+                              greedy token (the first of the largest logits) instead of writing the logits, so
+                              that only the token leaves the device (cuda); it leaves *argmax alone otherwise */
 } fwd_seq;
 
 typedef struct fwd_batch {

@@ -38,6 +38,7 @@ typedef struct sequence {
     int reasoning; /* inside <think> ... </think> */
     sbuf held;     /* text of the current channel held back for stop strings */
     float *logits;
+    int32_t argmax; /* the step's greedy token when the backend chose it (else -1) */
     uint32_t chunk; /* tokens fed this step */
     struct sequence *next;
 } sequence;
@@ -578,7 +579,15 @@ int engine_step(engine *e, engine_event_fn fn, void *ctx, smq_err *err)
             if (!s->chunk)
                 continue;
             budget = budget > s->chunk ? budget - s->chunk : 0;
-            e->fs[n] = (fwd_seq){ s->tokens + s->pos, s->chunk, s->pos, s->pages, s->n_pages, 0, s->logits, !decoding };
+            /* A greedy pick without penalties needs no logits: the backend
+             * may choose the token itself (on the device). */
+            const sampling_params *sp = &s->smp.p;
+            int greedy = sp->temperature <= 0 && sp->repeat_penalty == 1.0f && sp->presence_penalty == 0.0f &&
+                         sp->frequency_penalty == 0.0f && s->pos + s->chunk == s->n_tokens;
+            s->argmax = -1;
+            e->fs[n] =
+                (fwd_seq){ s->tokens + s->pos,        s->chunk, s->pos, s->pages, s->n_pages, 0, s->logits, !decoding,
+                           greedy ? &s->argmax : NULL };
             e->fs_seq[n++] = s;
         }
     }
@@ -620,8 +629,11 @@ int engine_step(engine *e, engine_event_fn fn, void *ctx, smq_err *err)
         s->pos += s->chunk;
         if (s->pos < s->n_tokens)
             continue; /* more prompt to read */
-        memcpy(e->scratch_logits, s->logits, e->m->hp.n_vocab * sizeof(float));
-        int32_t tok = sampler_pick(&s->smp, e->scratch_logits, e->m->hp.n_vocab, s->tokens, s->n_tokens);
+        int32_t tok = s->argmax;
+        if (tok < 0) {
+            memcpy(e->scratch_logits, s->logits, e->m->hp.n_vocab * sizeof(float));
+            tok = sampler_pick(&s->smp, e->scratch_logits, e->m->hp.n_vocab, s->tokens, s->n_tokens);
+        }
         deltas d = { { 0 }, { 0 } };
         if (tok >= 0 && s->n_tokens == s->cap_tokens) {
             int32_t *grown = realloc(s->tokens, 2 * s->cap_tokens * sizeof *grown);

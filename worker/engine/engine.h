@@ -106,7 +106,9 @@ uint32_t engine_n_ctx(const engine *e);
  * tell a request's wait from its prefill. */
 int engine_seq_waiting(const engine *e, uint64_t seq);
 const backend *engine_backend(const engine *e);
-/* Logits of the last step for sequence seq (n_vocab floats), or NULL. */
+/* Logits of the last step for sequence seq (n_vocab floats), or NULL. Not
+ * written by a backend that chose a greedy token itself (fwd_seq.argmax):
+ * then they are an older step's. */
 const float *engine_last_logits(const engine *e, uint64_t seq);
 
 #endif

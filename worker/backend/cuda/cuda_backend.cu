@@ -114,7 +114,8 @@ typedef struct cuda_backend {
     uint8_t *a, *a_ff;
     uint64_t cap_part; /* floats */
     float *part;
-    uint64_t cap_out; /* rows of logits */
+    uint64_t cap_out;             /* rows of logits */
+    int32_t *d_argmax, *h_argmax; /* [cap_out] greedy tokens chosen on the device; h_argmax pinned */
     float *logits;
     uint64_t cap_meta; /* bytes */
     uint8_t *meta_host, *meta_dev;
@@ -429,6 +430,8 @@ static void cuda_destroy(backend **self)
     cudaFree(b->kv);
     cudaFree(b->act);
     cudaFree(b->logits);
+    cudaFree(b->d_argmax);
+    cudaFreeHost(b->h_argmax);
     cudaFree(b->part);
     cudaFree(b->meta_dev);
     cudaFreeHost(b->meta_host);
@@ -636,10 +639,15 @@ static int grow(cuda_backend *b, uint32_t rows, uint64_t part_floats, uint64_t n
     if (n_out > b->cap_out) {
         drop_graphs(b);
         cudaFree(b->logits);
+        cudaFree(b->d_argmax);
+        cudaFreeHost(b->h_argmax);
         b->logits = NULL;
+        b->d_argmax = b->h_argmax = NULL;
         b->cap_out = 0;
-        if (dev_alloc((void **)&b->logits, n_out * hp->n_vocab * sizeof(float), "a step's logits", err))
+        if (dev_alloc((void **)&b->logits, n_out * hp->n_vocab * sizeof(float), "a step's logits", err) ||
+            dev_alloc((void **)&b->d_argmax, n_out * sizeof(int32_t), "a step's greedy tokens", err))
             return -1;
+        CUDA_CHECK(cudaMallocHost((void **)&b->h_argmax, n_out * sizeof(int32_t)));
         b->cap_out = n_out;
         if (b->poison)
             CUDA_CHECK(cudaMemsetAsync(b->logits, 0xFF, n_out * hp->n_vocab * sizeof(float), b->stream));
@@ -919,12 +927,26 @@ static int cuda_forward(backend *base, const fwd_batch *batch, smq_err *err)
     int rc = send_meta(b, batch, rows, &sm, err);
     if (!rc)
         rc = rows == 1 && b->use_graphs && !b->n_gemm ? replay_step(b, &sm, err) : enqueue_step(b, rows, &sm, err);
+    /* Greedy tokens asked for are chosen here, and only they come back
+     * (4 bytes instead of n_vocab floats); the other sequences' logits do. */
+    uint32_t n_out = (uint32_t)(sm.rope - sm.out_rows), n_greedy = 0;
+    for (uint32_t i = 0; i < batch->n_seqs; i++)
+        n_greedy += batch->seqs[i].argmax && !batch->seqs[i].all_logits;
+    if (!rc && n_greedy) {
+        rc = fwd_argmax(b->logits, n_out, hp->n_vocab, b->d_argmax, b->stream, err);
+        cudaError_t e =
+            rc ? cudaSuccess
+               : cudaMemcpyAsync(b->h_argmax, b->d_argmax, n_out * sizeof(int32_t), cudaMemcpyDeviceToHost, b->stream);
+        if (e != cudaSuccess)
+            rc = smq_err_set(err, "cuda backend: copying the greedy tokens back: %s", cudaGetErrorString(e));
+    }
     uint64_t at = 0;
     for (uint32_t i = 0; !rc && i < batch->n_seqs; i++) {
         const fwd_seq *s = &batch->seqs[i];
         uint64_t n = (uint64_t)(s->all_logits ? s->n_tokens : 1) * hp->n_vocab;
-        cudaError_t e =
-            cudaMemcpyAsync(s->logits, b->logits + at, n * sizeof(float), cudaMemcpyDeviceToHost, b->stream);
+        cudaError_t e = s->argmax && !s->all_logits ? cudaSuccess
+                                                    : cudaMemcpyAsync(s->logits, b->logits + at, n * sizeof(float),
+                                                                      cudaMemcpyDeviceToHost, b->stream);
         if (e != cudaSuccess)
             rc = smq_err_set(err, "cuda backend: copying the logits back: %s", cudaGetErrorString(e));
         at += n;
@@ -934,6 +956,12 @@ static int cuda_forward(backend *base, const fwd_batch *batch, smq_err *err)
     cudaError_t e = cudaStreamSynchronize(b->stream);
     if (!rc && e != cudaSuccess)
         rc = smq_err_set(err, "cuda backend: the step failed on the GPU: %s", cudaGetErrorString(e));
+    for (uint32_t i = 0, out = 0; !rc && i < batch->n_seqs; i++) {
+        const fwd_seq *s = &batch->seqs[i];
+        if (s->argmax && !s->all_logits)
+            *s->argmax = b->h_argmax[out];
+        out += s->all_logits ? s->n_tokens : 1;
+    }
     return rc;
 }
 

@@ -734,3 +734,57 @@ int fwd_swiglu(const float *y, uint32_t rows, const fwd_dims *d, uint8_t *act_ff
     }
     return 0;
 }
+
+/* ---- greedy tokens on the device ---- */
+
+/* Row blockIdx.x's first largest logit (NaN counts as -inf), as the engine's
+ * scan picks it: a thread per strided slice, then shuffles and one warp. */
+__global__ static void __launch_bounds__(1024) argmax_kernel(const float *__restrict__ logits, uint32_t n,
+                                                             int32_t *__restrict__ out)
+{
+    __shared__ float sv[32];
+    __shared__ uint32_t si[32];
+    const float *row = logits + (uint64_t)blockIdx.x * n;
+    float bv = -INFINITY;
+    uint32_t bi = UINT32_MAX;
+    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = isnan(row[i]) ? -INFINITY : row[i];
+        if (bi == UINT32_MAX || v > bv) {
+            bv = v;
+            bi = i;
+        }
+    }
+    unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    for (int round = 0; round < 2; round++) {
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_down_sync(0xffffffffu, bv, o);
+            uint32_t oi = __shfl_down_sync(0xffffffffu, bi, o);
+            if (ov > bv || (ov == bv && oi < bi)) {
+                bv = ov;
+                bi = oi;
+            }
+        }
+        if (round == 1)
+            break;
+        if (lane == 0) {
+            sv[warp] = bv;
+            si[warp] = bi;
+        }
+        __syncthreads();
+        if (warp != 0)
+            return;
+        bv = lane < blockDim.x / 32 ? sv[lane] : -INFINITY;
+        bi = lane < blockDim.x / 32 ? si[lane] : UINT32_MAX;
+    }
+    if (lane == 0)
+        out[blockIdx.x] = (int32_t)bi;
+}
+
+int fwd_argmax(const float *logits, uint32_t rows, uint32_t n, int32_t *out, void *stream, smq_err *err)
+{
+    if (rows == 0)
+        return 0;
+    argmax_kernel<<<rows, 1024, 0, (cudaStream_t)stream>>>(logits, n, out);
+    LAUNCH_CHECK("argmax");
+    return 0;
+}

@@ -131,4 +131,8 @@ int fwd_gate_up(const dev_mat *gate, const dev_mat *up, const uint8_t *act, uint
  * (2 n_ff floats). */
 int fwd_swiglu(const float *y, uint32_t rows, const fwd_dims *d, uint8_t *act_ff, void *stream, smq_err *err);
 
+/* out[r] = the index of row r's first largest logit (NaN as -inf), for
+ * rows rows of n logits: greedy tokens chosen on the device. */
+int fwd_argmax(const float *logits, uint32_t rows, uint32_t n, int32_t *out, void *stream, smq_err *err);
+
 #endif

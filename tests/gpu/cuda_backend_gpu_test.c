@@ -460,6 +460,10 @@ static void test_decode_batch(void)
     backend_config cfg = { NP, PAGE, 0, 1, 0 };
     smq_err err;
     backend *b[2] = { NULL, NULL };
+    setenv("SMQ_CUDA_GEMM_BATCH", "four", 1);
+    b[0] = cuda_backend_ops.create(mdl, &cfg, &err);
+    CHECK(b[0] == NULL);
+    CHECK_CONTAINS(err.msg, "SMQ_CUDA_GEMM_BATCH=four: want a number of decode rows");
     setenv("SMQ_CUDA_GEMM_BATCH", "0", 1);
     b[1] = cuda_backend_ops.create(mdl, &cfg, &err);
     unsetenv("SMQ_CUDA_GEMM_BATCH");

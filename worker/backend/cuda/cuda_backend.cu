@@ -460,41 +460,44 @@ static int make_f16_copy(cuda_backend *b, smq_err *err)
     if (want && !strcmp(want, "0"))
         return 0;
     const hparams *hp = &b->base.m->hp;
+    uint16_t *p = NULL;
     uint64_t halves = 0;
-    for (uint32_t il = 0; il < hp->n_layer; il++) {
-        const dev_layer *l = &b->layers[il];
-        const dev_mat *ms[] = { &l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down };
-        for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
-            halves += ms[i]->ne0 * ms[i]->ne1;
-    }
-    size_t free_b = 0, total_b = 0;
-    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-    if (halves * 2 + F16_ROOM > free_b)
-        return 0;
-    if (dev_alloc((void **)&b->w16, halves * 2, "the fp16 copy of the weights", err))
-        return -1;
-    b->w16_bytes = halves * 2;
-    uint16_t *p = b->w16;
-    for (uint32_t il = 0; il < hp->n_layer; il++) {
-        dev_layer *l = &b->layers[il];
-        const dev_mat *qkv[3] = { &l->wq, &l->wk, &l->wv }, *gate_up[2] = { &l->w_gate, &l->w_up };
-        uint64_t n_qkv = l->wq.ne1 + l->wk.ne1 + l->wv.ne1, n_gu = l->w_gate.ne1 + l->w_up.ne1;
-        if (cuda_dequant_stack(qkv, 3, 0, n_qkv, p, b->stream, err))
-            return smq_err_prefix(err, "cuda backend");
-        l->qkv16 = p;
-        p += n_qkv * l->wq.ne0;
-        if (cuda_dequant_f16(&l->wo, 0, l->wo.ne1, p, b->stream, err))
-            return smq_err_prefix(err, "cuda backend");
-        l->wo16 = p;
-        p += l->wo.ne1 * l->wo.ne0;
-        if (cuda_dequant_stack(gate_up, 2, 0, n_gu, p, b->stream, err))
-            return smq_err_prefix(err, "cuda backend");
-        l->gate_up16 = p;
-        p += n_gu * l->w_gate.ne0;
-        if (cuda_dequant_f16(&l->w_down, 0, l->w_down.ne1, p, b->stream, err))
-            return smq_err_prefix(err, "cuda backend");
-        l->down16 = p;
-        p += l->w_down.ne1 * l->w_down.ne0;
+    /* pass 0 counts, pass 1 fills the allocation, stack by stack */
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint32_t il = 0; il < hp->n_layer; il++) {
+            dev_layer *l = &b->layers[il];
+            struct {
+                const dev_mat *m[3];
+                int n;
+                const uint16_t **dst;
+            } st[4] = { { { &l->wq, &l->wk, &l->wv }, 3, &l->qkv16 },
+                        { { &l->wo }, 1, &l->wo16 },
+                        { { &l->w_gate, &l->w_up }, 2, &l->gate_up16 },
+                        { { &l->w_down }, 1, &l->down16 } };
+            for (int i = 0; i < 4; i++) {
+                uint64_t rows = 0;
+                for (int j = 0; j < st[i].n; j++)
+                    rows += st[i].m[j]->ne1;
+                if (pass == 0) {
+                    halves += rows * st[i].m[0]->ne0;
+                    continue;
+                }
+                if (cuda_dequant_stack(st[i].m, st[i].n, 0, rows, p, b->stream, err))
+                    return smq_err_prefix(err, "cuda backend");
+                *st[i].dst = p;
+                p += rows * st[i].m[0]->ne0;
+            }
+        }
+        if (pass == 0) {
+            size_t free_b = 0, total_b = 0;
+            CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+            if (halves * 2 + F16_ROOM > free_b)
+                return 0;
+            if (dev_alloc((void **)&b->w16, halves * 2, "the fp16 copy of the weights", err))
+                return -1;
+            b->w16_bytes = halves * 2;
+            p = b->w16;
+        }
     }
     CUDA_CHECK(cudaStreamSynchronize(b->stream));
     return 0;
@@ -525,7 +528,15 @@ static int create_on_device(cuda_backend *b, smq_err *err)
     }
     b->flash = fwd_prompt_attention_supported(&b->dims);
     const char *batch = getenv("SMQ_CUDA_GEMM_BATCH");
-    b->batch_gemm = batch ? (uint32_t)strtoul(batch, NULL, 10) : BATCH_GEMM;
+    b->batch_gemm = BATCH_GEMM;
+    if (batch) {
+        char *end = NULL;
+        unsigned long v = strtoul(batch, &end, 10);
+        if (!*batch || *end || v > 1000000)
+            return smq_err_set(err, "cuda backend: SMQ_CUDA_GEMM_BATCH=%s: want a number of decode rows (0: never)",
+                               batch);
+        b->batch_gemm = (uint32_t)v;
+    }
     if (b->batch_gemm == 1)
         b->batch_gemm = 2; /* a lone decode row keeps its graph */
     if (make_f16_copy(b, err))

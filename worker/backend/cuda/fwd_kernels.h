@@ -12,9 +12,12 @@
  *                  x += Wdown a                                cuda_q16_matmul
  *   head           logits = Wout q16(rmsnorm(x) * output_norm)
  *
- * Prompt rows (fwd_seq.prefill) take their products through gemm.h
- * instead (q16 rows to fp16, cuBLAS), then fwd_qkv_store and fwd_swiglu
- * finish what fwd_qkv_rope and fwd_gate_up fuse; the head stays q16.
+ * Prompt rows (fwd_seq.prefill), and the generated tokens of a large
+ * batch, take their products through gemm.h instead (q16 rows to fp16,
+ * cuBLAS), then fwd_qkv_store and fwd_swiglu finish what fwd_qkv_rope and
+ * fwd_gate_up fuse; prompt rows' attention is fwd_prompt_attention (tensor
+ * cores); the head stays q16, and fwd_argmax picks greedy tokens on the
+ * device.
  *
  * Every kernel computes a row (a token) with a fixed order of operations
  * that depends on nothing but that row (and its position), so that batches

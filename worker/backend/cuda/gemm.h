@@ -9,9 +9,10 @@
  *
  * Precision: the weights' fp16 rounding and the activations' (q16, then
  * fp16) add about 3e-4 relative per output against float64, where the q16
- * products add 1.5e-5: the backend keeps the two routes apart per sequence
- * kind (fwd_seq.prefill), so that a row's numbers still do not depend on
- * the batch around it. */
+ * products add 1.5e-5. The backend chooses the route by a row's kind
+ * (fwd_seq.prefill), so that a prompt row's numbers do not depend on the
+ * batch around it; only a step of many generated tokens (cuda_backend.cu's
+ * BATCH_GEMM) moves them to this route too. */
 #ifndef SMQ_CUDA_GEMM_H
 #define SMQ_CUDA_GEMM_H
 

@@ -70,7 +70,7 @@ TOOL_SRC := worker/tool/smolmq.c worker/tool/tool.c worker/tool/inspect.c worker
 	worker/tool/json_out.c worker/tool/tokenize.c worker/tool/template.c \
 	worker/tool/generate.c worker/tool/bench.c worker/tool/chat.c worker/tool/ask.c
 CUDA_SRC := worker/backend/cuda/dequant.cu worker/backend/cuda/matvec.cu worker/backend/cuda/fwd_kernels.cu \
-	worker/backend/cuda/gemm.cu worker/backend/cuda/cuda_backend.cu
+	worker/backend/cuda/gemm.cu worker/backend/cuda/sample.cu worker/backend/cuda/cuda_backend.cu
 
 # The network side: the protocol codec (msgpack-c), the C client library
 # (libzmq), the broker (czmq) and the worker process. The inference core and
@@ -102,6 +102,7 @@ UNIT_TESTS := $(BUILD)/tests/gguf_test $(BUILD)/tests/quant_test $(BUILD)/tests/
 	$(BUILD)/tests/json_test $(BUILD)/tests/chat_template_test $(BUILD)/tests/cpu_backend_test \
 	$(BUILD)/tests/engine_test $(BUILD)/tests/sampler_test $(BUILD)/tests/proto_test
 GPU_TESTS := $(BUILD)/tests/quant_gpu_test $(BUILD)/tests/matvec_gpu_test $(BUILD)/tests/attention_gpu_test \
+	$(BUILD)/tests/sample_gpu_test \
 	$(BUILD)/tests/cuda_backend_gpu_test
 # The tool's backend choice (tool_backend.c) is compiled with -DSMQ_CUDA=1 into
 # its own object where the binary has the CUDA backend. The setting is kept in

@@ -13,7 +13,7 @@ LOG=${1:-/tmp/cuda_check.log}
 if [ -x bin/smolmq ] && [ ! -d build ]; then BIN=bin TESTS=tests; else BIN=build/bin TESTS=build/tests; fi
 : >"$LOG"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee -a "$LOG"
-for t in quant_gpu_test matvec_gpu_test attention_gpu_test cuda_backend_gpu_test; do
+for t in quant_gpu_test matvec_gpu_test attention_gpu_test sample_gpu_test cuda_backend_gpu_test; do
     [ -x $TESTS/$t ] || { echo "$t: not carried" | tee -a "$LOG"; continue; }
     timeout 100 $TESTS/$t >"$LOG.$t" 2>&1
     echo "$t rc=$?" | tee -a "$LOG"
@@ -29,6 +29,10 @@ if command -v compute-sanitizer >/dev/null 2>&1; then
     echo "attention_gpu_test under compute-sanitizer:" | tee -a "$LOG"
     timeout 200 compute-sanitizer --tool memcheck $TESTS/attention_gpu_test 2>&1 | grep -E "^(PASS|FAIL)|ERROR SUMMARY|Invalid" |
         head -20 | tee -a "$LOG"
+    # the device sampler's shared counters and chain state: races
+    echo "sample_gpu_test under compute-sanitizer racecheck:" | tee -a "$LOG"
+    timeout 200 compute-sanitizer --tool racecheck $TESTS/sample_gpu_test 2>&1 |
+        grep -E "^(PASS|FAIL)|ERROR SUMMARY|RACECHECK SUMMARY|hazard" | head -20 | tee -a "$LOG"
 fi
 $BIN/smolmq synth --preset smollm3-3b --seed 1 --out /tmp/3b.gguf \
     --vocab "${SMQ_TEST_DATA:-tests/data}/models/smollm3-tiny-q4_k_m.gguf" >/dev/null || exit 1

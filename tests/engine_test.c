@@ -251,27 +251,44 @@ static backend *mock_create(const model *m, const backend_config *cfg, smq_err *
     return &b->base;
 }
 
-/* mock_device_greedy: the mock chooses greedy tokens itself when the engine
- * offers (fwd_seq.argmax) and leaves logits that point elsewhere ("!"), so
- * that a token taken from the logits shows. */
-static int mock_device_greedy;
-static uint32_t mock_argmax_offers;
+/* mock_device_pick: the mock runs the sampling chain itself when the engine
+ * offers the pick (fwd_seq.pick), as a device would, and leaves logits that
+ * point elsewhere ("!"), so that a token taken from the logits shows.
+ * mock_noise: logits other than the script's get small pseudo-random values,
+ * so that a draw at a temperature can go elsewhere. */
+static int mock_device_pick, mock_noise;
+static uint32_t mock_pick_offers, mock_pen_seen;
+
+static void mock_logits(uint32_t next, float *logits, uint32_t n_vocab)
+{
+    int32_t want = next < script_len ? script[next] : 13; /* 13: "." */
+    for (uint32_t v = 0; v < n_vocab; v++) {
+        uint32_t h = (next * 2654435761u) ^ (v * 40503u);
+        h ^= h >> 15;
+        h *= 2246822519u;
+        h ^= h >> 13;
+        logits[v] = mock_noise ? (float)(h % 1000) / 250.0f - 8 : 0;
+    }
+    logits[want] = mock_noise ? 1 : 100;
+}
 
 static int mock_forward(backend *b, const fwd_batch *batch, smq_err *err)
 {
     (void)err;
     for (uint32_t i = 0; i < batch->n_seqs; i++) {
         const fwd_seq *s = &batch->seqs[i];
-        uint32_t next = s->pos + s->n_tokens;                 /* the position the sampled token will take */
-        int32_t pick = next < script_len ? script[next] : 13; /* 13: "." */
-        for (uint32_t v = 0; v < b->m->hp.n_vocab; v++)
-            s->logits[v] = 0;
-        mock_argmax_offers += s->argmax != NULL;
-        if (mock_device_greedy && s->argmax) {
-            *s->argmax = pick;
-            pick = 0; /* "!" */
+        uint32_t next = s->pos + s->n_tokens, n_vocab = b->m->hp.n_vocab; /* the position the sampled token takes */
+        mock_logits(next, s->logits, n_vocab);
+        mock_pick_offers += s->pick != NULL;
+        if (mock_device_pick && s->pick) {
+            sampler scratch;
+            sampler_init(&scratch, &s->pick->p);
+            s->pick->token = sampler_choose(&scratch, s->logits, n_vocab, s->pick);
+            sampler_free(&scratch);
+            mock_pen_seen += s->pick->n_pen;
+            for (uint32_t v = 0; v < n_vocab; v++)
+                s->logits[v] = v == 0 ? 100 : 0; /* "!" */
         }
-        s->logits[pick] = 100;
     }
     return 0;
 }
@@ -339,33 +356,49 @@ static void test_thinking_and_end_of_turn(void)
     engine_destroy(&e);
 }
 
-/* A backend that picks greedy tokens itself: the engine offers it only for
- * greedy requests without penalties and on the steps that sample, and then
- * takes its token, not the logits. */
-static void test_backend_greedy(void)
+/* A backend that runs the sampling chain itself: the engine offers the pick
+ * on every step that samples, and then takes its token, not the logits. The
+ * pick carries all the chain needs: a device's tokens equal the host's for
+ * a seeded draw at a temperature with penalties. */
+static void test_backend_pick(void)
 {
     engine *e = new_engine(&mock_ops, 256, 64, 512);
     sink s = { 0 };
-    mock_device_greedy = 1;
-    mock_argmax_offers = 0;
+    mock_device_pick = 1;
+    mock_pick_offers = 0;
     collected *c = run_script(e, &s, "Plain answer.<|im_end|>", NULL, 100);
     CHECK(c && c->finish == FINISH_EOG);
     CHECK_STR(c->content.data, "Plain answer.");
-    CHECK_MSG(mock_argmax_offers == 4, "%u offers for 3 tokens and the end of the turn", mock_argmax_offers);
-    /* with a repetition penalty the engine needs the logits: it offers
-     * nothing, and the mock writes the script's logits */
-    set_script("Plain answer.<|im_end|>");
-    seq_request r = greedy(script, 4, 3);
-    r.sampling.repeat_penalty = 1.1f;
-    smq_err err;
-    mock_argmax_offers = 0;
-    uint64_t id = engine_submit(e, &r, &err);
-    run_all(e, &s);
-    c = find(&s, id);
-    CHECK(c && c->finish == FINISH_LENGTH);
-    CHECK_STR(c->content.data, "Plain answer.");
-    CHECK_INT(mock_argmax_offers, 0);
-    mock_device_greedy = 0;
+    CHECK_MSG(mock_pick_offers == 4, "%u offers for 3 tokens and the end of the turn", mock_pick_offers);
+
+    set_script("Plain answer, with more words to draw from.<|im_end|>");
+    seq_request r = greedy(script, 4, 12);
+    r.sampling.temperature = 1.5f;
+    r.sampling.top_p = 0.9f;
+    r.sampling.repeat_penalty = 1.3f;
+    r.sampling.frequency_penalty = 0.2f;
+    r.sampling.seed = 5;
+    mock_noise = 1;
+    collected runs[2];
+    for (int run = 0; run < 2; run++) {
+        smq_err err;
+        mock_device_pick = run == 0;
+        mock_pen_seen = 0;
+        uint64_t id = engine_submit(e, &r, &err);
+        run_all(e, &s);
+        c = find(&s, id);
+        CHECK(c && c->n == 12);
+        if (c)
+            runs[run] = *c;
+        if (run == 0)
+            CHECK_MSG(mock_pen_seen >= 12, "%u penalty tokens in 12 picks", mock_pen_seen);
+    }
+    CHECK(!memcmp(runs[0].toks, runs[1].toks, sizeof runs[0].toks));
+    int differs = 0; /* the draw did go elsewhere than the script */
+    for (int k = 0; k < 12; k++)
+        differs += runs[0].toks[k] != script[4 + k];
+    CHECK_MSG(differs > 0, "all 12 drawn tokens are the script's: the draw was not tested");
+    mock_noise = mock_device_pick = 0;
     sink_free(&s);
     engine_destroy(&e);
 }
@@ -454,7 +487,7 @@ int main(void)
     TEST_RUN(test_seeded_sampling);
     TEST_RUN(test_submit_errors);
     TEST_RUN(test_thinking_and_end_of_turn);
-    TEST_RUN(test_backend_greedy);
+    TEST_RUN(test_backend_pick);
     TEST_RUN(test_stop_strings);
     TEST_RUN(test_limits_and_cancel);
     TEST_RUN(test_full_pool_waits);

@@ -126,6 +126,17 @@ static inline uint64_t test_rng(void)
     return test_rng_state * 0x2545F4914F6CDD1Dull;
 }
 
+/* Uniform in [0, 1), and standard normal (Box-Muller), from test_rng. */
+static inline double test_unit(void)
+{
+    return (double)(test_rng() >> 11) * 0x1.0p-53;
+}
+
+static inline double test_normal(void)
+{
+    return sqrt(-2 * log(1 - test_unit())) * cos(6.283185307179586 * test_unit());
+}
+
 /* Reads a whole file into a malloc'd buffer; NULL (with a FAIL) when it cannot. */
 static inline void *test_read_file(const char *path, size_t *len)
 {

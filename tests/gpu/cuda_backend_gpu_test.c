@@ -11,6 +11,7 @@
 #include "dequant.h"
 #include "goldens.h"
 #include "json.h"
+#include "sampler.h"
 #include "test.h"
 
 #define N_VOCAB 128256
@@ -513,51 +514,87 @@ static void test_decode_batch(void)
             b[v]->ops->destroy(&b[v]);
 }
 
-/* 10: greedy tokens chosen on the device (fwd_seq.argmax): the same token
- * as the host's scan of the logits, and those logits never copied back;
- * beside a sequence that wants its logits, in one step. */
-static void test_device_greedy(void)
+/* 10: the sampling chain on the device (fwd_seq.pick). One step holds a
+ * greedy pick with penalties and a pick at a temperature with every filter,
+ * each on the same prompt as a sequence that wants its logits (one step
+ * computes equal rows alike), and another prompt. The device's tokens must be
+ * the host's sampler_choose on those logits, exactly; the picked sequences'
+ * logits are never copied back; the other prompt's equal a run alone. */
+static void test_device_pick(void)
 {
     if (!have_gpu) {
         test_skip("no CUDA device");
         return;
     }
-    backend *b = new_backend(&cuda_backend_ops, PAGES);
-    uint32_t na, nb, pb[PAGES];
+    backend *b = new_backend(&cuda_backend_ops, 4 * PAGES);
+    uint32_t na, nb, pg[4][PAGES];
     int32_t *ta = golden_prompt(prompts, 2, &na), *tb = golden_prompt(prompts, 1, &nb);
-    for (uint32_t p = 0; p < PAGES; p++)
-        pb[p] = (PAGES / 2 + p) % PAGES;
-    float *ref = malloc(N_VOCAB * 4), *la = malloc(N_VOCAB * 4), *lb = malloc(N_VOCAB * 4), *rb = malloc(N_VOCAB * 4);
-    if (b && !run(b, ta, na, 0, identity_pages, ref, 0) && !run(b, tb, nb, 0, pb, rb, 0)) {
-        float margin;
-        int32_t want = argmax(ref, &margin), got = -1;
-        fwd_seq s[2] = { { ta, na, 0, identity_pages, PAGES, 0, la, 1, &got },
-                         { tb, nb, 0, pb, PAGES, 0, lb, 1, NULL } };
-        if (!forward(b, s, 2)) {
-            size_t untouched = 0;
-            for (size_t i = 0; i < N_VOCAB; i++) {
-                uint32_t bits;
-                memcpy(&bits, &la[i], 4);
-                untouched += bits == 0xFFFFFFFFu;
-            }
-            double rel, mx;
-            compare(lb, rb, N_VOCAB, &rel, &mx);
-            printf("  greedy on the device: token %d (host scan %d); %zu of %d logits left unwritten; the other "
-                   "sequence's logits rel L2 %.2e\n",
-                   got, want, untouched, N_VOCAB, rel);
-            /* a near tie may flip between a step alone and in a batch */
-            CHECK_MSG(got == want || margin < 1e-3f, "device greedy token %d, host %d (margin %.3g)", got, want,
-                      margin);
-            CHECK_MSG(untouched == N_VOCAB, "the greedy sequence's logits were copied back");
-            CHECK_MSG(rel < 1e-5, "the other sequence's logits: rel L2 %.3g", rel);
+    for (uint32_t k = 0; k < 4; k++)
+        for (uint32_t p = 0; p < PAGES; p++)
+            pg[k][p] = k * PAGES + (p * 7 + k) % PAGES;
+    float *la = malloc(N_VOCAB * 4), *lc = malloc(N_VOCAB * 4), *lref = malloc(N_VOCAB * 4), *ld = malloc(N_VOCAB * 4),
+          *rd = malloc(N_VOCAB * 4), *tmp = malloc(N_VOCAB * 4);
+    sampling_params pg_greedy = sampling_defaults(), pg_hot = sampling_defaults();
+    pg_greedy.temperature = 0;
+    pg_greedy.repeat_penalty = 1.3f;
+    pg_greedy.presence_penalty = 0.5f;
+    pg_hot.temperature = 0.8f;
+    pg_hot.top_k = 40;
+    pg_hot.top_p = 0.9f;
+    pg_hot.min_p = 0.02f;
+    pg_hot.frequency_penalty = 0.3f;
+    sampler sa, sc;
+    sampler_init(&sa, &pg_greedy);
+    sampler_init(&sc, &pg_hot);
+    int32_t drawn[8];
+    int failed = !b || run(b, tb, nb, 0, pg[3], rd, 0);
+    for (int trial = 0; trial < 8 && !failed; trial++) {
+        sample_pick pa, pc;
+        failed = sampler_prepare(&sa, ta, na, &pa) || sampler_prepare(&sc, ta, na, &pc);
+        pc.u = (trial + 0.5) / 8;
+        fwd_seq s[4] = { { ta, na, 0, pg[0], PAGES, 0, la, 1, &pa },
+                         { ta, na, 0, pg[1], PAGES, 0, lref, 1, NULL },
+                         { ta, na, 0, pg[2], PAGES, 0, lc, 1, &pc },
+                         { tb, nb, 0, pg[3], PAGES, 0, ld, 1, NULL } };
+        if (failed || forward(b, s, 4)) {
+            failed = 1;
+            break;
         }
+        memcpy(tmp, lref, N_VOCAB * 4);
+        int32_t want_a = sampler_choose(&sa, tmp, N_VOCAB, &pa);
+        memcpy(tmp, lref, N_VOCAB * 4);
+        int32_t want_c = sampler_choose(&sc, tmp, N_VOCAB, &pc);
+        drawn[trial] = pc.token;
+        size_t untouched = 0;
+        for (size_t i = 0; i < N_VOCAB; i++) {
+            uint32_t x, y;
+            memcpy(&x, &la[i], 4);
+            memcpy(&y, &lc[i], 4);
+            untouched += (x == 0xFFFFFFFFu) + (y == 0xFFFFFFFFu);
+        }
+        double rel, mx;
+        compare(ld, rd, N_VOCAB, &rel, &mx);
+        CHECK_MSG(pa.token == want_a, "trial %d: the greedy pick %d, the host's %d", trial, pa.token, want_a);
+        CHECK_MSG(pc.token == want_c, "trial %d (u %.4f): the drawn pick %d, the host's %d", trial, pc.u, pc.token,
+                  want_c);
+        CHECK_MSG(untouched == 2 * (size_t)N_VOCAB, "trial %d: the picked sequences' logits were copied back", trial);
+        CHECK_MSG(rel < 1e-5, "trial %d: the other sequence's logits: rel L2 %.3g", trial, rel);
+        if (test_cur_failed)
+            break;
     }
+    if (!failed && !test_cur_failed)
+        printf("  picks on the device equal the host's; drawn at u = 1/16 .. 15/16: %d %d %d %d %d %d %d %d\n",
+               drawn[0], drawn[1], drawn[2], drawn[3], drawn[4], drawn[5], drawn[6], drawn[7]);
+    sampler_free(&sa);
+    sampler_free(&sc);
     free(ta);
     free(tb);
-    free(ref);
     free(la);
-    free(lb);
-    free(rb);
+    free(lc);
+    free(lref);
+    free(ld);
+    free(rd);
+    free(tmp);
     if (b)
         b->ops->destroy(&b);
 }
@@ -638,7 +675,7 @@ int main(void)
     TEST_RUN(test_mixed_step);
     TEST_RUN(test_routes);
     TEST_RUN(test_decode_batch);
-    TEST_RUN(test_device_greedy);
+    TEST_RUN(test_device_pick);
     TEST_RUN(test_bad_batches);
     TEST_RUN(test_no_device_error);
     json_free(prompts);

@@ -14,6 +14,7 @@
 
 #include "err.h"
 #include "model.h"
+#include "sample_chain.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -42,9 +43,10 @@ typedef struct fwd_seq {
     float *logits;         /* out: [all_logits ? n_tokens : 1][n_vocab] */
     int prefill;           /* the tokens are read (a prompt's), not generated one by one: a backend may take
                               them by a many-row route of its own, the same for every chunking (cuda: cuBLAS) */
-    int32_t *argmax;       /* when not NULL (and not all_logits): a backend may store here the last position's
-                              greedy token (the first of the largest logits) instead of writing the logits, so
-                              that only the token leaves the device (cuda); it leaves *argmax alone otherwise */
+    sample_pick *pick;     /* when not NULL (and not all_logits): a backend may choose the last position's token
+                              itself, by the sampling chain (sample_chain.h) with pick's parameters, penalties and
+                              uniform, store it in pick->token and leave the logits unwritten, so that only the
+                              token leaves the device (cuda); it leaves pick->token alone otherwise */
 } fwd_seq;
 
 typedef struct fwd_batch {

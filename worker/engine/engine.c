@@ -38,8 +38,9 @@ typedef struct sequence {
     int reasoning; /* inside <think> ... </think> */
     sbuf held;     /* text of the current channel held back for stop strings */
     float *logits;
-    int32_t argmax; /* the step's greedy token when the backend chose it (else -1) */
-    uint32_t chunk; /* tokens fed this step */
+    sample_pick pick; /* this step's pick: the backend may choose the token itself (pick.token >= 0) */
+    int picking;      /* the pick was prepared: the step samples */
+    uint32_t chunk;   /* tokens fed this step */
     struct sequence *next;
 } sequence;
 
@@ -579,15 +580,14 @@ int engine_step(engine *e, engine_event_fn fn, void *ctx, smq_err *err)
             if (!s->chunk)
                 continue;
             budget = budget > s->chunk ? budget - s->chunk : 0;
-            /* A greedy pick without penalties needs no logits: the backend
-             * may choose the token itself (on the device). */
-            const sampling_params *sp = &s->smp.p;
-            int greedy = sp->temperature <= 0 && sp->repeat_penalty == 1.0f && sp->presence_penalty == 0.0f &&
-                         sp->frequency_penalty == 0.0f && s->pos + s->chunk == s->n_tokens;
-            s->argmax = -1;
+            /* A step that samples offers the backend the pick, so that only
+             * the token need come back (from a device). */
+            s->pick.token = -1;
+            s->picking =
+                s->pos + s->chunk == s->n_tokens && !sampler_prepare(&s->smp, s->tokens, s->n_tokens, &s->pick);
             e->fs[n] =
-                (fwd_seq){ s->tokens + s->pos,        s->chunk, s->pos, s->pages, s->n_pages, 0, s->logits, !decoding,
-                           greedy ? &s->argmax : NULL };
+                (fwd_seq){ s->tokens + s->pos,          s->chunk, s->pos, s->pages, s->n_pages, 0, s->logits, !decoding,
+                           s->picking ? &s->pick : NULL };
             e->fs_seq[n++] = s;
         }
     }
@@ -628,11 +628,11 @@ int engine_step(engine *e, engine_event_fn fn, void *ctx, smq_err *err)
         sequence *s = e->fs_seq[i];
         s->pos += s->chunk;
         if (s->pos < s->n_tokens)
-            continue; /* more prompt to read */
-        int32_t tok = s->argmax;
-        if (tok < 0) {
+            continue;                /* more prompt to read */
+        int32_t tok = s->pick.token; /* -1 when the backend left it here, or preparing ran out of memory */
+        if (tok < 0 && s->picking) {
             memcpy(e->scratch_logits, s->logits, e->m->hp.n_vocab * sizeof(float));
-            tok = sampler_pick(&s->smp, e->scratch_logits, e->m->hp.n_vocab, s->tokens, s->n_tokens);
+            tok = sampler_choose(&s->smp, e->scratch_logits, e->m->hp.n_vocab, &s->pick);
         }
         deltas d = { { 0 }, { 0 } };
         if (tok >= 0 && s->n_tokens == s->cap_tokens) {

@@ -107,8 +107,8 @@ uint32_t engine_n_ctx(const engine *e);
 int engine_seq_waiting(const engine *e, uint64_t seq);
 const backend *engine_backend(const engine *e);
 /* Logits of the last step for sequence seq (n_vocab floats), or NULL. Not
- * written by a backend that chose a greedy token itself (fwd_seq.argmax):
- * then they are an older step's. */
+ * written by a backend that chose the token itself (fwd_seq.pick): then they
+ * are an older step's. */
 const float *engine_last_logits(const engine *e, uint64_t seq);
 
 #endif

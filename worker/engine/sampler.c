@@ -73,145 +73,134 @@ void sampler_init(sampler *s, const sampling_params *p)
 
 void sampler_free(sampler *s)
 {
-    free(s->idx);
-    free(s->chosen);
-    free(s->val);
+    free(s->cand_l);
+    free(s->cand_id);
+    free(s->cand_w);
+    free(s->cand_act);
+    free(s->pen_tokens);
+    free(s->pen_counts);
     memset(s, 0, sizeof *s);
 }
 
-static void apply_penalties(const sampling_params *p, float *logits, uint32_t n_vocab, const int32_t *hist, size_t n)
+static int cmp_token(const void *a, const void *b)
 {
-    if (p->repeat_penalty == 1.0f && p->presence_penalty == 0 && p->frequency_penalty == 0)
-        return;
-    size_t from = n > p->penalty_last_n ? n - p->penalty_last_n : 0;
-    /* Count each token once (the window is small: a quadratic scan is fine). */
-    for (size_t i = from; i < n; i++) {
-        int32_t t = hist[i];
-        if (t < 0 || (uint32_t)t >= n_vocab)
-            continue;
-        int seen_before = 0;
-        for (size_t j = from; j < i && !seen_before; j++)
-            seen_before = hist[j] == t;
-        if (seen_before)
-            continue;
-        int count = 0;
-        for (size_t j = i; j < n; j++)
-            count += hist[j] == t;
-        float l = logits[t];
-        if (p->repeat_penalty != 1.0f)
-            l = l > 0 ? l / p->repeat_penalty : l * p->repeat_penalty;
-        logits[t] = l - (float)count * p->frequency_penalty - p->presence_penalty;
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+int sampler_prepare(sampler *s, const int32_t *history, size_t n_history, sample_pick *pick)
+{
+    const sampling_params *p = &s->p;
+    memset(pick, 0, sizeof *pick);
+    pick->p = *p;
+    pick->token = -1;
+    pick->u = p->temperature > 0 ? next_uniform(s->rng) : 0;
+    if (!sc_penalized(p))
+        return 0;
+    /* The window's distinct tokens and counts: sorted, then counted in runs. */
+    size_t from = n_history > p->penalty_last_n ? n_history - p->penalty_last_n : 0, n = n_history - from;
+    if (n > s->cap_pen) {
+        int32_t *t = realloc(s->pen_tokens, n * sizeof *t);
+        if (t)
+            s->pen_tokens = t;
+        uint32_t *c = t ? realloc(s->pen_counts, n * sizeof *c) : NULL;
+        if (c)
+            s->pen_counts = c;
+        if (!t || !c)
+            return -1;
+        s->cap_pen = (uint32_t)n;
     }
-}
-
-/* A max-heap of token ids by logit (ties: the lower id first), so that the
- * best candidates come out in order without sorting the whole vocabulary:
- * top-p and min-p usually stop after a few hundred. */
-static int before(const float *l, int32_t a, int32_t b)
-{
-    return l[a] > l[b] || (l[a] == l[b] && a < b);
-}
-
-static void sift_down(int32_t *h, uint32_t n, uint32_t i, const float *l)
-{
-    for (;;) {
-        uint32_t c = 2 * i + 1;
-        if (c >= n)
-            return;
-        if (c + 1 < n && before(l, h[c + 1], h[c]))
-            c++;
-        if (!before(l, h[c], h[i]))
-            return;
-        int32_t t = h[i];
-        h[i] = h[c];
-        h[c] = t;
-        i = c;
+    if (n)
+        memcpy(s->pen_tokens, history + from, n * sizeof *history);
+    qsort(s->pen_tokens, n, sizeof *s->pen_tokens, cmp_token);
+    uint32_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s->pen_tokens[i] < 0)
+            continue;
+        if (k && s->pen_tokens[k - 1] == s->pen_tokens[i]) {
+            s->pen_counts[k - 1]++;
+        } else {
+            s->pen_tokens[k] = s->pen_tokens[i];
+            s->pen_counts[k++] = 1;
+        }
     }
+    pick->pen_tokens = s->pen_tokens;
+    pick->pen_counts = s->pen_counts;
+    pick->n_pen = k;
+    return 0;
 }
 
-/* Moves the best of the heap h[0..n) to h[n-1] and shrinks the heap. */
-static int32_t heap_pop_best(int32_t *h, uint32_t n, const float *l)
+int32_t sampler_choose(sampler *s, float *logits, uint32_t n_vocab, const sample_pick *pick)
 {
-    int32_t best = h[0];
-    h[0] = h[n - 1];
-    h[n - 1] = best;
-    sift_down(h, n - 1, 0, l);
-    return best;
+    for (uint32_t i = 0; i < pick->n_pen; i++) {
+        int32_t t = pick->pen_tokens[i];
+        if (t >= 0 && (uint32_t)t < n_vocab)
+            logits[t] = sc_penalize(&pick->p, logits[t], pick->pen_counts[i]);
+    }
+    uint32_t best = 0;
+    for (uint32_t i = 1; i < n_vocab; i++)
+        best = logits[i] > logits[best] ? i : best;
+    sc_chain c;
+    sc_chain_init(&c, &pick->p, pick->u, logits[best], best);
+    if (c.stage == SC_DONE)
+        return (int32_t)best;
+
+    /* The passes look at the candidates only: gathered once. */
+    if (s->cap < n_vocab) {
+        float *l = realloc(s->cand_l, n_vocab * sizeof *l);
+        if (l)
+            s->cand_l = l;
+        uint32_t *id = l ? realloc(s->cand_id, n_vocab * sizeof *id) : NULL;
+        if (id)
+            s->cand_id = id;
+        uint64_t *w = id ? realloc(s->cand_w, n_vocab * sizeof *w) : NULL;
+        if (w)
+            s->cand_w = w;
+        uint32_t *act = w ? realloc(s->cand_act, n_vocab * sizeof *act) : NULL;
+        if (act)
+            s->cand_act = act;
+        if (!l || !id || !w || !act)
+            return -1;
+        s->cap = n_vocab;
+    }
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < n_vocab; i++)
+        if (logits[i] >= c.set.floor) {
+            s->cand_l[n] = logits[i];
+            s->cand_id[n++] = i;
+        }
+    /* A pass's tokens go to act: a search's next pass looks at those only
+     * (the tokens of its bucket); a total looks at every candidate. */
+    uint32_t bn[SC_BINS], *act = s->cand_act, n_act = 0;
+    uint64_t bw[SC_BINS], btop[SC_BINS];
+    while (c.stage != SC_DONE) {
+        int searching = sc_chain_searching(&c);
+        uint64_t total = 0, w, key;
+        uint32_t kept = 0;
+        memset(bn, 0, sizeof bn);
+        memset(bw, 0, sizeof bw);
+        memset(btop, 0, sizeof btop);
+        for (uint32_t k = 0, end = searching ? n_act : n; k < end; k++) {
+            uint32_t j = searching ? act[k] : k;
+            int b;
+            if (!sc_pass_token(&c, s->cand_l[j], s->cand_id[j], &s->cand_w[j], &w, &b, &key))
+                continue;
+            act[kept++] = j;
+            total += w;
+            bn[b]++;
+            bw[b] += w;
+            btop[b] = key > btop[b] ? key : btop[b];
+        }
+        n_act = kept;
+        sc_chain_step(&c, total, bn, bw, btop);
+    }
+    return (uint32_t)c.token < n_vocab ? c.token : (int32_t)best;
 }
 
 int32_t sampler_pick(sampler *s, float *logits, uint32_t n_vocab, const int32_t *history, size_t n_history)
 {
-    const sampling_params *p = &s->p;
-    apply_penalties(p, logits, n_vocab, history, n_history);
-    int32_t best = 0;
-    for (uint32_t i = 1; i < n_vocab; i++)
-        best = logits[i] > logits[best] ? (int32_t)i : best;
-    if (p->temperature <= 0)
-        return best;
-
-    if (s->cap < n_vocab) {
-        int32_t *idx = realloc(s->idx, n_vocab * sizeof *idx);
-        if (idx)
-            s->idx = idx;
-        int32_t *chosen = idx ? realloc(s->chosen, n_vocab * sizeof *chosen) : NULL;
-        if (chosen)
-            s->chosen = chosen;
-        float *val = chosen ? realloc(s->val, n_vocab * sizeof *val) : NULL;
-        if (val)
-            s->val = val;
-        if (!idx || !chosen || !val)
-            return -1;
-        s->cap = n_vocab;
-    }
-    /* Candidates: tokens whose probability at this temperature is not
-     * negligible next to the best one's (e^-40 of it), in a max-heap. */
-    float floor = logits[best] - 40.0f * p->temperature;
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < n_vocab; i++)
-        if (logits[i] >= floor)
-            s->idx[n++] = (int32_t)i;
-    for (uint32_t i = n / 2; i-- > 0;)
-        sift_down(s->idx, n, i, logits);
-
-    /* Top-k, then top-p and min-p on probabilities at temperature 1
-     * (llama.cpp filters before it applies the temperature), normalized over
-     * the top-k set when there is one, else over all candidates. The chosen
-     * tokens come out of the heap best first. */
-    uint32_t limit = p->top_k > 0 && (uint32_t)p->top_k < n ? (uint32_t)p->top_k : n;
-    double sum = 0;
-    if (limit < n) {
-        for (uint32_t i = 0; i < limit; i++) {
-            s->chosen[i] = heap_pop_best(s->idx, n - i, logits);
-            sum += expf(logits[s->chosen[i]] - logits[best]);
-        }
-    } else {
-        for (uint32_t i = 0; i < n; i++)
-            sum += expf(logits[s->idx[i]] - logits[best]);
-    }
-    uint32_t taken = 0;
-    double cum = 0;
-    while (taken < limit) {
-        int32_t tok = limit < n ? s->chosen[taken] : heap_pop_best(s->idx, n - taken, logits);
-        float v = expf(logits[tok] - logits[best]); /* relative to the best token */
-        if (taken > 0 && p->min_p > 0 && v < p->min_p)
-            break;
-        s->chosen[taken++] = tok;
-        cum += v / sum;
-        if (p->top_p < 1.0f && cum >= p->top_p)
-            break;
-    }
-
-    /* The draw, at the temperature, among the chosen. */
-    sum = 0;
-    for (uint32_t i = 0; i < taken; i++) {
-        s->val[i] = expf((logits[s->chosen[i]] - logits[best]) / p->temperature);
-        sum += s->val[i];
-    }
-    double r = next_uniform(s->rng) * sum;
-    for (uint32_t i = 0; i < taken; i++) {
-        r -= s->val[i];
-        if (r < 0)
-            return s->chosen[i];
-    }
-    return s->chosen[taken - 1];
+    sample_pick pick;
+    if (sampler_prepare(s, history, n_history, &pick))
+        return -1;
+    return sampler_choose(s, logits, n_vocab, &pick);
 }

@@ -1,10 +1,10 @@
 /* sampler.h - choosing the next token from logits, per sequence.
  *
- * The chain is llama.cpp's default order: penalties (repetition, presence,
- * frequency) over the last penalty_last_n tokens, then top-k, top-p, min-p,
- * temperature, and a draw from what is left. Temperature 0 is greedy (ties to
- * the lowest id). The draw uses the sequence's own generator, seeded from
- * the request: the same inputs and seed give the same tokens.
+ * The chain itself (penalties, top-k, top-p, min-p, temperature, the draw)
+ * is sample_chain.h's, shared with the CUDA backend, which may run it on the
+ * device (fwd_seq.pick). The draw's uniform comes from the sequence's own
+ * generator, seeded from the request: the same inputs and seed give the same
+ * tokens.
  */
 #ifndef SMQ_SAMPLER_H
 #define SMQ_SAMPLER_H
@@ -13,18 +13,11 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "sample_chain.h"
 
-typedef struct sampling_params {
-    float temperature;       /* 0: greedy */
-    float top_p;             /* 1: off */
-    int32_t top_k;           /* 0: off */
-    float min_p;             /* 0: off */
-    float repeat_penalty;    /* 1: off; logit > 0 ? l / p : l * p */
-    float presence_penalty;  /* 0: off; minus this once per token seen */
-    float frequency_penalty; /* 0: off; minus this per occurrence */
-    uint32_t penalty_last_n; /* window of tokens the penalties look at */
-    uint64_t seed;
-} sampling_params;
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 /* The defaults: greedy off (SmolLM3's recommended temperature 0.6 and top-p
  * 0.95), no penalties, window 64. */
@@ -35,18 +28,34 @@ int sampling_validate(const sampling_params *p, smq_err *err);
 typedef struct sampler {
     sampling_params p;
     uint64_t rng[4];
-    /* scratch */
+    /* scratch: the candidates' logits, ids and weights, and a search's tokens;
+     * the penalty window's tokens and counts */
     uint32_t cap;
-    int32_t *idx;    /* candidates (a heap) */
-    int32_t *chosen; /* those kept, best first */
-    float *val;
+    float *cand_l;
+    uint32_t *cand_id;
+    uint64_t *cand_w;
+    uint32_t *cand_act;
+    uint32_t cap_pen;
+    int32_t *pen_tokens;
+    uint32_t *pen_counts;
 } sampler;
 
 void sampler_init(sampler *s, const sampling_params *p);
 void sampler_free(sampler *s);
-/* Picks a token; logits (n_vocab of them) are modified. history: the
- * sequence so far (prompt and generated), for the penalties. -1 when out of
- * memory. */
+/* Prepares the next pick from history (the sequence so far, prompt and
+ * generated): the penalty window's distinct tokens with their counts, and the
+ * draw's uniform from the sequence's generator (one per pick at a temperature
+ * above 0, none when greedy). pick's arrays are the sampler's until the next
+ * prepare; pick->token is -1. -1 when out of memory. */
+int sampler_prepare(sampler *s, const int32_t *history, size_t n_history, sample_pick *pick);
+/* Runs the chain (sample_chain.h) on logits (n_vocab of them, modified) for
+ * a prepared pick: the token, or -1 when out of memory. */
+int32_t sampler_choose(sampler *s, float *logits, uint32_t n_vocab, const sample_pick *pick);
+/* Both: picks the next token from logits. */
 int32_t sampler_pick(sampler *s, float *logits, uint32_t n_vocab, const int32_t *history, size_t n_history);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -115,7 +115,11 @@ typedef struct cuda_backend {
     uint64_t cap_part; /* floats */
     float *part;
     uint64_t cap_out;             /* rows of logits */
-    int32_t *d_argmax, *h_argmax; /* [cap_out] greedy tokens chosen on the device; h_argmax pinned */
+    int32_t *d_picked, *h_picked; /* [cap_out] tokens chosen on the device (fwd_sample); h_picked pinned */
+    uint64_t cap_pick;            /* bytes of the picks' parameters and penalty pairs */
+    uint8_t *pick_host, *pick_dev;
+    uint32_t cap_slots; /* picks the fwd_sample scratch has room for */
+    uint64_t *slots;
     float *logits;
     uint64_t cap_meta; /* bytes */
     uint8_t *meta_host, *meta_dev;
@@ -430,8 +434,11 @@ static void cuda_destroy(backend **self)
     cudaFree(b->kv);
     cudaFree(b->act);
     cudaFree(b->logits);
-    cudaFree(b->d_argmax);
-    cudaFreeHost(b->h_argmax);
+    cudaFree(b->d_picked);
+    cudaFreeHost(b->h_picked);
+    cudaFree(b->pick_dev);
+    cudaFreeHost(b->pick_host);
+    cudaFree(b->slots);
     cudaFree(b->part);
     cudaFree(b->meta_dev);
     cudaFreeHost(b->meta_host);
@@ -650,15 +657,15 @@ static int grow(cuda_backend *b, uint32_t rows, uint64_t part_floats, uint64_t n
     if (n_out > b->cap_out) {
         drop_graphs(b);
         cudaFree(b->logits);
-        cudaFree(b->d_argmax);
-        cudaFreeHost(b->h_argmax);
+        cudaFree(b->d_picked);
+        cudaFreeHost(b->h_picked);
         b->logits = NULL;
-        b->d_argmax = b->h_argmax = NULL;
+        b->d_picked = b->h_picked = NULL;
         b->cap_out = 0;
         if (dev_alloc((void **)&b->logits, n_out * hp->n_vocab * sizeof(float), "a step's logits", err) ||
-            dev_alloc((void **)&b->d_argmax, n_out * sizeof(int32_t), "a step's greedy tokens", err))
+            dev_alloc((void **)&b->d_picked, n_out * sizeof(int32_t), "a step's sampled tokens", err))
             return -1;
-        CUDA_CHECK(cudaMallocHost((void **)&b->h_argmax, n_out * sizeof(int32_t)));
+        CUDA_CHECK(cudaMallocHost((void **)&b->h_picked, n_out * sizeof(int32_t)));
         b->cap_out = n_out;
         if (b->poison)
             CUDA_CHECK(cudaMemsetAsync(b->logits, 0xFF, n_out * hp->n_vocab * sizeof(float), b->stream));
@@ -926,6 +933,65 @@ static int replay_step(cuda_backend *b, const step_meta *sm, smq_err *err)
     return 0;
 }
 
+/* Runs the step's picks (fwd_seq.pick) on the device after its logits:
+ * their parameters, uniforms and penalty pairs go over in one copy, the
+ * chosen tokens come back into h_picked, in batch order. */
+static int run_picks(cuda_backend *b, const fwd_batch *batch, smq_err *err)
+{
+    const hparams *hp = &b->base.m->hp;
+    uint64_t n_pairs = 0;
+    uint32_t n_picks = 0;
+    for (uint32_t i = 0; i < batch->n_seqs; i++)
+        if (batch->seqs[i].pick && !batch->seqs[i].all_logits) {
+            n_picks++;
+            n_pairs += batch->seqs[i].pick->n_pen;
+        }
+    if (!n_picks)
+        return 0;
+    uint64_t rows_bytes = n_picks * sizeof(fwd_pick_row), bytes = rows_bytes + n_pairs * 2 * sizeof(uint32_t);
+    if (bytes > b->cap_pick) {
+        uint64_t cap = bytes * 2;
+        cudaFree(b->pick_dev);
+        cudaFreeHost(b->pick_host);
+        b->pick_dev = b->pick_host = NULL;
+        b->cap_pick = 0;
+        if (dev_alloc((void **)&b->pick_dev, cap, "a step's sampling parameters", err))
+            return -1;
+        CUDA_CHECK(cudaMallocHost((void **)&b->pick_host, cap));
+        b->cap_pick = cap;
+    }
+    if (n_picks > b->cap_slots) {
+        cudaFree(b->slots);
+        b->slots = NULL;
+        b->cap_slots = 0;
+        if (dev_alloc((void **)&b->slots, (uint64_t)n_picks * hp->n_vocab * sizeof(uint64_t), "the sampler's scratch",
+                      err))
+            return -1;
+        b->cap_slots = n_picks;
+    }
+    fwd_pick_row *rows = (fwd_pick_row *)b->pick_host;
+    uint32_t *pairs = (uint32_t *)(b->pick_host + rows_bytes);
+    uint32_t k = 0, out = 0, pen = 0;
+    for (uint32_t i = 0; i < batch->n_seqs; i++) {
+        const fwd_seq *s = &batch->seqs[i];
+        if (s->pick && !s->all_logits) {
+            const sample_pick *pk = s->pick;
+            rows[k++] = (fwd_pick_row){ pk->p, pk->u, out, pen, pk->n_pen, 0 };
+            for (uint32_t j = 0; j < pk->n_pen; j++, pen++) {
+                pairs[2 * pen] = (uint32_t)pk->pen_tokens[j];
+                pairs[2 * pen + 1] = pk->pen_counts[j];
+            }
+        }
+        out += s->all_logits ? s->n_tokens : 1;
+    }
+    CUDA_CHECK(cudaMemcpyAsync(b->pick_dev, b->pick_host, bytes, cudaMemcpyHostToDevice, b->stream));
+    if (fwd_sample(b->logits, hp->n_vocab, (const fwd_pick_row *)b->pick_dev, n_picks,
+                   (const uint32_t *)(b->pick_dev + rows_bytes), b->slots, b->d_picked, b->stream, err))
+        return -1;
+    CUDA_CHECK(cudaMemcpyAsync(b->h_picked, b->d_picked, n_picks * sizeof(int32_t), cudaMemcpyDeviceToHost, b->stream));
+    return 0;
+}
+
 static int cuda_forward(backend *base, const fwd_batch *batch, smq_err *err)
 {
     cuda_backend *b = (cuda_backend *)base;
@@ -938,26 +1004,18 @@ static int cuda_forward(backend *base, const fwd_batch *batch, smq_err *err)
     int rc = send_meta(b, batch, rows, &sm, err);
     if (!rc)
         rc = rows == 1 && b->use_graphs && !b->n_gemm ? replay_step(b, &sm, err) : enqueue_step(b, rows, &sm, err);
-    /* Greedy tokens asked for are chosen here, and only they come back
-     * (4 bytes instead of n_vocab floats); the other sequences' logits do. */
-    uint32_t n_out = (uint32_t)(sm.rope - sm.out_rows), n_greedy = 0;
-    for (uint32_t i = 0; i < batch->n_seqs; i++)
-        n_greedy += batch->seqs[i].argmax && !batch->seqs[i].all_logits;
-    if (!rc && n_greedy) {
-        rc = fwd_argmax(b->logits, n_out, hp->n_vocab, b->d_argmax, b->stream, err);
-        cudaError_t e =
-            rc ? cudaSuccess
-               : cudaMemcpyAsync(b->h_argmax, b->d_argmax, n_out * sizeof(int32_t), cudaMemcpyDeviceToHost, b->stream);
-        if (e != cudaSuccess)
-            rc = smq_err_set(err, "cuda backend: copying the greedy tokens back: %s", cudaGetErrorString(e));
-    }
+    /* The picks offered are run here (fwd_sample), and only their tokens
+     * come back (4 bytes instead of n_vocab floats); the other sequences'
+     * logits do. */
+    if (!rc)
+        rc = run_picks(b, batch, err);
     uint64_t at = 0;
     for (uint32_t i = 0; !rc && i < batch->n_seqs; i++) {
         const fwd_seq *s = &batch->seqs[i];
         uint64_t n = (uint64_t)(s->all_logits ? s->n_tokens : 1) * hp->n_vocab;
-        cudaError_t e = s->argmax && !s->all_logits ? cudaSuccess
-                                                    : cudaMemcpyAsync(s->logits, b->logits + at, n * sizeof(float),
-                                                                      cudaMemcpyDeviceToHost, b->stream);
+        cudaError_t e = s->pick && !s->all_logits ? cudaSuccess
+                                                  : cudaMemcpyAsync(s->logits, b->logits + at, n * sizeof(float),
+                                                                    cudaMemcpyDeviceToHost, b->stream);
         if (e != cudaSuccess)
             rc = smq_err_set(err, "cuda backend: copying the logits back: %s", cudaGetErrorString(e));
         at += n;
@@ -967,11 +1025,10 @@ static int cuda_forward(backend *base, const fwd_batch *batch, smq_err *err)
     cudaError_t e = cudaStreamSynchronize(b->stream);
     if (!rc && e != cudaSuccess)
         rc = smq_err_set(err, "cuda backend: the step failed on the GPU: %s", cudaGetErrorString(e));
-    for (uint32_t i = 0, out = 0; !rc && i < batch->n_seqs; i++) {
+    for (uint32_t i = 0, k = 0; !rc && i < batch->n_seqs; i++) {
         const fwd_seq *s = &batch->seqs[i];
-        if (s->argmax && !s->all_logits)
-            *s->argmax = b->h_argmax[out];
-        out += s->all_logits ? s->n_tokens : 1;
+        if (s->pick && !s->all_logits)
+            s->pick->token = b->h_picked[k++];
     }
     return rc;
 }
@@ -1010,7 +1067,8 @@ static uint64_t cuda_memory(const backend *base)
     const hparams *hp = &base->m->hp;
     return b->weight_bytes + b->kv_bytes + (b->cap_rows ? act_bytes(hp, b->cap_rows, b->gemm != NULL) : 0) +
            (b->wscratch ? gemm_scratch_halves(hp) * sizeof(uint16_t) : 0) + b->w16_bytes + b->cap_part * sizeof(float) +
-           b->cap_out * hp->n_vocab * sizeof(float) + b->cap_meta;
+           b->cap_out * hp->n_vocab * sizeof(float) + b->cap_meta + b->cap_pick +
+           (uint64_t)b->cap_slots * hp->n_vocab * sizeof(uint64_t);
 }
 
 extern "C" int cuda_backend_poison(backend *base, int kv, smq_err *err)

@@ -16,8 +16,8 @@
  * batch, take their products through gemm.h instead (q16 rows to fp16,
  * cuBLAS), then fwd_qkv_store and fwd_swiglu finish what fwd_qkv_rope and
  * fwd_gate_up fuse; prompt rows' attention is fwd_prompt_attention (tensor
- * cores); the head stays q16, and fwd_argmax picks greedy tokens on the
- * device.
+ * cores); the head stays q16, and fwd_sample runs the sampling chain on the
+ * device, so that only tokens come back.
  *
  * Every kernel computes a row (a token) with a fixed order of operations
  * that depends on nothing but that row (and its position), so that batches
@@ -32,6 +32,7 @@
 #include "err.h"
 #include "matvec.h"
 #include "qtype.h"
+#include "sample_chain.h"
 
 #ifdef __CUDACC__
 /* After every launch: a failed launch goes into err, and the caller returns
@@ -134,8 +135,20 @@ int fwd_gate_up(const dev_mat *gate, const dev_mat *up, const uint8_t *act, uint
  * (2 n_ff floats). */
 int fwd_swiglu(const float *y, uint32_t rows, const fwd_dims *d, uint8_t *act_ff, void *stream, smq_err *err);
 
-/* out[r] = the index of row r's first largest logit (NaN as -inf), for
- * rows rows of n logits: greedy tokens chosen on the device. */
-int fwd_argmax(const float *logits, uint32_t rows, uint32_t n, int32_t *out, void *stream, smq_err *err);
+/* A pick run on the device (sample.cu): the chain's parameters and uniform
+ * for logits row `row`, and its penalty window's pairs (token, count) from
+ * index pen of the step's pairs. */
+typedef struct fwd_pick_row {
+    sampling_params p;
+    double u;
+    uint32_t row, pen, n_pen, unused;
+} fwd_pick_row;
+
+/* out[i] = the token the sampling chain (sample_chain.h) chooses for pick i
+ * of n_picks, from its row of logits (n_vocab; the penalties are applied in
+ * place), the same token sampler_choose gives for the same logits and pick.
+ * slots: n_picks x n_vocab words of scratch. */
+int fwd_sample(float *logits, uint32_t n_vocab, const fwd_pick_row *picks, uint32_t n_picks, const uint32_t *pairs,
+               uint64_t *slots, int32_t *out, void *stream, smq_err *err);
 
 #endif

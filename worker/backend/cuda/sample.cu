@@ -1,0 +1,145 @@
+/* sample.cu - the sampling chain on the device: a block of 1024 threads per
+ * pick runs sample_chain.h's passes over its row of logits, the same
+ * arithmetic as the host's sampler_choose, so that both choose the same token.
+ *
+ * A pass is a strided loop over the row. Totals are per-thread integer sums
+ * reduced through shuffles and one shared atomic; a search's buckets are
+ * shared counters fed by runs (a thread adds a run of tokens in one bucket
+ * at once, which keeps the dense first digits off one contended counter).
+ * Integer sums do not depend on their order, so the result is the host's.
+ * Cost: about 2 + 3 x (1 + the search's digits) passes of n_vocab logits,
+ * from L2; a weight's exp is taken once per total and kept in slots.
+ */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "fwd_kernels.h"
+
+#define SAMPLE_THREADS 1024
+
+typedef unsigned long long ull;
+
+/* The row's first largest logit, as the host's scan finds it: NaN never
+ * wins, except that a NaN at index 0 stays (the scan starts there). */
+__device__ static uint32_t block_best(const float *l, uint32_t n, float *s_v, uint32_t *s_i)
+{
+    float bv = -INFINITY;
+    uint32_t bi = UINT32_MAX;
+    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = isnan(l[i]) ? -INFINITY : l[i];
+        if (bi == UINT32_MAX || v > bv) {
+            bv = v;
+            bi = i;
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_down_sync(0xffffffffu, bv, o);
+        uint32_t oi = __shfl_down_sync(0xffffffffu, bi, o);
+        if (oi != UINT32_MAX && (bi == UINT32_MAX || ov > bv || (ov == bv && oi < bi))) {
+            bv = ov;
+            bi = oi;
+        }
+    }
+    unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    if (lane == 0) {
+        s_v[warp] = bv;
+        s_i[warp] = bi;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (unsigned w = 1; w < blockDim.x / 32; w++)
+            if (s_i[w] != UINT32_MAX &&
+                (s_i[0] == UINT32_MAX || s_v[w] > s_v[0] || (s_v[w] == s_v[0] && s_i[w] < s_i[0]))) {
+                s_v[0] = s_v[w];
+                s_i[0] = s_i[w];
+            }
+        if (isnan(l[0]))
+            s_i[0] = 0;
+    }
+    __syncthreads();
+    return s_i[0];
+}
+
+__device__ static void add_run(uint32_t *bn, ull *bw, ull *btop, int run, uint32_t n, uint64_t w, uint64_t top)
+{
+    if (run < 0 || !n)
+        return;
+    atomicAdd(&bn[run], n);
+    atomicAdd(&bw[run], (ull)w);
+    atomicMax(&btop[run], (ull)top);
+}
+
+__global__ static void __launch_bounds__(SAMPLE_THREADS)
+    sample_kernel(float *logits, uint32_t n, const fwd_pick_row *picks, const uint32_t *pairs, uint64_t *slots,
+                  int32_t *out)
+{
+    __shared__ sc_chain chain;
+    __shared__ uint32_t bn[SC_BINS];
+    __shared__ ull bw[SC_BINS], btop[SC_BINS], total;
+    __shared__ float s_v[SAMPLE_THREADS / 32];
+    __shared__ uint32_t s_i[SAMPLE_THREADS / 32];
+    const fwd_pick_row *pk = &picks[blockIdx.x];
+    float *l = logits + (uint64_t)pk->row * n;
+    uint64_t *slot = slots + (uint64_t)blockIdx.x * n;
+
+    for (uint32_t i = threadIdx.x; i < pk->n_pen; i += blockDim.x) {
+        uint32_t t = pairs[2 * (pk->pen + i)], count = pairs[2 * (pk->pen + i) + 1];
+        if (t < n)
+            l[t] = sc_penalize(&pk->p, l[t], count);
+    }
+    __syncthreads();
+    uint32_t best = block_best(l, n, s_v, s_i);
+    if (threadIdx.x == 0)
+        sc_chain_init(&chain, &pk->p, pk->u, l[best], best);
+    __syncthreads();
+    while (chain.stage != SC_DONE) {
+        for (uint32_t b = threadIdx.x; b < SC_BINS; b += blockDim.x) {
+            bn[b] = 0;
+            bw[b] = btop[b] = 0;
+        }
+        if (threadIdx.x == 0)
+            total = 0;
+        __syncthreads();
+        uint64_t sum = 0, run_w = 0, run_top = 0;
+        uint32_t run_n = 0;
+        int run = -1;
+        for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
+            uint64_t w, key;
+            int b;
+            if (!sc_pass_token(&chain, l[i], i, &slot[i], &w, &b, &key))
+                continue;
+            sum += w;
+            if (b != run) {
+                add_run(bn, bw, btop, run, run_n, run_w, run_top);
+                run = b;
+                run_n = 0;
+                run_w = run_top = 0;
+            }
+            run_n++;
+            run_w += w;
+            run_top = key > run_top ? key : run_top;
+        }
+        add_run(bn, bw, btop, run, run_n, run_w, run_top);
+        for (int o = 16; o > 0; o >>= 1)
+            sum += __shfl_down_sync(0xffffffffu, sum, o);
+        if (threadIdx.x % 32 == 0 && sum)
+            atomicAdd(&total, (ull)sum);
+        __syncthreads();
+        if (threadIdx.x == 0)
+            sc_chain_step(&chain, total, bn, (const uint64_t *)bw, (const uint64_t *)btop);
+        __syncthreads();
+    }
+    if (threadIdx.x == 0)
+        out[blockIdx.x] = (uint32_t)chain.token < n ? chain.token : (int32_t)best;
+}
+
+int fwd_sample(float *logits, uint32_t n_vocab, const fwd_pick_row *picks, uint32_t n_picks, const uint32_t *pairs,
+               uint64_t *slots, int32_t *out, void *stream, smq_err *err)
+{
+    if (n_picks == 0)
+        return 0;
+    sample_kernel<<<n_picks, SAMPLE_THREADS, 0, (cudaStream_t)stream>>>(logits, n_vocab, picks, pairs, slots, out);
+    LAUNCH_CHECK("sample");
+    return 0;
+}

@@ -350,6 +350,44 @@ static void test_q6k_shapes(void)
     check_shape(QTYPE_Q6_K, 4099, 256);    /* the tall kernel's last, partial group of rows */
 }
 
+/* Activations past fp16's range become +-65504 on their way to cuBLAS, not
+ * inf (which would turn a whole product into NaN); in-range values keep
+ * their rounding. */
+static void test_f16_saturates(void)
+{
+    if (!have_gpu) {
+        test_skip("no CUDA device");
+        return;
+    }
+    enum { K = 256 };
+    float x[K];
+    for (int i = 0; i < K; i++)
+        x[i] = i == 3 ? 1e6f : i == 40 ? -3e5f : i == 41 ? 70000.f : (float)(i % 7) - 3;
+    float *dx = NULL;
+    uint8_t *da = NULL;
+    uint16_t *dh = NULL, h[K];
+    smq_err err;
+    int ok = cudaMalloc((void **)&dx, sizeof x) == cudaSuccess &&
+             cudaMalloc((void **)&da, cuda_q16_row_bytes(K)) == cudaSuccess &&
+             cudaMalloc((void **)&dh, sizeof h) == cudaSuccess &&
+             cudaMemcpy(dx, x, sizeof x, cudaMemcpyHostToDevice) == cudaSuccess;
+    CHECK_MSG(ok, "cuda setup failed");
+    if (ok) {
+        CHECK_MSG(cuda_q16_quantize(dx, NULL, NULL, 1e-6f, K, 1, da, NULL, &err) == 0, "%s", err.msg);
+        CHECK_MSG(cuda_q16_to_f16(da, K, 1, dh, NULL, &err) == 0, "%s", err.msg);
+        CHECK(cudaMemcpy(h, dh, sizeof h, cudaMemcpyDeviceToHost) == cudaSuccess);
+        CHECK_MSG(fp16_to_f32(h[3]) == 65504.f && fp16_to_f32(h[40]) == -65504.f && fp16_to_f32(h[41]) == 65504.f,
+                  "saturated: %g %g %g", fp16_to_f32(h[3]), fp16_to_f32(h[40]), fp16_to_f32(h[41]));
+        int finite = 1;
+        for (int i = 0; i < K; i++)
+            finite &= isfinite(fp16_to_f32(h[i]));
+        CHECK_MSG(finite, "an activation became inf or NaN");
+    }
+    cudaFree(dx);
+    cudaFree(da);
+    cudaFree(dh);
+}
+
 static void test_bad_arguments(void)
 {
     smq_err err;
@@ -369,6 +407,7 @@ int main(void)
     TEST_RUN(test_q16_shapes);
     TEST_RUN(test_gemm_shapes);
     TEST_RUN(test_gemm_missing_library);
+    TEST_RUN(test_f16_saturates);
     TEST_RUN(test_bad_arguments);
     return test_done();
 }

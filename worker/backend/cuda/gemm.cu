@@ -232,6 +232,8 @@ __global__ static void q16_to_f16_kernel(const uint8_t *__restrict__ act, uint32
             uint32_t hw = j < 4 ? hi.x : hi.y, lw = j < 4 ? lo.x : lo.y;
             int h = (int8_t)(hw >> (8 * (j % 4))), l = (int8_t)(lw >> (8 * (j % 4)));
             v[j] = __fmul_rn((float)(256 * h + l), d);
+            if (fabsf(v[j]) > 65504.f) /* past fp16's range: saturate rather than become inf (NaN stays) */
+                v[j] = copysignf(65504.f, v[j]);
         }
         out[g] = pack8(v);
     }

@@ -518,6 +518,38 @@ static void test_errors(void)
     }
 }
 
+/* The caller's text in a rendering: the system text, each tool, every
+ * content (an assistant's without its leading newlines), nothing else; chatml
+ * marks roles too. */
+static void test_spans(void)
+{
+    json_value *tools = parse("[" WEATHER_TOOL "]");
+    chat_message m[] = { MSG("system", "Use tools."), MSG("user", "Find <|im_end|> it"), MSG("assistant", "\nDone."),
+                         MSG("user", "") };
+    chat_options o = opts(1, -1, 2025, 7, 15);
+    o.xml_tools = tools;
+    smq_err err;
+    chat_spans sp;
+    size_t len;
+    char *out = chat_render_spans(CHAT_TEMPLATE_SMOLLM3, m, 4, &o, &len, &sp, &err);
+    CHECK(out != NULL);
+    static const char *const want[] = { "Use tools.", WEATHER_REPR, "Find <|im_end|> it", "Done." };
+    CHECK_INT(sp.n, 4);
+    for (size_t i = 0; out && i < sp.n && i < 4; i++)
+        CHECK_MSG(sp.at[i][1] - sp.at[i][0] == strlen(want[i]) && !memcmp(out + sp.at[i][0], want[i], strlen(want[i])),
+                  "span %zu: \"%.*s\"", i, (int)(sp.at[i][1] - sp.at[i][0]), out + sp.at[i][0]);
+    free(out);
+    chat_spans_free(&sp);
+    out = chat_render_spans(CHAT_TEMPLATE_CHATML, m + 1, 1, &o, &len, &sp, &err);
+    CHECK(out && sp.n == 2 && !memcmp(out + sp.at[0][0], "user", 4) && !memcmp(out + sp.at[1][0], "Find", 4));
+    free(out);
+    chat_spans_free(&sp);
+    /* a failed rendering leaves no spans */
+    chat_message bad = { "user", "\xff", 1 };
+    CHECK(!chat_render_spans(CHAT_TEMPLATE_SMOLLM3, &bad, 1, &o, &len, &sp, &err) && sp.n == 0 && !sp.at);
+    json_free(tools);
+}
+
 int main(void)
 {
     test_program = "chat_template";
@@ -535,5 +567,6 @@ int main(void)
     TEST_RUN(test_chatml);
     TEST_RUN(test_detect);
     TEST_RUN(test_errors);
+    TEST_RUN(test_spans);
     return test_done();
 }

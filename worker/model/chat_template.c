@@ -184,12 +184,47 @@ static int format_date(const chat_options *opt, char out[32], smq_err *err)
     return 0;
 }
 
+/* Records [b, e) as the caller's text (merged with a span ending at b). */
+static void span_add(chat_spans *sp, size_t b, size_t e)
+{
+    if (!sp || b == e)
+        return;
+    if (sp->n && sp->at[sp->n - 1][1] == b) {
+        sp->at[sp->n - 1][1] = e;
+        return;
+    }
+    if (sp->n == sp->cap) {
+        size_t cap = sp->cap ? 2 * sp->cap : 16;
+        size_t(*at)[2] = realloc(sp->at, cap * sizeof *at);
+        if (!at) {
+            sp->oom = 1;
+            return;
+        }
+        sp->at = at;
+        sp->cap = cap;
+    }
+    sp->at[sp->n][0] = b;
+    sp->at[sp->n++][1] = e;
+}
+
+/* Appends the caller's text, recording where it lies. */
+static void put_text(sbuf *r, chat_spans *sp, const char *s, size_t n)
+{
+    size_t at = r->len;
+    sbuf_append(r, s, n);
+    if (!r->oom)
+        span_add(sp, at, r->len);
+}
+
 /* One tool list of the "### Tools" section: head, str(tool) + "\n" each, tail. */
-static void put_tools(sbuf *r, const json_value *list, const char *head, const char *tail)
+static void put_tools(sbuf *r, chat_spans *sp, const json_value *list, const char *head, const char *tail)
 {
     sbuf_puts(r, head);
     for (size_t i = 0; i < json_len(list); i++) {
+        size_t at = r->len;
         json_str_python(json_at(list, i), r);
+        if (!r->oom)
+            span_add(sp, at, r->len);
         sbuf_putc(r, '\n');
     }
     sbuf_puts(r, tail);
@@ -211,8 +246,8 @@ static int tool_list(const json_value *v, const char *name, const json_value **l
 }
 
 /* The system turn's header when there is no /system_override. */
-static int put_metadata(sbuf *r, const chat_options *opt, int think, const char *custom, size_t custom_len,
-                        smq_err *err)
+static int put_metadata(sbuf *r, chat_spans *sp, const chat_options *opt, int think, const char *custom,
+                        size_t custom_len, smq_err *err)
 {
     char date[32];
     const json_value *xml, *python;
@@ -230,22 +265,23 @@ static int put_metadata(sbuf *r, const chat_options *opt, int think, const char 
     sbuf_puts(r, think ? "\nReasoning Mode: /think\n\n" : "\nReasoning Mode: /no_think\n\n");
     sbuf_puts(r, "## Custom Instructions\n\n");
     if (custom_len)
-        sbuf_append(r, custom, custom_len);
+        put_text(r, sp, custom, custom_len);
     else
         sbuf_puts(r, think ? persona_think : persona_no_think);
     sbuf_puts(r, "\n\n");
     if (xml || python) {
         sbuf_puts(r, "### Tools\n\n");
         if (xml)
-            put_tools(r, xml, xml_tools_head, xml_tools_tail);
+            put_tools(r, sp, xml, xml_tools_head, xml_tools_tail);
         if (python)
-            put_tools(r, python, python_tools_head, python_tools_tail);
+            put_tools(r, sp, python, python_tools_head, python_tools_tail);
         sbuf_puts(r, "\n\n<|im_end|>\n");
     }
     return 0;
 }
 
-static int render_smollm3(sbuf *r, const chat_message *msgs, size_t n, const chat_options *opt, smq_err *err)
+static int render_smollm3(sbuf *r, chat_spans *sp, const chat_message *msgs, size_t n, const chat_options *opt,
+                          smq_err *err)
 {
     if (n == 0)
         return smq_err_set(err, "messages: empty (SmolLM3's template needs at least one message)");
@@ -273,10 +309,10 @@ static int render_smollm3(sbuf *r, const chat_message *msgs, size_t n, const cha
     if (sys && contains(sys->content, sys->content_len, "/system_override")) {
         if (remove_all(custom.data, custom.len, "/system_override", &tmp))
             r->oom = 1;
-        sbuf_append(r, tmp.data, rstrip_len(tmp.data, tmp.len));
+        put_text(r, sp, tmp.data, rstrip_len(tmp.data, tmp.len));
         sbuf_puts(r, "<|im_end|>\n");
     } else {
-        rc = put_metadata(r, opt, think, custom.data, custom.len, err);
+        rc = put_metadata(r, sp, opt, think, custom.data, custom.len, err);
     }
     sbuf_free(&custom);
     sbuf_free(&tmp);
@@ -288,7 +324,7 @@ static int render_smollm3(sbuf *r, const chat_message *msgs, size_t n, const cha
         size_t cl = msgs[i].content ? msgs[i].content_len : 0;
         if (strcmp(role, "user") == 0 || strcmp(role, "tool") == 0) {
             sbuf_puts(r, "<|im_start|>user\n");
-            sbuf_append(r, c, cl);
+            put_text(r, sp, c, cl);
             sbuf_puts(r, "<|im_end|>\n");
         } else if (strcmp(role, "assistant") == 0) {
             while (cl && *c == '\n')
@@ -296,7 +332,7 @@ static int render_smollm3(sbuf *r, const chat_message *msgs, size_t n, const cha
             sbuf_puts(r, "<|im_start|>assistant\n");
             if (!think)
                 sbuf_puts(r, empty_think);
-            sbuf_append(r, c, cl);
+            put_text(r, sp, c, cl);
             sbuf_puts(r, "<|im_end|>\n");
         }
     }
@@ -308,14 +344,14 @@ static int render_smollm3(sbuf *r, const chat_message *msgs, size_t n, const cha
     return 0;
 }
 
-static void render_chatml(sbuf *r, const chat_message *msgs, size_t n, const chat_options *opt)
+static void render_chatml(sbuf *r, chat_spans *sp, const chat_message *msgs, size_t n, const chat_options *opt)
 {
     for (size_t i = 0; i < n; i++) {
         sbuf_puts(r, "<|im_start|>");
-        sbuf_puts(r, msgs[i].role);
+        put_text(r, sp, msgs[i].role, strlen(msgs[i].role));
         sbuf_puts(r, "\n");
         if (msgs[i].content)
-            sbuf_append(r, msgs[i].content, msgs[i].content_len);
+            put_text(r, sp, msgs[i].content, msgs[i].content_len);
         sbuf_puts(r, "<|im_end|>\n");
     }
     if (opt->add_generation_prompt)
@@ -325,8 +361,16 @@ static void render_chatml(sbuf *r, const chat_message *msgs, size_t n, const cha
 char *chat_render(chat_template_kind kind, const chat_message *msgs, size_t n, const chat_options *opt, size_t *len,
                   smq_err *err)
 {
+    return chat_render_spans(kind, msgs, n, opt, len, NULL, err);
+}
+
+char *chat_render_spans(chat_template_kind kind, const chat_message *msgs, size_t n, const chat_options *opt,
+                        size_t *len, chat_spans *spans, smq_err *err)
+{
     static const chat_options defaults = { .enable_thinking = -1 };
     sbuf r = { 0 };
+    if (spans)
+        memset(spans, 0, sizeof *spans);
     if (!opt)
         opt = &defaults;
     if (n && !msgs) {
@@ -336,22 +380,45 @@ char *chat_render(chat_template_kind kind, const chat_message *msgs, size_t n, c
     if (check_messages(msgs, n, err))
         return NULL;
     if (kind == CHAT_TEMPLATE_SMOLLM3) {
-        if (render_smollm3(&r, msgs, n, opt, err))
+        if (render_smollm3(&r, spans, msgs, n, opt, err))
             goto fail;
     } else if (kind == CHAT_TEMPLATE_CHATML) {
-        render_chatml(&r, msgs, n, opt);
+        render_chatml(&r, spans, msgs, n, opt);
     } else {
         smq_err_set(err, "chat template: unknown kind %d", (int)kind);
         goto fail;
     }
     /* An empty rendering still needs its terminating NUL. */
     sbuf_append(&r, "", 0);
-    if (r.oom) {
+    if (r.oom || (spans && spans->oom)) {
         smq_err_set(err, "chat template: out of memory rendering %zu messages", n);
         goto fail;
     }
     return sbuf_take(&r, len);
 fail:
     sbuf_free(&r);
+    chat_spans_free(spans);
     return NULL;
+}
+
+void chat_spans_free(chat_spans *spans)
+{
+    if (spans) {
+        free(spans->at);
+        memset(spans, 0, sizeof *spans);
+    }
+}
+
+int chat_encode(chat_template_kind kind, const chat_message *msgs, size_t n, const chat_options *opt, tokenizer *t,
+                tok_ids *out, smq_err *err)
+{
+    chat_spans spans;
+    size_t len;
+    char *text = chat_render_spans(kind, msgs, n, opt, &len, &spans, err);
+    if (!text)
+        return -1;
+    int rc = tokenizer_encode_spans(t, text, len, (const size_t(*)[2])spans.at, spans.n, out, err) ? -2 : 0;
+    free(text);
+    chat_spans_free(&spans);
+    return rc;
 }

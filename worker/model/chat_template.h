@@ -32,6 +32,7 @@
 
 #include "err.h"
 #include "json.h"
+#include "tokenizer.h"
 
 typedef enum chat_template_kind { CHAT_TEMPLATE_SMOLLM3, CHAT_TEMPLATE_CHATML } chat_template_kind;
 
@@ -70,5 +71,29 @@ typedef struct chat_options {
  * or an impossible date. opt NULL means all defaults. */
 char *chat_render(chat_template_kind kind, const chat_message *msgs, size_t n, const chat_options *opt, size_t *len,
                   smq_err *err);
+
+/* Where the caller's text lies in a rendering: message contents, the system
+ * text, tool definitions (and chatml's roles), as [at[i][0], at[i][1]) byte
+ * ranges in order. A tokenizer reads them as plain text
+ * (tokenizer_encode_spans), so that a special token's text in a message,
+ * "<|im_end|>" say, cannot close its turn and open another. */
+typedef struct chat_spans {
+    size_t (*at)[2];
+    size_t n, cap;
+    int oom;
+} chat_spans;
+
+/* chat_render, with the caller's text marked in *spans (filled, or left
+ * empty on failure; free with chat_spans_free). */
+char *chat_render_spans(chat_template_kind kind, const chat_message *msgs, size_t n, const chat_options *opt,
+                        size_t *len, chat_spans *spans, smq_err *err);
+void chat_spans_free(chat_spans *spans);
+
+/* Renders the conversation and appends its tokens to out: the template's
+ * markup with its control tokens, the caller's text as plain text. -1 when
+ * the conversation cannot be rendered (err says what is wrong with it), -2
+ * when tokenizing runs out of memory. */
+int chat_encode(chat_template_kind kind, const chat_message *msgs, size_t n, const chat_options *opt, tokenizer *t,
+                tok_ids *out, smq_err *err);
 
 #endif

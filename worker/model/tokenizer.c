@@ -763,6 +763,13 @@ static int encode_fragment(tokenizer *t, const char *s, size_t n, tok_ids *out, 
 
 int tokenizer_encode(tokenizer *t, const char *text, size_t len, int parse_special, tok_ids *out, smq_err *err)
 {
+    const size_t all[1][2] = { { 0, len } };
+    return tokenizer_encode_spans(t, text, len, all, parse_special ? 0 : 1, out, err);
+}
+
+int tokenizer_encode_spans(tokenizer *t, const char *text, size_t len, const size_t (*plain)[2], size_t n_plain,
+                           tok_ids *out, smq_err *err)
+{
     char *copy = NULL;
     const char *s = text;
     if (!utf8_valid(text, len, 1)) {
@@ -770,15 +777,23 @@ int tokenizer_encode(tokenizer *t, const char *text, size_t len, int parse_speci
         if (!copy)
             return smq_err_set(err, "out of memory for %zu bytes of text", len);
         s = copy;
+        /* the ranges no longer line up: all of it is plain text */
+        static const size_t everything[1][2] = { { 0, SIZE_MAX } };
+        plain = n_plain ? everything : plain;
+        n_plain = n_plain ? 1 : 0;
     }
     int rc = 0;
-    size_t frag = 0, i = 0;
+    size_t frag = 0, i = 0, k = 0; /* plain[k]: the first range not behind i */
     while (i < len && !rc) {
         uint8_t c = (uint8_t)s[i];
+        while (k < n_plain && plain[k][1] <= i)
+            k++;
+        /* control tokens only where the whole of them lies outside the plain ranges */
+        size_t room = k == n_plain ? len - i : plain[k][0] > i ? plain[k][0] - i : 0;
         const special_token *hit = NULL;
-        for (uint32_t k = t->special_first[c]; k < t->special_first[c + 1]; k++) {
-            const special_token *sp = &t->specials[k];
-            if (!parse_special && sp->type != TOKEN_USER_DEFINED)
+        for (uint32_t j = t->special_first[c]; j < t->special_first[c + 1]; j++) {
+            const special_token *sp = &t->specials[j];
+            if (sp->type != TOKEN_USER_DEFINED && sp->len > room)
                 continue;
             if (sp->len <= len - i && !memcmp(s + i, sp->text, sp->len)) {
                 hit = sp; /* longest first */

@@ -75,6 +75,12 @@ int tokenizer_clean_spaces(const tokenizer *t);
  * tokens' text as those tokens (chat templates do; user text must not).
  * Fails only when out of memory. */
 int tokenizer_encode(tokenizer *t, const char *text, size_t len, int parse_special, tok_ids *out, smq_err *err);
+/* The same with control tokens matched everywhere except within the plain
+ * ranges [plain[i][0], plain[i][1]) (sorted, not overlapping), which read as
+ * user text: a chat rendering whose messages must not open or close turns
+ * (chat_render_spans). */
+int tokenizer_encode_spans(tokenizer *t, const char *text, size_t len, const size_t (*plain)[2], size_t n_plain,
+                           tok_ids *out, smq_err *err);
 
 /* The bytes token id stands for: byte-decoded text for normal tokens, the
  * text itself for user-defined ones, and for control tokens their text when

@@ -49,16 +49,12 @@ int chat_request_build(chat_request *r, const smq_chat *c, chat_template_kind ki
     chat_options opt = { 0 };
     opt.add_generation_prompt = 1;
     opt.enable_thinking = c->thinking ? 1 : 0;
-    size_t len;
-    char *rendered = chat_render(kind, msgs, c->n_messages, &opt, &len, err);
+    /* Messages are plain text: a special token's text in one cannot open or close a turn. */
+    int rc = chat_encode(kind, msgs, c->n_messages, &opt, t, &r->prompt, err);
     free(msgs);
-    if (!rendered)
-        return fail(code, SMQ_E_BAD_REQUEST);
-    int rc = tokenizer_encode(t, rendered, len, 1, &r->prompt, err);
-    free(rendered);
     if (rc) {
         chat_request_free(r);
-        return fail(code, SMQ_E_INTERNAL);
+        return fail(code, rc == -2 ? SMQ_E_INTERNAL : SMQ_E_BAD_REQUEST);
     }
 
     for (uint32_t i = 0; i < c->n_stop; i++) {

@@ -175,16 +175,13 @@ int tool_chat(int argc, char **argv)
         chat_options opt = { 0 };
         opt.add_generation_prompt = 1;
         opt.enable_thinking = think;
-        size_t rlen;
-        char *rendered = chat_render(kind, msgs, n, &opt, &rlen, &err);
         tok_ids ids = { 0 };
-        if (!rendered || tokenizer_encode(t, rendered, rlen, 1, &ids, &err)) {
+        if (chat_encode(kind, msgs, n, &opt, t, &ids, &err)) {
             fprintf(stderr, "smolmq chat: %s\n", err.msg);
-            free(rendered);
+            tok_ids_free(&ids);
             free(owned[--n]);
             continue;
         }
-        free(rendered);
         seq_request r = { 0 };
         r.prompt = ids.ids;
         r.n_prompt = (uint32_t)ids.n;

@@ -191,13 +191,7 @@ static int chat_prompt(model *m, tokenizer *t, const char *text, int think, tok_
     chat_options opt = { 0 };
     opt.add_generation_prompt = 1;
     opt.enable_thinking = think;
-    size_t len;
-    char *rendered = chat_render(kind, &msg, 1, &opt, &len, err);
-    if (!rendered)
-        return -1;
-    int rc = tokenizer_encode(t, rendered, len, 1, out, err);
-    free(rendered);
-    return rc;
+    return chat_encode(kind, &msg, 1, &opt, t, out, err) ? -1 : 0;
 }
 
 /* Numeric flags: parsed into doubles, range-checked, then stored. */

@@ -114,7 +114,7 @@ static int render(const char *model, const char *input, const char *date, int as
     } else if (!rc) {
         tokenizer *t = tokenizer_load(f, &err);
         tok_ids ids = { 0 };
-        if (!t || tokenizer_encode(t, out, len, 1, &ids, &err)) {
+        if (!t || chat_encode((chat_template_kind)tool_template_kind("template", f), msgs, n, &o, t, &ids, &err)) {
             rc = tool_fail("template", "%s", err.msg);
         } else {
             json_out j;

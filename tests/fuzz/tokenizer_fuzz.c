@@ -3,7 +3,8 @@
  * The input is read two ways: as text (encoded with and without special
  * tokens, and the ids decoded back; valid UTF-8 text must round-trip up to
  * the clean-up), and as little-endian 32-bit token ids (decoded and
- * streamed; the stream must be valid UTF-8 and equal the sanitized decode).
+ * streamed; the stream must be valid UTF-8 and equal the sanitized decode);
+ * and with a plain-text range in the middle (tokenizer_encode_spans).
  * Uses the test model's vocabulary (SMQ_TEST_DATA or tests/data).
  */
 #include <stdint.h>
@@ -70,6 +71,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_stream(ids.ids, ids.n, special);
         tok_ids_free(&ids);
     }
+    /* A plain range in the middle (a chat message): ids in range, and no
+     * control token the whole text would not have. */
+    const size_t plain[1][2] = { { size / 3, 2 * size / 3 } };
+    tok_ids a = { 0 }, b = { 0 };
+    if (tokenizer_encode_spans(tok, (const char *)data, size, plain, 1, &a, &err) ||
+        tokenizer_encode(tok, (const char *)data, size, 1, &b, &err))
+        abort();
+    size_t ctl_a = 0, ctl_b = 0;
+    for (size_t i = 0; i < a.n; i++) {
+        if (a.ids[i] < 0 || (uint32_t)a.ids[i] >= tokenizer_n_vocab(tok))
+            abort();
+        ctl_a += tokenizer_token_type(tok, a.ids[i]) == TOKEN_CONTROL;
+    }
+    for (size_t i = 0; i < b.n; i++)
+        ctl_b += tokenizer_token_type(tok, b.ids[i]) == TOKEN_CONTROL;
+    if (ctl_a > ctl_b)
+        abort();
+    tok_ids_free(&a);
+    tok_ids_free(&b);
     size_t n = size / 4;
     int32_t *ids = malloc((n ? n : 1) * sizeof *ids);
     for (size_t i = 0; i < n; i++) {

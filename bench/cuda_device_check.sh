@@ -52,6 +52,10 @@ for args in "--prompt-len 512 --gen 16" "--prompt-len 4096 --gen 8"; do
 done
 echo "== bench --prompt-len 128 --gen 64, SMQ_CUDA_GRAPHS=0" | tee -a "$LOG"
 SMQ_CUDA_GRAPHS=0 timeout 60 $B --prompt-len 128 --gen 64 2>&1 | tee -a "$LOG"
+# Batch-1 decode with the norms and attention merges in separate launches
+# (as before their fusion), beside the default above.
+echo "== bench --prompt-len 128 --gen 64, SMQ_CUDA_FUSE=0" | tee -a "$LOG"
+SMQ_CUDA_FUSE=0 timeout 60 $B --prompt-len 128 --gen 64 2>&1 | tee -a "$LOG"
 # One decode step's kernels, timed one by one by Nsight Compute (no graph,
 # caches left warm), summed by kernel: where a step's time goes.
 if command -v ncu >/dev/null 2>&1 && [ "${SMQ_CHECK_NCU:-1}" = 1 ]; then

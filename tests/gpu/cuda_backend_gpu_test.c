@@ -514,6 +514,67 @@ static void test_decode_batch(void)
             b[v]->ops->destroy(&b[v]);
 }
 
+/* The fused norms and attention merges (the default) against
+ * SMQ_CUDA_FUSE=0: decode steps of one token (the graph) at 320 positions
+ * (10 attention splits) and of two tokens (10 splits and 1), bit for bit. */
+static void test_fused_norm(void)
+{
+    if (!have_gpu) {
+        test_skip("no CUDA device");
+        return;
+    }
+    backend *b[2] = { new_backend(&cuda_backend_ops, 2 * PAGES), NULL };
+    setenv("SMQ_CUDA_FUSE", "0", 1);
+    b[1] = new_backend(&cuda_backend_ops, 2 * PAGES);
+    unsetenv("SMQ_CUDA_FUSE");
+    uint32_t n[2], pg[2][PAGES], n0;
+    int32_t *t[2] = { golden_prompt(prompts, 0, &n0), golden_prompt(prompts, 3, &n[1]) };
+    /* the first sequence long enough for many attention splits (the last one merges) */
+    int32_t *longer = malloc(320 * sizeof *longer);
+    for (n[0] = 0; n[0] < 320; n[0]++)
+        longer[n[0]] = t[0][n[0] % n0];
+    free(t[0]);
+    t[0] = longer;
+    for (uint32_t p = 0; p < PAGES; p++)
+        pg[0][p] = p, pg[1][p] = PAGES + p;
+    float *lg[2][2];
+    for (int v = 0; v < 2; v++)
+        for (int i = 0; i < 2; i++)
+            lg[v][i] = malloc(N_VOCAB * 4);
+    int32_t next[2] = { 9906, 198 };
+    int same = 1, ok = b[0] && b[1];
+    for (int v = 0; ok && v < 2; v++)
+        for (int i = 0; ok && i < 2; i++) {
+            fwd_seq p = { t[i], n[i], 0, pg[i], PAGES, 0, lg[v][i], 1 };
+            ok = !forward(b[v], &p, 1);
+        }
+    for (int step = 0; ok && step < 3; step++) {
+        for (int v = 0; ok && v < 2; v++) {
+            if (step < 2) { /* one token: the graph */
+                fwd_seq d = { &next[0], 1, n[0] + step, pg[0], PAGES, 0, lg[v][0], 0 };
+                ok = !forward(b[v], &d, 1);
+            } else { /* two sequences, a token each */
+                fwd_seq d[2] = { { &next[0], 1, n[0] + step, pg[0], PAGES, 0, lg[v][0], 0 },
+                                 { &next[1], 1, n[1], pg[1], PAGES, 0, lg[v][1], 0 } };
+                ok = !forward(b[v], d, 2);
+            }
+        }
+        same &= !memcmp(lg[0][0], lg[1][0], N_VOCAB * 4) && (step < 2 || !memcmp(lg[0][1], lg[1][1], N_VOCAB * 4));
+    }
+    CHECK_MSG(ok, "a step failed");
+    CHECK_MSG(same, "the fused norm's logits differ from SMQ_CUDA_FUSE=0's");
+    if (ok && same)
+        printf("  fused norms and attention merges: decode logits bit-identical to separate launches\n");
+    for (int v = 0; v < 2; v++) {
+        for (int i = 0; i < 2; i++)
+            free(lg[v][i]);
+        if (b[v])
+            b[v]->ops->destroy(&b[v]);
+    }
+    free(t[0]);
+    free(t[1]);
+}
+
 /* 10: the sampling chain on the device (fwd_seq.pick). One step holds a
  * greedy pick with penalties and a pick at a temperature with every filter,
  * each on the same prompt as a sequence that wants its logits (one step
@@ -675,6 +736,7 @@ int main(void)
     TEST_RUN(test_mixed_step);
     TEST_RUN(test_routes);
     TEST_RUN(test_decode_batch);
+    TEST_RUN(test_fused_norm);
     TEST_RUN(test_device_pick);
     TEST_RUN(test_bad_batches);
     TEST_RUN(test_no_device_error);

@@ -350,6 +350,105 @@ static void test_q6k_shapes(void)
     check_shape(QTYPE_Q6_K, 4099, 256);    /* the tall kernel's last, partial group of rows */
 }
 
+/* The residual product with its norm fused (cuda_q16_matmul_norm) against
+ * the product and a separate cuda_q16_quantize: the same bits in x and in
+ * the q16 rows, three activation rows at once, twice (the counters must be
+ * back at zero), on SmolLM3-3B's attn_output (Q4_K) and ffn_down (Q6_K). */
+static void check_matmul_norm(qtype t, uint64_t rows, uint64_t k)
+{
+    enum { NX = 3 };
+    uint64_t nb = rows * (k / QK_K), in_row = cuda_q16_row_bytes(k), out_row = cuda_q16_row_bytes(rows);
+    uint8_t *w = malloc(nb * qtype_table[t].block_bytes);
+    float *x0 = malloc(NX * rows * 4), *act = malloc(NX * k * 4), *nw = malloc(rows * 4);
+    float *ya = malloc(NX * rows * 4), *yb = malloc(NX * rows * 4);
+    uint8_t *qa = malloc(NX * out_row), *qb = malloc(NX * out_row);
+    random_blocks(t, w, nb);
+    for (uint64_t i = 0; i < NX * rows; i++)
+        x0[i] = (float)((int64_t)(test_rng() % 20001) - 10000) / 1000.0f;
+    for (uint64_t i = 0; i < NX * k; i++)
+        act[i] = (float)((int64_t)(test_rng() % 20001) - 10000) / 10000.0f;
+    for (uint64_t i = 0; i < rows; i++)
+        nw[i] = 0.5f + (float)(test_rng() % 1000) / 1000.0f;
+    void *dw = NULL;
+    float *dact = NULL, *dn = NULL, *dya = NULL, *dyb = NULL;
+    uint8_t *da = NULL, *dqa = NULL, *dqb = NULL;
+    uint32_t *dc = NULL, counts[NX];
+    smq_err err;
+    int ok =
+        cudaMalloc(&dw, cuda_weight_bytes(t, rows, k)) == cudaSuccess &&
+        cudaMalloc((void **)&dact, NX * k * 4) == cudaSuccess && cudaMalloc((void **)&dn, rows * 4) == cudaSuccess &&
+        cudaMalloc((void **)&da, NX * in_row) == cudaSuccess &&
+        cudaMalloc((void **)&dya, NX * rows * 4) == cudaSuccess &&
+        cudaMalloc((void **)&dyb, NX * rows * 4) == cudaSuccess &&
+        cudaMalloc((void **)&dqa, NX * out_row) == cudaSuccess &&
+        cudaMalloc((void **)&dqb, NX * out_row) == cudaSuccess &&
+        cudaMalloc((void **)&dc, sizeof counts) == cudaSuccess && cudaMemset(dc, 0, sizeof counts) == cudaSuccess &&
+        cudaMemcpy(dact, act, NX * k * 4, cudaMemcpyHostToDevice) == cudaSuccess &&
+        cudaMemcpy(dn, nw, rows * 4, cudaMemcpyHostToDevice) == cudaSuccess;
+    CHECK_MSG(ok, "cuda setup failed: %s", cudaGetErrorString(cudaGetLastError()));
+    if (ok) {
+        CHECK_MSG(cuda_weight_upload(t, w, rows, k, dw, &err) == 0, "%s", err.msg);
+        CHECK_MSG(cuda_q16_quantize(dact, NULL, NULL, 1e-6f, k, NX, da, NULL, &err) == 0, "%s", err.msg);
+        for (int run = 0; run < 2 && !test_cur_failed; run++) {
+            CHECK(cudaMemcpy(dya, x0, NX * rows * 4, cudaMemcpyHostToDevice) == cudaSuccess);
+            CHECK(cudaMemcpy(dyb, x0, NX * rows * 4, cudaMemcpyHostToDevice) == cudaSuccess);
+            CHECK(cudaMemset(dqa, 0xFF, NX * out_row) == cudaSuccess &&
+                  cudaMemset(dqb, 0xFF, NX * out_row) == cudaSuccess);
+            CHECK_MSG(cuda_q16_matmul(t, dw, rows, k, da, NX, dya, rows, 1, NULL, &err) == 0 &&
+                          cuda_q16_quantize(dya, NULL, dn, 1e-6f, rows, NX, dqa, NULL, &err) == 0,
+                      "%s", err.msg);
+            CHECK_MSG(cuda_q16_matmul_norm(t, dw, rows, k, da, NX, dyb, 1, dn, 1e-6f, dqb, dc, NULL, &err) == 0, "%s",
+                      err.msg);
+            CHECK(cudaDeviceSynchronize() == cudaSuccess);
+            CHECK(cudaMemcpy(ya, dya, NX * rows * 4, cudaMemcpyDeviceToHost) == cudaSuccess &&
+                  cudaMemcpy(yb, dyb, NX * rows * 4, cudaMemcpyDeviceToHost) == cudaSuccess &&
+                  cudaMemcpy(qa, dqa, NX * out_row, cudaMemcpyDeviceToHost) == cudaSuccess &&
+                  cudaMemcpy(qb, dqb, NX * out_row, cudaMemcpyDeviceToHost) == cudaSuccess &&
+                  cudaMemcpy(counts, dc, sizeof counts, cudaMemcpyDeviceToHost) == cudaSuccess);
+            CHECK_MSG(!memcmp(ya, yb, NX * rows * 4), "%s run %d: the fused product's outputs differ", qtype_name(t),
+                      run);
+            CHECK_MSG(!memcmp(qa, qb, NX * out_row), "%s run %d: the fused norm's q16 rows differ", qtype_name(t), run);
+            CHECK_MSG(counts[0] == 0 && counts[1] == 0 && counts[2] == 0, "counters left at %u %u %u", counts[0],
+                      counts[1], counts[2]);
+        }
+        if (!test_cur_failed)
+            printf("  fused norm %s %llu x %llu: bit-identical to the product and a separate norm, twice\n",
+                   qtype_name(t), (unsigned long long)rows, (unsigned long long)k);
+    }
+    cudaFree(dw);
+    cudaFree(dact);
+    cudaFree(dn);
+    cudaFree(da);
+    cudaFree(dya);
+    cudaFree(dyb);
+    cudaFree(dqa);
+    cudaFree(dqb);
+    cudaFree(dc);
+    free(w);
+    free(x0);
+    free(act);
+    free(nw);
+    free(ya);
+    free(yb);
+    free(qa);
+    free(qb);
+}
+
+static void test_matmul_norm(void)
+{
+    if (!have_gpu) {
+        test_skip("no CUDA device");
+        return;
+    }
+    check_matmul_norm(QTYPE_Q4_K, 2048, 2048);
+    check_matmul_norm(QTYPE_Q6_K, 2048, 11008);
+    smq_err err;
+    uint32_t c;
+    CHECK(cuda_q16_matmul_norm(QTYPE_Q4_K, &c, 2048, 2048, (const uint8_t *)&c, 1, (float *)&c, 1, NULL, 1e-6f,
+                               (uint8_t *)&c, &c, NULL, &err) == -1);
+    CHECK_CONTAINS(err.msg, "needs norm weights");
+}
+
 /* Activations past fp16's range become +-65504 on their way to cuBLAS, not
  * inf (which would turn a whole product into NaN); in-range values keep
  * their rounding. */
@@ -407,6 +506,7 @@ int main(void)
     TEST_RUN(test_q16_shapes);
     TEST_RUN(test_gemm_shapes);
     TEST_RUN(test_gemm_missing_library);
+    TEST_RUN(test_matmul_norm);
     TEST_RUN(test_f16_saturates);
     TEST_RUN(test_bad_arguments);
     return test_done();

@@ -127,7 +127,10 @@ typedef struct cuda_backend {
     uint32_t n_groups, cap_groups;
     /* batch-1 decode graphs, by split-K width (log2) */
     cudaGraphExec_t graph[GRAPH_WIDTHS];
-    int use_graphs; /* 0 with SMQ_CUDA_GRAPHS=0 in the environment, to compare */
+    int use_graphs;  /* 0 with SMQ_CUDA_GRAPHS=0 in the environment, to compare */
+    int fuse;        /* the residual products norm and quantize their rows themselves (cuda_q16_matmul_norm),
+                        attention's last split merges (no merge kernel); 0 with SMQ_CUDA_FUSE=0, to compare */
+    uint32_t *count; /* [cap_rows * n_head_kv] their counters, zero between launches */
     /* prompts' products (gemm.h); NULL without cuBLAS or with SMQ_CUDA_GEMM=0 */
     cuda_gemm *gemm;
     uint32_t n_prompt;   /* this step's prompt rows: rows [0, n_prompt) */
@@ -433,6 +436,7 @@ static void cuda_destroy(backend **self)
     cudaFree(b->weights);
     cudaFree(b->kv);
     cudaFree(b->act);
+    cudaFree(b->count);
     cudaFree(b->logits);
     cudaFree(b->d_picked);
     cudaFreeHost(b->h_picked);
@@ -593,8 +597,9 @@ static backend *cuda_create(const model *m, const backend_config *cfg, smq_err *
     b->layers = layers;
     b->kv_dim = hp->n_head_kv * hp->head_dim;
     b->max_ctx = (uint64_t)cfg->n_pages * cfg->page_size;
-    const char *graphs = getenv("SMQ_CUDA_GRAPHS");
+    const char *graphs = getenv("SMQ_CUDA_GRAPHS"), *fuse = getenv("SMQ_CUDA_FUSE");
     b->use_graphs = !(graphs && !strcmp(graphs, "0"));
+    b->fuse = !(fuse && !strcmp(fuse, "0"));
     b->dims = (fwd_dims){ hp->n_embd, hp->n_head, hp->n_head_kv, hp->head_dim, hp->n_rot, hp->n_ff, cfg->page_size };
     if (create_on_device(b, err)) {
         backend *bb = &b->base;
@@ -625,10 +630,14 @@ static int grow(cuda_backend *b, uint32_t rows, uint64_t part_floats, uint64_t n
         drop_graphs(b);
         uint32_t cap = (uint32_t)(((uint64_t)rows + ROW_ALIGN - 1) / ROW_ALIGN * ROW_ALIGN);
         cudaFree(b->act);
+        cudaFree(b->count);
         b->act = NULL;
+        b->count = NULL;
         b->cap_rows = 0;
-        if (dev_alloc((void **)&b->act, act_bytes(hp, cap, b->gemm != NULL), "a step's activations", err))
+        if (dev_alloc((void **)&b->act, act_bytes(hp, cap, b->gemm != NULL), "a step's activations", err) ||
+            dev_alloc((void **)&b->count, (uint64_t)cap * hp->n_head_kv * sizeof(uint32_t), "a step's counters", err))
             return -1;
+        CUDA_CHECK(cudaMemsetAsync(b->count, 0, (uint64_t)cap * hp->n_head_kv * sizeof(uint32_t), b->stream));
         uint8_t *p = b->act;
         b->x = (float *)p;
         p += align_up((uint64_t)cap * hp->n_embd * 4);
@@ -806,6 +815,22 @@ static int quantize(cuda_backend *b, const uint32_t *map, const float *norm, uin
     return 0;
 }
 
+/* x += W a for the q16 rows at a, then x's rows normed by norm into b->a
+ * (as quantize(b, NULL, norm, b->a, rows) would): in the product's last
+ * blocks when the backend fuses, else by another launch. */
+static int matmul_norm(cuda_backend *b, const dev_mat *w, const uint8_t *a, uint32_t rows, const float *norm,
+                       smq_err *err)
+{
+    /* in place (a is b->a) only where a row's output covers no other row's input */
+    int fits = a != b->a || rows == 1 || q16_row_bytes(w->ne0) == q16_row_bytes(w->ne1);
+    if (!b->fuse || !fits)
+        return matmul(b, w, a, rows, b->x, 1, err) || quantize(b, NULL, norm, b->a, rows, err) ? -1 : 0;
+    if (cuda_q16_matmul_norm(w->type, w->d, w->ne1, w->ne0, a, rows, b->x, 1, norm, b->base.m->hp.rms_eps, b->a,
+                             b->count, b->stream, err))
+        return smq_err_prefix(err, "cuda backend");
+    return 0;
+}
+
 /* Rows [0, n_gemm) of the q16 activations act (rows of ws[0]->ne0) times the
  * stacked ws (or their fp16 copy w16), through fp16 and cuBLAS, into y (rows
  * y_stride floats apart). */
@@ -843,7 +868,10 @@ static int layer_forward(cuda_backend *b, uint32_t il, uint32_t rows, const fwd_
     const dev_mat *qkv[3] = { &l->wq, &l->wk, &l->wv }, *wo = &l->wo, *gate_up[2] = { &l->w_gate, &l->w_up },
                   *down = &l->w_down;
 
-    if (quantize(b, NULL, l->attn_norm, b->a, rows, err))
+    /* A step of q16 rows only: the residual products norm their outputs
+     * (matmul_norm), the previous layer's down this layer's input. */
+    int q16_only = ng == 0;
+    if (!(q16_only && il > 0) && quantize(b, NULL, l->attn_norm, b->a, rows, err))
         return -1;
     if (ng && (gemm_product(b, qkv, 3, l->qkv16, b->a, b->y, qd + 2 * b->kv_dim, 0, err) ||
                fwd_qkv_store(b->y, ng, &b->dims, l->use_rope, fm, b->q, kv_layer, b->stream, err)))
@@ -855,19 +883,22 @@ static int layer_forward(cuda_backend *b, uint32_t il, uint32_t rows, const fwd_
         return -1;
     for (uint32_t g = 0; g < b->n_groups; g++) {
         const att_group *ag = &b->groups[g];
-        if (fwd_attention(b->q, kv_layer, ag->r0, ag->rows, ag->max_splits, &b->dims, fm, b->part, b->a, b->stream,
-                          err))
+        if (fwd_attention(b->q, kv_layer, ag->r0, ag->rows, ag->max_splits, &b->dims, fm, b->part,
+                          b->fuse ? b->count : NULL, b->a, b->stream, err))
             return -1;
     }
-    if ((ng && gemm_product(b, &wo, 1, l->wo16, b->a, b->x, n_embd, 1, err)) ||
-        (nq && matmul(b, wo, b->a + ng * rb_q, nq, b->x + (uint64_t)ng * n_embd, 1, err)) ||
-        quantize(b, NULL, l->ffn_norm, b->a, rows, err))
+    if (q16_only ? matmul_norm(b, wo, b->a, rows, l->ffn_norm, err)
+                 : (gemm_product(b, &wo, 1, l->wo16, b->a, b->x, n_embd, 1, err) ||
+                    (nq && matmul(b, wo, b->a + ng * rb_q, nq, b->x + (uint64_t)ng * n_embd, 1, err)) ||
+                    quantize(b, NULL, l->ffn_norm, b->a, rows, err)))
         return -1;
     if (ng && (gemm_product(b, gate_up, 2, l->gate_up16, b->a, b->y, 2 * (uint64_t)hp->n_ff, 0, err) ||
                fwd_swiglu(b->y, ng, &b->dims, b->a_ff, b->stream, err)))
         return -1;
     if (nq && fwd_gate_up(&l->w_gate, &l->w_up, b->a + ng * rb_e, nq, &b->dims, b->a_ff + ng * rb_ff, b->stream, err))
         return -1;
+    if (q16_only && il + 1 < hp->n_layer)
+        return matmul_norm(b, down, b->a_ff, rows, b->layers[il + 1].attn_norm, err);
     return (ng && gemm_product(b, &down, 1, l->down16, b->a_ff, b->x, n_embd, 1, err)) ||
                    (nq && matmul(b, down, b->a_ff + ng * rb_ff, nq, b->x + (uint64_t)ng * n_embd, 1, err))
                ? -1

@@ -176,6 +176,24 @@ int fwd_qkv_store(const float *y, uint32_t rows, const fwd_dims *d, int use_rope
 
 /* ---- attention ---- */
 
+/* Dim i of a head merged from its n_split slots (max, sum, values; slot s at
+ * slot0 + s * step), in split order. Coherent loads: other blocks of this
+ * launch may have written them. */
+__device__ static float merge_splits(const float *slot0, uint64_t step, uint32_t n_split, uint32_t i)
+{
+    float M = __ldcg(slot0);
+    for (uint32_t s = 1; s < n_split; s++)
+        M = fmaxf(M, __ldcg(slot0 + s * step));
+    float L = 0.f, O = 0.f;
+    for (uint32_t s = 0; s < n_split; s++) {
+        const float *sl = slot0 + s * step;
+        float wt = expf(__ldcg(sl) - M);
+        L += __ldcg(sl + 1) * wt;
+        O += __ldcg(sl + 2 + i) * wt;
+    }
+    return O / L;
+}
+
 /* One split of one row's attention for the query heads of KV group g
  * (blockIdx: row, group, split). Warp w takes the split's positions in
  * chunks of ATT_PPW = 8, w, w + ATT_WARPS, ...: 4 lanes score a position
@@ -187,11 +205,12 @@ int fwd_qkv_store(const float *y, uint32_t rows, const fwd_dims *d, int use_rope
  * of dependent steps short and spread a short context over many warps. The
  * warps' states merge in a fixed order; a row of one split quantizes its
  * heads' output here, others leave (max, sum, values) per head in their
- * slot of part. */
+ * slot of part, and with count the last of a group's splits to finish
+ * merges them (merge_splits) and quantizes. */
 template <int PER>
 __global__ static void __launch_bounds__(32 * ATT_WARPS)
     attention_kernel(const float *__restrict__ q, const __half *__restrict__ kv_layer, fwd_dims d, fwd_meta m,
-                     float *__restrict__ part, uint8_t *__restrict__ out, float scale)
+                     float *part, uint32_t *count, uint8_t *__restrict__ out, float scale)
 {
     enum { HD = 32 * PER, LPP = 32 / ATT_PPW }; /* lanes per position; a lane's key pieces: PER of 16 bytes */
     __shared__ float qs[ATT_MAX_GROUP_DIMS];
@@ -356,8 +375,25 @@ __global__ static void __launch_bounds__(32 * ATT_WARPS)
             slot[2 + i % hd] = O;
         }
     }
-    if (n_split > 1)
-        return;
+    if (n_split > 1) {
+        __shared__ bool last;
+        if (!count)
+            return;
+        __threadfence(); /* this split's slots, visible before it is counted */
+        __syncthreads();
+        if (threadIdx.x == 0)
+            last = atomicAdd(&count[r * d.n_head_kv + g], 1u) == n_split - 1;
+        __syncthreads();
+        if (!last)
+            return;
+        __threadfence();
+        if (threadIdx.x == 0)
+            count[r * d.n_head_kv + g] = 0;
+        uint64_t step = att_slot_floats(&d);
+        for (uint32_t i = threadIdx.x; i < gd; i += blockDim.x)
+            fin[i] = merge_splits(part + ((uint64_t)m.row_part[r] * d.n_head + g * G + i / hd) * (hd + 2), step,
+                                  n_split, i % hd);
+    }
     __syncthreads();
     q16_view a = q16_at(out + (uint64_t)r * q16_row_bytes((uint64_t)d.n_head * hd), d.n_head * hd);
     for (uint32_t grp = warp; grp < gd / 32; grp += ATT_WARPS)
@@ -376,19 +412,8 @@ __global__ static void attention_merge_kernel(fwd_dims d, fwd_meta m, const floa
         return;
     const float *slot0 = part + ((uint64_t)m.row_part[r] * d.n_head + h) * (hd + 2);
     uint64_t step = att_slot_floats(&d);
-    float M = slot0[0];
-    for (uint32_t s = 1; s < n_split; s++)
-        M = fmaxf(M, slot0[s * step]);
-    for (uint32_t i = threadIdx.x; i < hd; i += blockDim.x) {
-        float L = 0.f, O = 0.f;
-        for (uint32_t s = 0; s < n_split; s++) {
-            const float *sl = slot0 + s * step;
-            float wt = expf(sl[0] - M);
-            L += sl[1] * wt;
-            O += sl[2 + i] * wt;
-        }
-        fin[i] = O / L;
-    }
+    for (uint32_t i = threadIdx.x; i < hd; i += blockDim.x)
+        fin[i] = merge_splits(slot0, step, n_split, i);
     __syncthreads();
     q16_view a = q16_at(out + (uint64_t)r * q16_row_bytes((uint64_t)d.n_head * hd), d.n_head * hd);
     unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -397,7 +422,8 @@ __global__ static void attention_merge_kernel(fwd_dims d, fwd_meta m, const floa
 }
 
 int fwd_attention(const float *q, const __half *kv_layer, uint32_t r0, uint32_t rows, uint32_t max_splits,
-                  const fwd_dims *d, const fwd_meta *m, float *part, uint8_t *out, void *stream, smq_err *err)
+                  const fwd_dims *d, const fwd_meta *m, float *part, uint32_t *count, uint8_t *out, void *stream,
+                  smq_err *err)
 {
     cudaStream_t s = (cudaStream_t)stream;
     float scale = 1.0f / sqrtf((float)d->head_dim);
@@ -411,34 +437,35 @@ int fwd_attention(const float *q, const __half *kv_layer, uint32_t r0, uint32_t 
         const float *qr = q + (uint64_t)r * d->n_head * d->head_dim;
         dim3 grid(n, d->n_head_kv, max_splits);
         uint8_t *o = out + r * out_row;
+        uint32_t *c = count ? count + (uint64_t)r * d->n_head_kv : NULL;
         switch (d->head_dim / 32) {
         case 1:
-            attention_kernel<1><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, o, scale);
+            attention_kernel<1><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, c, o, scale);
             break;
         case 2:
-            attention_kernel<2><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, o, scale);
+            attention_kernel<2><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, c, o, scale);
             break;
         case 3:
-            attention_kernel<3><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, o, scale);
+            attention_kernel<3><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, c, o, scale);
             break;
         case 4:
-            attention_kernel<4><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, o, scale);
+            attention_kernel<4><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, c, o, scale);
             break;
         case 5:
-            attention_kernel<5><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, o, scale);
+            attention_kernel<5><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, c, o, scale);
             break;
         case 6:
-            attention_kernel<6><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, o, scale);
+            attention_kernel<6><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, c, o, scale);
             break;
         case 7:
-            attention_kernel<7><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, o, scale);
+            attention_kernel<7><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, c, o, scale);
             break;
         default: /* create() admits head_dim 32 .. 256 in steps of 32 */
-            attention_kernel<8><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, o, scale);
+            attention_kernel<8><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, c, o, scale);
             break;
         }
         LAUNCH_CHECK("attention");
-        if (max_splits > 1) {
+        if (max_splits > 1 && !count) {
             attention_merge_kernel<<<dim3(n, d->n_head), 128, 0, s>>>(*d, mr, part, out + r * out_row);
             LAUNCH_CHECK("attention_merge");
         }

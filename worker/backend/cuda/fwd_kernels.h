@@ -112,10 +112,13 @@ int fwd_qkv_store(const float *y, uint32_t rows, const fwd_dims *d, int use_rope
 /* Causal attention of rows [r0, r0 + rows) over their cached positions,
  * into q16 rows of n_head * head_dim at out (row r0 first). Rows of more
  * than one split leave partial results in part (at their row_part slots,
- * relative to part) and are merged by a second kernel; max_splits is the
+ * relative to part), merged in split order: with count (rows x n_head_kv
+ * words from row r0's, zero, and left zero) by the last split to finish of
+ * each KV group, else by a second kernel (the same bits); max_splits is the
  * most splits any of these rows has. */
 int fwd_attention(const float *q, const __half *kv_layer, uint32_t r0, uint32_t rows, uint32_t max_splits,
-                  const fwd_dims *d, const fwd_meta *m, float *part, uint8_t *out, void *stream, smq_err *err);
+                  const fwd_dims *d, const fwd_meta *m, float *part, uint32_t *count, uint8_t *out, void *stream,
+                  smq_err *err);
 
 /* Causal attention of prompt rows on the tensor cores (fp16 Q, K, V and P,
  * fp32 sums), into q16 rows as fwd_attention: tiles[2i], tiles[2i+1] are the

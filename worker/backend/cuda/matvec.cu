@@ -213,13 +213,49 @@ extern "C" int cuda_matvec(qtype type, const void *d_w, uint64_t rows, uint64_t 
 
 #define Q16_NORM_THREADS 256
 #define MV_WARPS         8 /* warps of a product's thread block */
-#define MV_ROWS          2 /* weight rows per warp, sharing the activation loads */
+static_assert(32 * MV_WARPS == Q16_NORM_THREADS,
+              "a fused norm (q16_matmul_kernel<.., true>) sums as q16_quantize_kernel");
+#define MV_ROWS 2 /* weight rows per warp, sharing the activation loads */
+
+/* The scale of a row's RMS norm: its sum of squares in double, each of the
+ * block's Q16_NORM_THREADS threads summing the elements tid, tid + 256, ...
+ * in order, then a fixed tree (as the CPU: the same bits wherever a row is
+ * normed). Every thread gets it. */
+__device__ static float q16_norm_scale(const float *src, bool coherent, float eps, uint32_t n, double *part)
+{
+    double ss = 0;
+#pragma unroll 8
+    for (uint32_t i = threadIdx.x; i < n; i += Q16_NORM_THREADS) {
+        float v = coherent ? __ldcg(src + i) : src[i];
+        ss += (double)v * v;
+    }
+    part[threadIdx.x] = ss;
+    __syncthreads();
+    for (unsigned s = Q16_NORM_THREADS / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s)
+            part[threadIdx.x] += part[threadIdx.x + s];
+        __syncthreads();
+    }
+    return 1.0f / sqrtf((float)(part[0] / n) + eps);
+}
+
+/* Group g (32 elements, a warp) of a row: normed and scaled by norm_w when
+ * given, quantized. */
+__device__ static void q16_norm_store(q16_view a, uint32_t g, const float *src, bool coherent, const float *norm_w,
+                                      float scale)
+{
+    unsigned lane = threadIdx.x % 32;
+    uint32_t i = 32 * g + lane;
+    float x = coherent ? __ldcg(src + i) : src[i];
+    float v = norm_w ? __fmul_rn(__fmul_rn(x, scale), norm_w[i]) : x;
+    q16_store_group(a, g, v, lane);
+}
 
 /* Groups 8 blockIdx.y .. + 7 (a warp each) of output row blockIdx.x:
  * x[map ? map[r] : r], RMS-normed and scaled by norm_w when given, quantized
- * to q16. Every block of a row computes the row's sum of squares itself, in
- * double and in the same fixed order (as the CPU), so that a row's groups
- * need no second launch and run in parallel. */
+ * to q16. Every block of a row computes the row's sum of squares itself
+ * (q16_norm_scale), so that a row's groups need no second launch and run in
+ * parallel. */
 __global__ static void __launch_bounds__(Q16_NORM_THREADS)
     q16_quantize_kernel(const float *__restrict__ x, const uint32_t *__restrict__ map, const float *__restrict__ norm_w,
                         float eps, uint32_t n, uint8_t *__restrict__ out)
@@ -227,27 +263,10 @@ __global__ static void __launch_bounds__(Q16_NORM_THREADS)
     __shared__ double part[Q16_NORM_THREADS];
     const float *src = x + (uint64_t)(map ? map[blockIdx.x] : blockIdx.x) * n;
     q16_view a = q16_at(out + (uint64_t)blockIdx.x * q16_row_bytes(n), n);
-    float scale = 1.f;
-    if (norm_w) {
-        double ss = 0;
-#pragma unroll 8
-        for (uint32_t i = threadIdx.x; i < n; i += Q16_NORM_THREADS)
-            ss += (double)src[i] * src[i];
-        part[threadIdx.x] = ss;
-        __syncthreads();
-        for (unsigned s = Q16_NORM_THREADS / 2; s > 0; s >>= 1) {
-            if (threadIdx.x < s)
-                part[threadIdx.x] += part[threadIdx.x + s];
-            __syncthreads();
-        }
-        scale = 1.0f / sqrtf((float)(part[0] / n) + eps);
-    }
-    unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    uint32_t g = blockIdx.y * (Q16_NORM_THREADS / 32) + warp, i = 32 * g + lane;
-    if (g >= n / 32)
-        return;
-    float v = norm_w ? __fmul_rn(__fmul_rn(src[i], scale), norm_w[i]) : src[i];
-    q16_store_group(a, g, v, lane);
+    float scale = norm_w ? q16_norm_scale(src, false, eps, n, part) : 1.f;
+    uint32_t g = blockIdx.y * (Q16_NORM_THREADS / 32) + threadIdx.x / 32;
+    if (g < n / 32)
+        q16_norm_store(a, g, src, false, norm_w, scale);
 }
 
 extern "C" int cuda_q16_quantize(const float *d_x, const uint32_t *d_map, const float *d_norm, float eps, uint64_t n,
@@ -268,29 +287,50 @@ extern "C" int cuda_q16_quantize(const float *d_x, const uint32_t *d_map, const 
 }
 
 /* y[t][r] (+)= W[r] . a[t]: a warp takes MV_ROWS consecutive rows, blockIdx.y
- * the activation row t. */
-template <qtype T>
+ * the activation row t. NORM: then the last block to finish row t (counted
+ * in count[blockIdx.y], which it leaves at 0) norms and quantizes y[t] into
+ * q_out, as q16_quantize_kernel does, saving its launch. */
+template <qtype T, bool NORM>
 __global__ static void __launch_bounds__(32 * MV_WARPS)
     q16_matmul_kernel(const uint8_t *__restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t k,
-                      const uint8_t *__restrict__ act, uint64_t act_stride, float *__restrict__ y, uint64_t y_stride,
-                      int acc)
+                      const uint8_t *__restrict__ act, uint64_t act_stride, float *y, uint64_t y_stride, int acc,
+                      const float *__restrict__ norm_w, float eps, uint8_t *__restrict__ q_out, uint32_t *count)
 {
     uint32_t row0 = (blockIdx.x * MV_WARPS + threadIdx.x / 32) * MV_ROWS;
-    if (row0 >= rows)
-        return;
-    q16_view a = q16_at(act + blockIdx.y * act_stride, k);
     y += blockIdx.y * y_stride;
-    const uint8_t *wr[MV_ROWS];
+    if (row0 < rows) {
+        q16_view a = q16_at(act + blockIdx.y * act_stride, k);
+        const uint8_t *wr[MV_ROWS];
 #pragma unroll
-    for (int r = 0; r < MV_ROWS; r++)
-        wr[r] = w + (uint64_t)min(row0 + r, rows - 1) * row_bytes;
-    float out[MV_ROWS];
-    warp_dots<T, MV_ROWS>(wr, k / QK_K, a, out);
-    unsigned lane = threadIdx.x % 32;
+        for (int r = 0; r < MV_ROWS; r++)
+            wr[r] = w + (uint64_t)min(row0 + r, rows - 1) * row_bytes;
+        float out[MV_ROWS];
+        warp_dots<T, MV_ROWS>(wr, k / QK_K, a, out);
+        unsigned lane = threadIdx.x % 32;
 #pragma unroll
-    for (int r = 0; r < MV_ROWS; r++)
-        if (lane == r && row0 + r < rows)
-            y[row0 + r] = acc ? y[row0 + r] + out[r] : out[r];
+        for (int r = 0; r < MV_ROWS; r++)
+            if (lane == r && row0 + r < rows)
+                y[row0 + r] = acc ? y[row0 + r] + out[r] : out[r];
+    }
+    if constexpr (NORM) {
+        __shared__ double part[32 * MV_WARPS];
+        __shared__ bool last;
+        __threadfence(); /* this block's outputs, visible before it is counted */
+        __syncthreads();
+        if (threadIdx.x == 0)
+            last = atomicAdd(&count[blockIdx.y], 1u) == gridDim.x - 1;
+        __syncthreads();
+        if (!last)
+            return;
+        __threadfence();
+        if (threadIdx.x == 0)
+            count[blockIdx.y] = 0;
+        /* the others' outputs are in L2, not in this SM's L1: coherent loads */
+        float scale = q16_norm_scale(y, true, eps, rows, part);
+        q16_view qa = q16_at(q_out + blockIdx.y * q16_row_bytes(rows), rows);
+        for (uint32_t g = threadIdx.x / 32; g < rows / 32; g += MV_WARPS)
+            q16_norm_store(qa, g, y, true, norm_w, scale);
+    }
 }
 
 extern "C" uint64_t cuda_q16_row_bytes(uint64_t n)
@@ -332,8 +372,10 @@ extern "C" int cuda_weight_upload(qtype type, const void *src, uint64_t rows, ui
     return 0;
 }
 
-extern "C" int cuda_q16_matmul(qtype type, const void *d_w, uint64_t rows, uint64_t k, const uint8_t *d_act,
-                               uint64_t n_x, float *d_y, uint64_t y_stride, int accumulate, void *stream, smq_err *err)
+/* cuda_q16_matmul and cuda_q16_matmul_norm: norm_w NULL for the plain product. */
+static int q16_matmul(qtype type, const void *d_w, uint64_t rows, uint64_t k, const uint8_t *d_act, uint64_t n_x,
+                      float *d_y, uint64_t y_stride, int accumulate, const float *d_norm, float eps, uint8_t *d_q_out,
+                      uint32_t *d_count, void *stream, smq_err *err)
 {
     if (k % QK_K || k == 0 || rows == 0 || rows > (1u << 30) || k > (1u << 24))
         return smq_err_set(err, "cuda_q16_matmul: %llu rows of %llu elements: rows must be 256-element blocks",
@@ -349,17 +391,48 @@ extern "C" int cuda_q16_matmul(qtype type, const void *d_w, uint64_t rows, uint6
     for (uint64_t t = 0; t < n_x; t += MAX_GRID_Y) {
         unsigned n = (unsigned)(n_x - t < MAX_GRID_Y ? n_x - t : MAX_GRID_Y);
         dim3 grid(ctas, n);
-        if (type == QTYPE_Q4_K)
-            q16_matmul_kernel<QTYPE_Q4_K><<<grid, 32 * MV_WARPS, 0, s>>>(
-                (const uint8_t *)d_w, row_bytes, (uint32_t)rows, (uint32_t)k, d_act + t * act_stride, act_stride,
-                d_y + t * y_stride, y_stride, accumulate);
+        const uint8_t *act = d_act + t * act_stride;
+        float *y = d_y + t * y_stride;
+        uint8_t *q_out = d_norm ? d_q_out + t * q16_row_bytes(rows) : NULL;
+        uint32_t *count = d_norm ? d_count + t : NULL;
+        if (type == QTYPE_Q4_K && d_norm)
+            q16_matmul_kernel<QTYPE_Q4_K, true>
+                <<<grid, 32 * MV_WARPS, 0, s>>>((const uint8_t *)d_w, row_bytes, (uint32_t)rows, (uint32_t)k, act,
+                                                act_stride, y, y_stride, accumulate, d_norm, eps, q_out, count);
+        else if (type == QTYPE_Q4_K)
+            q16_matmul_kernel<QTYPE_Q4_K, false>
+                <<<grid, 32 * MV_WARPS, 0, s>>>((const uint8_t *)d_w, row_bytes, (uint32_t)rows, (uint32_t)k, act,
+                                                act_stride, y, y_stride, accumulate, NULL, 0, NULL, NULL);
+        else if (d_norm)
+            q16_matmul_kernel<QTYPE_Q6_K, true>
+                <<<grid, 32 * MV_WARPS, 0, s>>>((const uint8_t *)d_w, row_bytes, (uint32_t)rows, (uint32_t)k, act,
+                                                act_stride, y, y_stride, accumulate, d_norm, eps, q_out, count);
         else
-            q16_matmul_kernel<QTYPE_Q6_K><<<grid, 32 * MV_WARPS, 0, s>>>(
-                (const uint8_t *)d_w, row_bytes, (uint32_t)rows, (uint32_t)k, d_act + t * act_stride, act_stride,
-                d_y + t * y_stride, y_stride, accumulate);
+            q16_matmul_kernel<QTYPE_Q6_K, false>
+                <<<grid, 32 * MV_WARPS, 0, s>>>((const uint8_t *)d_w, row_bytes, (uint32_t)rows, (uint32_t)k, act,
+                                                act_stride, y, y_stride, accumulate, NULL, 0, NULL, NULL);
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess)
             return smq_err_set(err, "cuda_q16_matmul: launch: %s", cudaGetErrorString(e));
     }
     return 0;
+}
+
+extern "C" int cuda_q16_matmul(qtype type, const void *d_w, uint64_t rows, uint64_t k, const uint8_t *d_act,
+                               uint64_t n_x, float *d_y, uint64_t y_stride, int accumulate, void *stream, smq_err *err)
+{
+    return q16_matmul(type, d_w, rows, k, d_act, n_x, d_y, y_stride, accumulate, NULL, 0, NULL, NULL, stream, err);
+}
+
+extern "C" int cuda_q16_matmul_norm(qtype type, const void *d_w, uint64_t rows, uint64_t k, const uint8_t *d_act,
+                                    uint64_t n_x, float *d_y, int accumulate, const float *d_norm, float eps,
+                                    uint8_t *d_q_out, uint32_t *d_count, void *stream, smq_err *err)
+{
+    if (!d_norm || !d_q_out || !d_count || rows % QK_K || rows >= (1u << 24))
+        return smq_err_set(err,
+                           "cuda_q16_matmul_norm: %llu rows: needs norm weights, an output, counters and "
+                           "outputs of 256-element blocks",
+                           (unsigned long long)rows);
+    return q16_matmul(type, d_w, rows, k, d_act, n_x, d_y, rows, accumulate, d_norm, eps, d_q_out, d_count, stream,
+                      err);
 }

@@ -60,6 +60,16 @@ int cuda_q16_quantize(const float *d_x, const uint32_t *d_map, const float *d_no
 int cuda_q16_matmul(qtype type, const void *d_w, uint64_t rows, uint64_t k, const uint8_t *d_act, uint64_t n_x,
                     float *d_y, uint64_t y_stride, int accumulate, void *stream, smq_err *err);
 
+/* The same (y rows packed: y_stride = rows), and then each y[t] RMS-normed,
+ * scaled by d_norm and quantized to the q16 row t at d_q_out: what
+ * cuda_q16_quantize(d_y, NULL, d_norm, eps, rows, n_x, d_q_out) gives, bit
+ * for bit, done by the product's last thread block of each row instead of
+ * another launch. d_count: n_x words, zero, and left zero. rows a multiple
+ * of 256. Returns 0, or -1 with err. */
+int cuda_q16_matmul_norm(qtype type, const void *d_w, uint64_t rows, uint64_t k, const uint8_t *d_act, uint64_t n_x,
+                         float *d_y, int accumulate, const float *d_norm, float eps, uint8_t *d_q_out,
+                         uint32_t *d_count, void *stream, smq_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -56,6 +56,9 @@ SMQ_CUDA_GRAPHS=0 timeout 60 $B --prompt-len 128 --gen 64 2>&1 | tee -a "$LOG"
 # (as before their fusion), beside the default above.
 echo "== bench --prompt-len 128 --gen 64, SMQ_CUDA_FUSE=0" | tee -a "$LOG"
 SMQ_CUDA_FUSE=0 timeout 60 $B --prompt-len 128 --gen 64 2>&1 | tee -a "$LOG"
+# ... and with every q16 product row on one warp (as before the k-split).
+echo "== bench --prompt-len 128 --gen 64, SMQ_CUDA_KSPLIT=0" | tee -a "$LOG"
+SMQ_CUDA_KSPLIT=0 timeout 60 $B --prompt-len 128 --gen 64 2>&1 | tee -a "$LOG"
 # One decode step's kernels, timed one by one by Nsight Compute (no graph,
 # caches left warm), summed by kernel: where a step's time goes.
 if command -v ncu >/dev/null 2>&1 && [ "${SMQ_CHECK_NCU:-1}" = 1 ]; then

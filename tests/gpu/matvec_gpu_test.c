@@ -323,6 +323,8 @@ static void test_q16_shapes(void)
     check_q16_shape(QTYPE_Q6_K, 2048, 11008, 0);  /* ffn_down */
     check_q16_shape(QTYPE_Q6_K, 128256, 2048, 1); /* the tied output head */
     check_q16_shape(QTYPE_Q6_K, 4099, 256, 0);
+    check_q16_shape(QTYPE_Q4_K, 1001, 4096, 0);  /* 2 warps share a row, odd rows */
+    check_q16_shape(QTYPE_Q6_K, 1003, 11264, 0); /* 4 warps share a row, 44 blocks, odd rows */
 }
 
 static void test_q4k_shapes(void)

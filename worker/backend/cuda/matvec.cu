@@ -286,32 +286,49 @@ extern "C" int cuda_q16_quantize(const float *d_x, const uint32_t *d_map, const 
     return 0;
 }
 
-/* y[t][r] (+)= W[r] . a[t]: a warp takes MV_ROWS consecutive rows, blockIdx.y
- * the activation row t. NORM: then the last block to finish row t (counted
- * in count[blockIdx.y], which it leaves at 0) norms and quantizes y[t] into
- * q_out, as q16_quantize_kernel does, saving its launch. */
+/* y[t][r] (+)= W[r] . a[t]: blockIdx.y is the activation row t; n_ks warps
+ * share MV_ROWS consecutive rows, each a share of their blocks
+ * (warp_dots), added in warp order: long rows (ffn_down's 43 blocks) put
+ * 4x the warps to work on a row, where a warp per row pair left an SM with
+ * 8 warps and its loads waiting. NORM: then the last block to finish row t
+ * (counted in count[blockIdx.y], which it leaves at 0) norms and quantizes
+ * y[t] into q_out, as q16_quantize_kernel does, saving its launch. */
 template <qtype T, bool NORM>
 __global__ static void __launch_bounds__(32 * MV_WARPS)
-    q16_matmul_kernel(const uint8_t *__restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t k,
+    q16_matmul_kernel(const uint8_t *__restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t k, uint32_t n_ks,
                       const uint8_t *__restrict__ act, uint64_t act_stride, float *y, uint64_t y_stride, int acc,
                       const float *__restrict__ norm_w, float eps, uint8_t *__restrict__ q_out, uint32_t *count)
 {
-    uint32_t row0 = (blockIdx.x * MV_WARPS + threadIdx.x / 32) * MV_ROWS;
+    __shared__ float shares[MV_WARPS][MV_ROWS];
+    uint32_t warp = threadIdx.x / 32, ks = warp % n_ks, lane = threadIdx.x % 32;
+    uint32_t row0 = (blockIdx.x * (MV_WARPS / n_ks) + warp / n_ks) * MV_ROWS;
     y += blockIdx.y * y_stride;
+    float out[MV_ROWS] = { 0.f };
     if (row0 < rows) {
         q16_view a = q16_at(act + blockIdx.y * act_stride, k);
         const uint8_t *wr[MV_ROWS];
 #pragma unroll
         for (int r = 0; r < MV_ROWS; r++)
             wr[r] = w + (uint64_t)min(row0 + r, rows - 1) * row_bytes;
-        float out[MV_ROWS];
-        warp_dots<T, MV_ROWS>(wr, k / QK_K, a, out);
-        unsigned lane = threadIdx.x % 32;
+        warp_dots<T, MV_ROWS>(wr, k / QK_K, a, out, ks, n_ks);
+    }
+    if (n_ks > 1) {
+        if (lane == 0)
+#pragma unroll
+            for (int r = 0; r < MV_ROWS; r++)
+                shares[warp][r] = out[r];
+        __syncthreads();
+        if (ks == 0)
+#pragma unroll
+            for (int r = 0; r < MV_ROWS; r++)
+                for (uint32_t j = 1; j < n_ks; j++)
+                    out[r] += shares[warp + j][r];
+    }
+    if (row0 < rows && ks == 0)
 #pragma unroll
         for (int r = 0; r < MV_ROWS; r++)
             if (lane == r && row0 + r < rows)
                 y[row0 + r] = acc ? y[row0 + r] + out[r] : out[r];
-    }
     if constexpr (NORM) {
         __shared__ double part[32 * MV_WARPS];
         __shared__ bool last;
@@ -372,6 +389,19 @@ extern "C" int cuda_weight_upload(qtype type, const void *src, uint64_t rows, ui
     return 0;
 }
 
+/* Warps sharing a row of nb blocks: a warp takes 8 blocks a round, so rows
+ * of 32 and more get 4 (ffn_down), of 16 and more 2, shorter ones 1 (the
+ * sum's order, fixed by nb alone). SMQ_CUDA_KSPLIT=0: always 1, to compare. */
+static uint32_t k_shares(uint32_t nb)
+{
+    static int off = -1;
+    if (off < 0) {
+        const char *e = getenv("SMQ_CUDA_KSPLIT");
+        off = e && !strcmp(e, "0");
+    }
+    return off ? 1 : nb >= 32 ? 4 : nb >= 16 ? 2 : 1;
+}
+
 /* cuda_q16_matmul and cuda_q16_matmul_norm: norm_w NULL for the plain product. */
 static int q16_matmul(qtype type, const void *d_w, uint64_t rows, uint64_t k, const uint8_t *d_act, uint64_t n_x,
                       float *d_y, uint64_t y_stride, int accumulate, const float *d_norm, float eps, uint8_t *d_q_out,
@@ -386,7 +416,8 @@ static int q16_matmul(qtype type, const void *d_w, uint64_t rows, uint64_t k, co
     if (type != QTYPE_Q4_K && type != QTYPE_Q6_K)
         return smq_err_set(err, "cuda_q16_matmul: type %s has no GPU kernel", qtype_name(type));
     uint64_t row_bytes = (k / QK_K) * dev_block_bytes(type), act_stride = q16_row_bytes(k);
-    unsigned per_cta = MV_WARPS * MV_ROWS, ctas = (unsigned)((rows + per_cta - 1) / per_cta);
+    uint32_t n_ks = k_shares(k / QK_K);
+    unsigned per_cta = MV_WARPS / n_ks * MV_ROWS, ctas = (unsigned)((rows + per_cta - 1) / per_cta);
     cudaStream_t s = (cudaStream_t)stream;
     for (uint64_t t = 0; t < n_x; t += MAX_GRID_Y) {
         unsigned n = (unsigned)(n_x - t < MAX_GRID_Y ? n_x - t : MAX_GRID_Y);
@@ -397,19 +428,19 @@ static int q16_matmul(qtype type, const void *d_w, uint64_t rows, uint64_t k, co
         uint32_t *count = d_norm ? d_count + t : NULL;
         if (type == QTYPE_Q4_K && d_norm)
             q16_matmul_kernel<QTYPE_Q4_K, true>
-                <<<grid, 32 * MV_WARPS, 0, s>>>((const uint8_t *)d_w, row_bytes, (uint32_t)rows, (uint32_t)k, act,
+                <<<grid, 32 * MV_WARPS, 0, s>>>((const uint8_t *)d_w, row_bytes, (uint32_t)rows, (uint32_t)k, n_ks, act,
                                                 act_stride, y, y_stride, accumulate, d_norm, eps, q_out, count);
         else if (type == QTYPE_Q4_K)
             q16_matmul_kernel<QTYPE_Q4_K, false>
-                <<<grid, 32 * MV_WARPS, 0, s>>>((const uint8_t *)d_w, row_bytes, (uint32_t)rows, (uint32_t)k, act,
+                <<<grid, 32 * MV_WARPS, 0, s>>>((const uint8_t *)d_w, row_bytes, (uint32_t)rows, (uint32_t)k, n_ks, act,
                                                 act_stride, y, y_stride, accumulate, NULL, 0, NULL, NULL);
         else if (d_norm)
             q16_matmul_kernel<QTYPE_Q6_K, true>
-                <<<grid, 32 * MV_WARPS, 0, s>>>((const uint8_t *)d_w, row_bytes, (uint32_t)rows, (uint32_t)k, act,
+                <<<grid, 32 * MV_WARPS, 0, s>>>((const uint8_t *)d_w, row_bytes, (uint32_t)rows, (uint32_t)k, n_ks, act,
                                                 act_stride, y, y_stride, accumulate, d_norm, eps, q_out, count);
         else
             q16_matmul_kernel<QTYPE_Q6_K, false>
-                <<<grid, 32 * MV_WARPS, 0, s>>>((const uint8_t *)d_w, row_bytes, (uint32_t)rows, (uint32_t)k, act,
+                <<<grid, 32 * MV_WARPS, 0, s>>>((const uint8_t *)d_w, row_bytes, (uint32_t)rows, (uint32_t)k, n_ks, act,
                                                 act_stride, y, y_stride, accumulate, NULL, 0, NULL, NULL);
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess)

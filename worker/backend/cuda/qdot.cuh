@@ -199,9 +199,12 @@ __device__ static inline float q6k_quarter(const block_q6_K *b, unsigned j, q16_
 
 /* A warp's dot products of NR weight rows (w[r], nb blocks each, of type T)
  * with one q16 row; every lane returns the sums. The order of operations is
- * fixed by nb alone. */
+ * fixed by nb alone. With ks < n_ks the warp takes only its share of the
+ * blocks (the groups of 8 numbered ks, ks + n_ks, ...): part of each sum,
+ * for the caller to add across warps in a fixed order. */
 template <qtype T, int NR>
-__device__ static inline void warp_dots(const uint8_t *const *w, uint32_t nb, q16_view a, float *out)
+__device__ static inline void warp_dots(const uint8_t *const *w, uint32_t nb, q16_view a, float *out, uint32_t ks = 0,
+                                        uint32_t n_ks = 1)
 {
     unsigned lane = threadIdx.x % 32, part = lane % 4;
     constexpr int UNROLL = NR <= 2 ? 2 : 1; /* two blocks' loads in flight, unless NR rows give enough */
@@ -210,7 +213,7 @@ __device__ static inline void warp_dots(const uint8_t *const *w, uint32_t nb, q1
     for (int r = 0; r < NR; r++)
         sum[r] = 0.f;
 #pragma unroll UNROLL
-    for (uint32_t ib = lane / 4; ib < nb; ib += 8) {
+    for (uint32_t ib = 8 * ks + lane / 4; ib < nb; ib += 8 * n_ks) {
 #pragma unroll
         for (int r = 0; r < NR; r++) {
             if (T == QTYPE_Q4_K)

@@ -23,6 +23,12 @@ done
 # tensor-core routes): tells a fault of the new routes from an old one.
 echo "cuda_backend_gpu_test with SMQ_CUDA_GEMM=0:" | tee -a "$LOG"
 SMQ_CUDA_GEMM=0 timeout 100 $TESTS/cuda_backend_gpu_test 2>&1 | grep -E "^(PASS|FAIL)" | tee -a "$LOG"
+# ... and with this round's decode changes off (separate norm and merge
+# launches, a warp per product row pair, sampling on the host): a failure
+# above that passes here is theirs.
+echo "cuda_backend_gpu_test with SMQ_CUDA_FUSE=0 SMQ_CUDA_KSPLIT=0 SMQ_CUDA_SAMPLE=0:" | tee -a "$LOG"
+SMQ_CUDA_FUSE=0 SMQ_CUDA_KSPLIT=0 SMQ_CUDA_SAMPLE=0 timeout 100 $TESTS/cuda_backend_gpu_test 2>&1 |
+    grep -E "^(PASS|FAIL)" | tee -a "$LOG"
 # The tensor-core attention under the memory checker (out-of-bounds shared
 # or global accesses, misaligned fragments).
 if command -v compute-sanitizer >/dev/null 2>&1; then

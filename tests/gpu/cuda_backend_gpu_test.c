@@ -646,6 +646,22 @@ static void test_device_pick(void)
     if (!failed && !test_cur_failed)
         printf("  picks on the device equal the host's; drawn at u = 1/16 .. 15/16: %d %d %d %d %d %d %d %d\n",
                drawn[0], drawn[1], drawn[2], drawn[3], drawn[4], drawn[5], drawn[6], drawn[7]);
+    /* SMQ_CUDA_SAMPLE=0: the backend leaves the pick to the host and sends the logits */
+    setenv("SMQ_CUDA_SAMPLE", "0", 1);
+    backend *off = new_backend(&cuda_backend_ops, PAGES);
+    unsetenv("SMQ_CUDA_SAMPLE");
+    sample_pick pk;
+    if (off && !sampler_prepare(&sc, ta, na, &pk)) {
+        fwd_seq s1 = { ta, na, 0, identity_pages, PAGES, 0, la, 1, &pk };
+        if (!forward(off, &s1, 1)) {
+            uint32_t bits;
+            memcpy(&bits, &la[0], 4);
+            CHECK_MSG(pk.token == -1 && bits != 0xFFFFFFFFu, "SMQ_CUDA_SAMPLE=0: token %d, logits %s", pk.token,
+                      bits == 0xFFFFFFFFu ? "unwritten" : "written");
+        }
+    }
+    if (off)
+        off->ops->destroy(&off);
     sampler_free(&sa);
     sampler_free(&sc);
     free(ta);

@@ -131,6 +131,7 @@ typedef struct cuda_backend {
     int fuse;        /* the residual products norm and quantize their rows themselves (cuda_q16_matmul_norm),
                         attention's last split merges (no merge kernel); 0 with SMQ_CUDA_FUSE=0, to compare */
     uint32_t *count; /* [cap_rows * n_head_kv] their counters, zero between launches */
+    int sample;      /* picks run on the device (fwd_sample); 0 with SMQ_CUDA_SAMPLE=0: the host samples */
     /* prompts' products (gemm.h); NULL without cuBLAS or with SMQ_CUDA_GEMM=0 */
     cuda_gemm *gemm;
     uint32_t n_prompt;   /* this step's prompt rows: rows [0, n_prompt) */
@@ -600,6 +601,8 @@ static backend *cuda_create(const model *m, const backend_config *cfg, smq_err *
     const char *graphs = getenv("SMQ_CUDA_GRAPHS"), *fuse = getenv("SMQ_CUDA_FUSE");
     b->use_graphs = !(graphs && !strcmp(graphs, "0"));
     b->fuse = !(fuse && !strcmp(fuse, "0"));
+    const char *sample = getenv("SMQ_CUDA_SAMPLE");
+    b->sample = !(sample && !strcmp(sample, "0"));
     b->dims = (fwd_dims){ hp->n_embd, hp->n_head, hp->n_head_kv, hp->head_dim, hp->n_rot, hp->n_ff, cfg->page_size };
     if (create_on_device(b, err)) {
         backend *bb = &b->base;
@@ -964,6 +967,12 @@ static int replay_step(cuda_backend *b, const step_meta *sm, smq_err *err)
     return 0;
 }
 
+/* Whether this step chooses s's token on the device (fwd_sample). */
+static int takes_pick(const cuda_backend *b, const fwd_seq *s)
+{
+    return b->sample && s->pick && !s->all_logits;
+}
+
 /* Runs the step's picks (fwd_seq.pick) on the device after its logits:
  * their parameters, uniforms and penalty pairs go over in one copy, the
  * chosen tokens come back into h_picked, in batch order. */
@@ -973,7 +982,7 @@ static int run_picks(cuda_backend *b, const fwd_batch *batch, smq_err *err)
     uint64_t n_pairs = 0;
     uint32_t n_picks = 0;
     for (uint32_t i = 0; i < batch->n_seqs; i++)
-        if (batch->seqs[i].pick && !batch->seqs[i].all_logits) {
+        if (takes_pick(b, &batch->seqs[i])) {
             n_picks++;
             n_pairs += batch->seqs[i].pick->n_pen;
         }
@@ -1005,7 +1014,7 @@ static int run_picks(cuda_backend *b, const fwd_batch *batch, smq_err *err)
     uint32_t k = 0, out = 0, pen = 0;
     for (uint32_t i = 0; i < batch->n_seqs; i++) {
         const fwd_seq *s = &batch->seqs[i];
-        if (s->pick && !s->all_logits) {
+        if (takes_pick(b, s)) {
             const sample_pick *pk = s->pick;
             rows[k++] = (fwd_pick_row){ pk->p, pk->u, out, pen, pk->n_pen, 0 };
             for (uint32_t j = 0; j < pk->n_pen; j++, pen++) {
@@ -1044,9 +1053,9 @@ static int cuda_forward(backend *base, const fwd_batch *batch, smq_err *err)
     for (uint32_t i = 0; !rc && i < batch->n_seqs; i++) {
         const fwd_seq *s = &batch->seqs[i];
         uint64_t n = (uint64_t)(s->all_logits ? s->n_tokens : 1) * hp->n_vocab;
-        cudaError_t e = s->pick && !s->all_logits ? cudaSuccess
-                                                  : cudaMemcpyAsync(s->logits, b->logits + at, n * sizeof(float),
-                                                                    cudaMemcpyDeviceToHost, b->stream);
+        cudaError_t e = takes_pick(b, s) ? cudaSuccess
+                                         : cudaMemcpyAsync(s->logits, b->logits + at, n * sizeof(float),
+                                                           cudaMemcpyDeviceToHost, b->stream);
         if (e != cudaSuccess)
             rc = smq_err_set(err, "cuda backend: copying the logits back: %s", cudaGetErrorString(e));
         at += n;
@@ -1058,7 +1067,7 @@ static int cuda_forward(backend *base, const fwd_batch *batch, smq_err *err)
         rc = smq_err_set(err, "cuda backend: the step failed on the GPU: %s", cudaGetErrorString(e));
     for (uint32_t i = 0, k = 0; !rc && i < batch->n_seqs; i++) {
         const fwd_seq *s = &batch->seqs[i];
-        if (s->pick && !s->all_logits)
+        if (takes_pick(b, s))
             s->pick->token = b->h_picked[k++];
     }
     return rc;

@@ -29,17 +29,6 @@ SMQ_CUDA_GEMM=0 timeout 100 $TESTS/cuda_backend_gpu_test 2>&1 | grep -E "^(PASS|
 echo "cuda_backend_gpu_test with SMQ_CUDA_FUSE=0 SMQ_CUDA_KSPLIT=0 SMQ_CUDA_SAMPLE=0:" | tee -a "$LOG"
 SMQ_CUDA_FUSE=0 SMQ_CUDA_KSPLIT=0 SMQ_CUDA_SAMPLE=0 timeout 100 $TESTS/cuda_backend_gpu_test 2>&1 |
     grep -E "^(PASS|FAIL)" | tee -a "$LOG"
-# The tensor-core attention under the memory checker (out-of-bounds shared
-# or global accesses, misaligned fragments).
-if command -v compute-sanitizer >/dev/null 2>&1; then
-    echo "attention_gpu_test under compute-sanitizer:" | tee -a "$LOG"
-    timeout 200 compute-sanitizer --tool memcheck $TESTS/attention_gpu_test 2>&1 | grep -E "^(PASS|FAIL)|ERROR SUMMARY|Invalid" |
-        head -20 | tee -a "$LOG"
-    # the device sampler's shared counters and chain state: races
-    echo "sample_gpu_test under compute-sanitizer racecheck:" | tee -a "$LOG"
-    timeout 200 compute-sanitizer --tool racecheck $TESTS/sample_gpu_test 2>&1 |
-        grep -E "^(PASS|FAIL)|ERROR SUMMARY|RACECHECK SUMMARY|hazard" | head -20 | tee -a "$LOG"
-fi
 $BIN/smolmq synth --preset smollm3-3b --seed 1 --out /tmp/3b.gguf \
     --vocab "${SMQ_TEST_DATA:-tests/data}/models/smollm3-tiny-q4_k_m.gguf" >/dev/null || exit 1
 B="$BIN/smolmq bench --model /tmp/3b.gguf --backend cuda"
@@ -65,6 +54,18 @@ SMQ_CUDA_FUSE=0 timeout 60 $B --prompt-len 128 --gen 64 2>&1 | tee -a "$LOG"
 # ... and with every q16 product row on one warp (as before the k-split).
 echo "== bench --prompt-len 128 --gen 64, SMQ_CUDA_KSPLIT=0" | tee -a "$LOG"
 SMQ_CUDA_KSPLIT=0 timeout 60 $B --prompt-len 128 --gen 64 2>&1 | tee -a "$LOG"
+# Last, as they are slow: the tensor-core attention under the memory checker
+(out-of-bounds shared
+# or global accesses, misaligned fragments).
+if command -v compute-sanitizer >/dev/null 2>&1; then
+    echo "attention_gpu_test under compute-sanitizer:" | tee -a "$LOG"
+    timeout 200 compute-sanitizer --tool memcheck $TESTS/attention_gpu_test 2>&1 | grep -E "^(PASS|FAIL)|ERROR SUMMARY|Invalid" |
+        head -20 | tee -a "$LOG"
+    # the device sampler's shared counters and chain state: races
+    echo "sample_gpu_test under compute-sanitizer racecheck:" | tee -a "$LOG"
+    SMQ_SAMPLE_TEST_PICKS=4 timeout 200 compute-sanitizer --tool racecheck $TESTS/sample_gpu_test 2>&1 |
+        grep -E "^(PASS|FAIL)|ERROR SUMMARY|RACECHECK SUMMARY|hazard" | head -20 | tee -a "$LOG"
+fi
 # One decode step's kernels, timed one by one by Nsight Compute (no graph,
 # caches left warm), summed by kernel: where a step's time goes.
 if command -v ncu >/dev/null 2>&1 && [ "${SMQ_CHECK_NCU:-1}" = 1 ]; then

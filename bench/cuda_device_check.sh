@@ -45,6 +45,12 @@ for args in "--prompt-len 512 --gen 16" "--prompt-len 4096 --gen 8"; do
     echo "== bench $args, SMQ_CUDA_GEMM=0" | tee -a "$LOG"
     SMQ_CUDA_GEMM=0 timeout 60 $B $args 2>&1 | tee -a "$LOG"
 done
+# Decode with the sampling chain (temperature 0.6, top-p 0.95) on the device,
+# and on the host (SMQ_CUDA_SAMPLE=0), beside greedy above.
+for env in "" "SMQ_CUDA_SAMPLE=0"; do
+    echo "== bench --prompt-len 128 --gen 64 --sample ${env:-(device sampling)}" | tee -a "$LOG"
+    env $env timeout 60 $B --prompt-len 128 --gen 64 --sample 2>&1 | tee -a "$LOG"
+done
 echo "== bench --prompt-len 128 --gen 64, SMQ_CUDA_GRAPHS=0" | tee -a "$LOG"
 SMQ_CUDA_GRAPHS=0 timeout 60 $B --prompt-len 128 --gen 64 2>&1 | tee -a "$LOG"
 # Batch-1 decode with the norms and attention merges in separate launches

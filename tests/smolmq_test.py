@@ -325,6 +325,8 @@ def test_bench_cli():
     out = run("bench", "--model", TINY, "--prompt-len", "32", "--gen", "8", "--threads", "1").stdout
     for want in ("read bandwidth", "prefill 32 tokens:", "decode batch 1, 8 tokens each:", "roofline", "ratio"):
         check(want in out, f"bench output lacks {want!r}: {out}")
+    out = run("bench", "--model", TINY, "--prompt-len", "16", "--gen", "4", "--threads", "1", "--sample").stdout
+    check("4 tokens each (sampled: temperature 0.6, top-p 0.95):" in out, f"bench --sample: {out}")
 
 
 def main():

@@ -22,7 +22,7 @@
 #include "tool.h"
 
 static const char *usage_line = "bench --model M [--prompt-len P] [--gen N] [--batch B] [--threads T] [--exact] "
-                                "[--backend cpu|cuda|auto] [--gpu N]";
+                                "[--sample] [--backend cpu|cuda|auto] [--gpu N]";
 
 /* ---- memory read bandwidth, with the pool's threads ---- */
 
@@ -98,8 +98,10 @@ static void on_event(void *ctx, const engine_event *ev)
         s->done++;
 }
 
-static int run(engine *e, const int32_t *prompt, uint32_t p, uint32_t gen, uint32_t batch, bench_state *st, double *t0,
-               smq_err *err)
+/* Greedy, or with --sample the default chain (temperature 0.6, top-p 0.95),
+ * a seed per sequence. */
+static int run(engine *e, const int32_t *prompt, uint32_t p, uint32_t gen, uint32_t batch, int sample, bench_state *st,
+               double *t0, smq_err *err)
 {
     memset(st, 0, sizeof *st);
     for (uint32_t i = 0; i < batch; i++) {
@@ -107,7 +109,8 @@ static int run(engine *e, const int32_t *prompt, uint32_t p, uint32_t gen, uint3
         r.prompt = prompt + i; /* distinct prompts: no prefix reuse between them */
         r.n_prompt = p;
         r.sampling = sampling_defaults();
-        r.sampling.temperature = 0;
+        r.sampling.temperature = sample ? r.sampling.temperature : 0;
+        r.sampling.seed = i + 1;
         r.max_tokens = gen;
         if (!engine_submit(e, &r, err))
             return -1;
@@ -123,10 +126,10 @@ int tool_bench(int argc, char **argv)
 {
     const char *path = NULL, *backend_name = NULL;
     uint32_t plen = 128, gen = 32, batch = 1;
-    int threads = 0, exact = 0, gpu = 0;
+    int threads = 0, exact = 0, gpu = 0, sample = 0;
     for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--exact")) {
-            exact = 1;
+        if (!strcmp(argv[i], "--exact") || !strcmp(argv[i], "--sample")) {
+            *(!strcmp(argv[i], "--exact") ? &exact : &sample) = 1;
             continue;
         }
         if (i + 1 >= argc)
@@ -202,18 +205,18 @@ int tool_bench(int argc, char **argv)
      * of each kernel and of cuBLAS loads code (lazily, tens of ms). Its
      * prompt (at batch + 1) differs from the timed ones (0; 1 .. batch)
      * from the first token on: no prefix reuse. */
-    if (on_gpu && run(e, prompt + batch + 1, plen, 2, 1, &st, &t0, &err)) {
+    if (on_gpu && run(e, prompt + batch + 1, plen, 2, 1, sample, &st, &t0, &err)) {
         rc = tool_fail("bench", "%s", err.msg);
         goto out;
     }
     /* prefill: one sequence, time to its first token */
-    if (run(e, prompt, plen, 2, 1, &st, &t0, &err)) {
+    if (run(e, prompt, plen, 2, 1, sample, &st, &t0, &err)) {
         rc = tool_fail("bench", "%s", err.msg);
         goto out;
     }
     double ttft = st.t_first_one - t0;
     /* decode: batch sequences after their prompts */
-    if (run(e, prompt + 1, plen, gen, batch, &st, &t0, &err)) {
+    if (run(e, prompt + 1, plen, gen, batch, sample, &st, &t0, &err)) {
         rc = tool_fail("bench", "%s", err.msg);
         goto out;
     }
@@ -244,8 +247,8 @@ int tool_bench(int argc, char **argv)
                b->cfg.n_threads, bw);
     }
     printf("prefill %" PRIu32 " tokens: %.1f tok/s (time to first token %.0f ms)\n", plen, plen / ttft, ttft * 1e3);
-    printf("decode batch %" PRIu32 ", %" PRIu32 " tokens each: %.2f tok/s; roofline %.2f tok/s; ratio %.2f\n", batch,
-           gen, dec_tps, roof, roof > 0 ? dec_tps / roof : 0);
+    printf("decode batch %" PRIu32 ", %" PRIu32 " tokens each%s: %.2f tok/s; roofline %.2f tok/s; ratio %.2f\n", batch,
+           gen, sample ? " (sampled: temperature 0.6, top-p 0.95)" : "", dec_tps, roof, roof > 0 ? dec_tps / roof : 0);
 out:
     free(prompt);
     engine_destroy(&e);

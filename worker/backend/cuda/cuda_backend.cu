@@ -132,6 +132,8 @@ typedef struct cuda_backend {
                         attention's last split merges (no merge kernel); 0 with SMQ_CUDA_FUSE=0, to compare */
     uint32_t *count; /* [cap_rows * n_head_kv] their counters, zero between launches */
     int sample;      /* picks run on the device (fwd_sample); 0 with SMQ_CUDA_SAMPLE=0: the host samples */
+    int no_room;     /* this step's picks found no room for the sampler's buffers: the host samples them */
+    int told_no_room;
     /* prompts' products (gemm.h); NULL without cuBLAS or with SMQ_CUDA_GEMM=0 */
     cuda_gemm *gemm;
     uint32_t n_prompt;   /* this step's prompt rows: rows [0, n_prompt) */
@@ -970,7 +972,38 @@ static int replay_step(cuda_backend *b, const step_meta *sm, smq_err *err)
 /* Whether this step chooses s's token on the device (fwd_sample). */
 static int takes_pick(const cuda_backend *b, const fwd_seq *s)
 {
-    return b->sample && s->pick && !s->all_logits;
+    return b->sample && !b->no_room && s->pick && !s->all_logits;
+}
+
+/* The sampler's buffers for n_picks picks and bytes of parameters: 0, or -1
+ * (with err) when the device has no room for them. */
+static int grow_picks(cuda_backend *b, uint32_t n_picks, uint64_t bytes, smq_err *err)
+{
+    if (bytes > b->cap_pick) {
+        uint64_t cap = bytes * 2;
+        cudaFree(b->pick_dev);
+        cudaFreeHost(b->pick_host);
+        b->pick_dev = b->pick_host = NULL;
+        b->cap_pick = 0;
+        if (dev_alloc((void **)&b->pick_dev, cap, "a step's sampling parameters", err))
+            return -1;
+        if (cudaMallocHost((void **)&b->pick_host, cap) != cudaSuccess) {
+            cudaGetLastError();
+            return smq_err_set(err, "cuda backend: cannot pin %llu bytes for the sampling parameters",
+                               (unsigned long long)cap);
+        }
+        b->cap_pick = cap;
+    }
+    if (n_picks > b->cap_slots) {
+        cudaFree(b->slots);
+        b->slots = NULL;
+        b->cap_slots = 0;
+        if (dev_alloc((void **)&b->slots, (uint64_t)n_picks * b->base.m->hp.n_vocab * sizeof(uint64_t),
+                      "the sampler's scratch", err))
+            return -1;
+        b->cap_slots = n_picks;
+    }
+    return 0;
 }
 
 /* Runs the step's picks (fwd_seq.pick) on the device after its logits:
@@ -989,25 +1022,15 @@ static int run_picks(cuda_backend *b, const fwd_batch *batch, smq_err *err)
     if (!n_picks)
         return 0;
     uint64_t rows_bytes = n_picks * sizeof(fwd_pick_row), bytes = rows_bytes + n_pairs * 2 * sizeof(uint32_t);
-    if (bytes > b->cap_pick) {
-        uint64_t cap = bytes * 2;
-        cudaFree(b->pick_dev);
-        cudaFreeHost(b->pick_host);
-        b->pick_dev = b->pick_host = NULL;
-        b->cap_pick = 0;
-        if (dev_alloc((void **)&b->pick_dev, cap, "a step's sampling parameters", err))
-            return -1;
-        CUDA_CHECK(cudaMallocHost((void **)&b->pick_host, cap));
-        b->cap_pick = cap;
-    }
-    if (n_picks > b->cap_slots) {
-        cudaFree(b->slots);
-        b->slots = NULL;
-        b->cap_slots = 0;
-        if (dev_alloc((void **)&b->slots, (uint64_t)n_picks * hp->n_vocab * sizeof(uint64_t), "the sampler's scratch",
-                      err))
-            return -1;
-        b->cap_slots = n_picks;
+    smq_err room;
+    if (grow_picks(b, n_picks, bytes, &room)) {
+        /* No room to sample on the device: this step's logits go back and
+         * the host samples (the step itself is fine). Said once. */
+        if (!b->told_no_room)
+            fprintf(stderr, "%s; sampling on the host for such steps\n", room.msg);
+        b->told_no_room = 1;
+        b->no_room = 1;
+        return 0;
     }
     fwd_pick_row *rows = (fwd_pick_row *)b->pick_host;
     uint32_t *pairs = (uint32_t *)(b->pick_host + rows_bytes);
@@ -1041,6 +1064,7 @@ static int cuda_forward(backend *base, const fwd_batch *batch, smq_err *err)
     if (backend_check_batch(base, batch, &rows, err))
         return -1;
     CUDA_CHECK(cudaSetDevice(b->device));
+    b->no_room = 0;
     int rc = send_meta(b, batch, rows, &sm, err);
     if (!rc)
         rc = rows == 1 && b->use_graphs && !b->n_gemm ? replay_step(b, &sm, err) : enqueue_step(b, rows, &sm, err);
@@ -1108,6 +1132,7 @@ static uint64_t cuda_memory(const backend *base)
     return b->weight_bytes + b->kv_bytes + (b->cap_rows ? act_bytes(hp, b->cap_rows, b->gemm != NULL) : 0) +
            (b->wscratch ? gemm_scratch_halves(hp) * sizeof(uint16_t) : 0) + b->w16_bytes + b->cap_part * sizeof(float) +
            b->cap_out * hp->n_vocab * sizeof(float) + b->cap_meta + b->cap_pick +
+           (uint64_t)b->cap_rows * hp->n_head_kv * sizeof(uint32_t) +
            (uint64_t)b->cap_slots * hp->n_vocab * sizeof(uint64_t);
 }
 

@@ -292,12 +292,14 @@ extern "C" int cuda_q16_quantize(const float *d_x, const uint32_t *d_map, const 
  * 4x the warps to work on a row, where a warp per row pair left an SM with
  * 8 warps and its loads waiting. NORM: then the last block to finish row t
  * (counted in count[blockIdx.y], which it leaves at 0) norms and quantizes
- * y[t] into q_out, as q16_quantize_kernel does, saving its launch. */
+ * y[t] into q_out, as q16_quantize_kernel does, saving its launch. q_out
+ * may be act itself (attn_output's rows, as long as one's norm): a row's
+ * output is written once every block of that row has read its input. */
 template <qtype T, bool NORM>
 __global__ static void __launch_bounds__(32 * MV_WARPS)
     q16_matmul_kernel(const uint8_t *__restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t k, uint32_t n_ks,
-                      const uint8_t *__restrict__ act, uint64_t act_stride, float *y, uint64_t y_stride, int acc,
-                      const float *__restrict__ norm_w, float eps, uint8_t *__restrict__ q_out, uint32_t *count)
+                      const uint8_t *act, uint64_t act_stride, float *y, uint64_t y_stride, int acc,
+                      const float *__restrict__ norm_w, float eps, uint8_t *q_out, uint32_t *count)
 {
     __shared__ float shares[MV_WARPS][MV_ROWS];
     uint32_t warp = threadIdx.x / 32, ks = warp % n_ks, lane = threadIdx.x % 32;
@@ -391,7 +393,8 @@ extern "C" int cuda_weight_upload(qtype type, const void *src, uint64_t rows, ui
 
 /* Warps sharing a row of nb blocks: a warp takes 8 blocks a round, so rows
  * of 32 and more get 4 (ffn_down), of 16 and more 2, shorter ones 1 (the
- * sum's order, fixed by nb alone). SMQ_CUDA_KSPLIT=0: always 1, to compare. */
+ * sum's order, fixed by nb alone). SMQ_CUDA_KSPLIT=0: always 1, to compare
+ * (read once, at the first product of the process). */
 static uint32_t k_shares(uint32_t nb)
 {
     static int off = -1;

@@ -1,11 +1,11 @@
-/* sample.cu - the sampling chain on the device: a block of 1024 threads per
+/* sample.cu - the sampling chain on the device: a block of 512 threads per
  * pick runs sample_chain.h's passes over its row of logits, the same
  * arithmetic as the host's sampler_choose, so that both choose the same token.
  *
  * A pass is a strided loop over the row. Totals are per-thread integer sums
  * reduced through shuffles and one shared atomic; a search's buckets are
- * shared counters fed by runs (a thread adds a run of tokens in one bucket
- * at once, which keeps the dense first digits off one contended counter).
+ * shared counters, fed from a few buckets each thread sums in registers
+ * (which keeps the dense first digits off a handful of contended counters).
  * Integer sums do not depend on their order, so the result is the host's.
  * Cost: about 2 + 3 x (1 + the search's digits) passes of n_vocab logits,
  * from L2; a weight's exp is taken once per total and kept in slots.
@@ -16,7 +16,8 @@
 
 #include "fwd_kernels.h"
 
-#define SAMPLE_THREADS 1024
+#define SAMPLE_THREADS 512
+#define SAMPLE_CACHE   4 /* buckets a thread sums in registers */
 
 typedef unsigned long long ull;
 
@@ -101,26 +102,51 @@ __global__ static void __launch_bounds__(SAMPLE_THREADS)
         if (threadIdx.x == 0)
             total = 0;
         __syncthreads();
-        uint64_t sum = 0, run_w = 0, run_top = 0;
-        uint32_t run_n = 0;
-        int run = -1;
+        /* buckets in registers first: a thread's tokens fall in a few
+         * buckets (the first digit is the sign and exponent), and shared
+         * atomics on one address serialize */
+        uint64_t sum = 0, cw[SAMPLE_CACHE], ctop[SAMPLE_CACHE];
+        uint32_t cn[SAMPLE_CACHE], victim = 0;
+        int cb[SAMPLE_CACHE];
+#pragma unroll
+        for (int j = 0; j < SAMPLE_CACHE; j++) {
+            cb[j] = -1;
+            cn[j] = 0;
+            cw[j] = ctop[j] = 0;
+        }
         for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
             uint64_t w, key;
             int b;
             if (!sc_pass_token(&chain, l[i], i, &slot[i], &w, &b, &key))
                 continue;
             sum += w;
-            if (b != run) {
-                add_run(bn, bw, btop, run, run_n, run_w, run_top);
-                run = b;
-                run_n = 0;
-                run_w = run_top = 0;
+            int hit = -1;
+#pragma unroll
+            for (int j = 0; j < SAMPLE_CACHE; j++)
+                hit = cb[j] == b ? j : hit;
+            if (hit < 0) {
+#pragma unroll
+                for (int j = 0; j < SAMPLE_CACHE; j++)
+                    if ((uint32_t)j == victim) {
+                        add_run(bn, bw, btop, cb[j], cn[j], cw[j], ctop[j]);
+                        cb[j] = b;
+                        cn[j] = 0;
+                        cw[j] = ctop[j] = 0;
+                    }
+                hit = (int)victim;
+                victim = (victim + 1) % SAMPLE_CACHE;
             }
-            run_n++;
-            run_w += w;
-            run_top = key > run_top ? key : run_top;
+#pragma unroll
+            for (int j = 0; j < SAMPLE_CACHE; j++)
+                if (j == hit) {
+                    cn[j]++;
+                    cw[j] += w;
+                    ctop[j] = key > ctop[j] ? key : ctop[j];
+                }
         }
-        add_run(bn, bw, btop, run, run_n, run_w, run_top);
+#pragma unroll
+        for (int j = 0; j < SAMPLE_CACHE; j++)
+            add_run(bn, bw, btop, cb[j], cn[j], cw[j], ctop[j]);
         for (int o = 16; o > 0; o >>= 1)
             sum += __shfl_down_sync(0xffffffffu, sum, o);
         if (threadIdx.x % 32 == 0 && sum)

@@ -241,6 +241,16 @@ SCFN void sc_total(sc_chain *c, int stage, int kind)
     c->sel.shift = 56;
 }
 
+/* After the top-k cut (or none): top-p's normalizer, or with top-p off
+ * straight to the draw's total. */
+SCFN void sc_after_top_k(sc_chain *c)
+{
+    if (c->top_p < 1.0f)
+        sc_total(c, SC_MASS_ALL, SC_MASS);
+    else
+        sc_total(c, SC_DRAW_ALL, SC_DRAW);
+}
+
 /* Begins the chain once the penalties are applied and the best token (the
  * first largest logit) is known. Greedy, and a best logit that is not
  * finite, need no pass: the stage is then SC_DONE. */
@@ -262,7 +272,7 @@ SCFN void sc_chain_init(sc_chain *c, const sampling_params *p, double u, float b
     else if (p->top_k > 0)
         sc_total(c, SC_COUNT_ALL, SC_COUNT);
     else
-        sc_total(c, SC_MASS_ALL, SC_MASS);
+        sc_after_top_k(c);
 }
 
 SCFN int sc_chain_searching(const sc_chain *c)
@@ -301,17 +311,13 @@ SCFN void sc_chain_step(sc_chain *c, uint64_t total, const uint32_t *n, const ui
     switch (c->stage) {
     case SC_COUNT_ALL:
         if ((uint64_t)c->top_k >= total) {
-            sc_total(c, SC_MASS_ALL, SC_MASS);
+            sc_after_top_k(c);
             return;
         }
         c->stage = SC_TOP_K;
         c->sel.goal = (uint64_t)c->top_k; /* the k-th best */
         break;
     case SC_MASS_ALL: {
-        if (!(c->top_p < 1.0f)) {
-            sc_total(c, SC_DRAW_ALL, SC_DRAW);
-            return;
-        }
         /* the first token at which the mass, best first, reaches top_p (at least the best) */
         double g = qdmul((double)c->top_p, (double)total);
         uint64_t goal = g >= (double)total ? total : (uint64_t)g;
@@ -336,7 +342,7 @@ SCFN void sc_chain_step(sc_chain *c, uint64_t total, const uint32_t *n, const ui
         return;
     if (c->stage == SC_TOP_K) {
         c->set.lo = found;
-        sc_total(c, SC_MASS_ALL, SC_MASS);
+        sc_after_top_k(c);
     } else if (c->stage == SC_TOP_P) {
         c->set.lo = found;
         sc_total(c, SC_DRAW_ALL, SC_DRAW);

@@ -324,7 +324,7 @@ static void test_chain_random(void)
         double margin;
         int32_t want = ref_chain(l, nv, &p, u, &margin);
         CHECK_MSG(got == split, "case %d: the split passes chose %d, the sampler %d", c, split, got);
-        if (u == 0 || margin > 1e-12 * nv + 1e-12) { /* u 0: the best token in both */
+        if (u == 0 || margin > 1e-6) { /* u 0: the best token in both; float weights: ~4e-7 each */
             CHECK_MSG(
                 got == want,
                 "case %d (nv %u, T %g, top-k %d, top-p %g, min-p %g, u %.17g): chose %d, the reference %d (margin %g)",
@@ -348,13 +348,13 @@ static void test_chain_math(void)
 {
     double worst = 0;
     for (int i = 0; i <= 200000; i++) {
-        double x = -707.0 * i / 200000;
-        double e = sc_exp(x), r = exp(x);
+        float x = -86.0f * (float)i / 200000;
+        double e = sc_exp(x), r = exp((double)x);
         worst = fmax(worst, fabs(e - r) / r);
     }
-    CHECK_MSG(worst < 1e-14, "sc_exp's worst relative error %g", worst);
-    CHECK(sc_exp(0) == 1.0 && sc_exp(-1000) == 0 && sc_exp(NAN) == 0 && sc_exp(-INFINITY) == 0);
-    CHECK(sc_weight(1.0) == 1ull << 40);
+    CHECK_MSG(worst < 5e-7, "sc_exp's worst relative error %g", worst);
+    CHECK(sc_exp(0) == 1.0f && sc_exp(-100) == 0 && sc_exp(NAN) == 0 && sc_exp(-INFINITY) == 0);
+    CHECK(sc_weight(1.0f) == 1ull << 40);
     /* keys rank by logit, then by the lower id; -0 is +0 */
     static const float v[] = { -INFINITY, -3e38f, -2.5f, -1, -1e-30f, 0, 1e-30f, 1, 2.5f, 3e38f, INFINITY };
     for (int i = 0; i + 1 < (int)(sizeof v / sizeof *v); i++)

@@ -15,9 +15,9 @@
  *   compares like the floats, over the complement of the id. A larger key is
  *   better, and equal logits go to the lower id.
  * - Weights are fixed-point integers, 2^40 for the best token. They come
- *   from an exp made of correctly rounded basic operations (no libm, no FMA),
- *   so they are the same on host and device, and every sum of them is an
- *   exact integer sum, the same in any order.
+ *   from a float exp made of correctly rounded basic operations (no libm, no
+ *   FMA), so they are the same on host and device, and every sum of them is
+ *   an exact integer sum, the same in any order.
  * - Each cut (the k-th token, the token where top-p's mass is reached, the
  *   drawn token) is found by a radix search over the keys, a byte at a time
  *   from the top. A pass counts, for each of 256 buckets, the tokens of the
@@ -34,6 +34,12 @@
 #include <stdint.h>
 
 #include "quant.h"
+
+/* The host's arithmetic must round as the device's: GNU C lets GCC fuse a*b+c
+ * into one FMA (-ffp-contract=fast), ISO C does not. */
+#if !defined(__CUDA_ARCH__) && defined(__GNUC__) && !defined(__clang__) && !defined(__STRICT_ANSI__)
+#error "sample_chain.h: compile as ISO C or C++ (-std=c11, -std=c++17), or the host's weights differ from the GPU's"
+#endif
 
 #ifdef __CUDACC__
 #define SCFN static inline __host__ __device__
@@ -80,46 +86,35 @@ SCFN float sc_penalize(const sampling_params *p, float l, uint32_t count)
     return qsub(qsub(l, qmul((float)count, p->frequency_penalty)), p->presence_penalty);
 }
 
-/* e^x for x <= 0, to about 1e-15 relative (0 at -708 and below, and for
- * NaN): Cody-Waite reduction by ln 2 (k * LN2_HI is exact for |k| < 2^21), a
- * Horner-evaluated Taylor polynomial of degree 12 on |r| <= ln2 / 2, and 2^k
- * made from its bits (k >= -1022: a normal number, an exact product). */
-SCFN double sc_exp(double x)
+/* e^x for x <= 0 in float, to about 4e-7 relative (0 at -87 and below, and
+ * for NaN): Cody-Waite reduction by ln 2 (k * LN2_HI is exact: LN2_HI has 9
+ * bits), a Horner-evaluated Taylor polynomial of degree 6 on |r| <= ln2 / 2,
+ * and 2^k made from its bits. Float, not double: the GPUs with little
+ * double-precision throughput (L4, A10, RTX) would spend a millisecond a
+ * pick on 128K double exps. */
+SCFN float sc_exp(float x)
 {
-    if (!(x > -708.0))
-        return 0.0;
+    if (!(x > -87.0f))
+        return 0.0f;
     if (x > 0)
         x = 0;
-    /* k = x / ln 2 rounded to nearest (even), by the 1.5 * 2^52 shift */
-    double k = qdsub(qdadd(qdmul(x, 1.4426950408889634), 6755399441055744.0), 6755399441055744.0);
-    double r = qdsub(qdsub(x, qdmul(k, 6.93147180369123816490e-01)), qdmul(k, 1.90821492927058770002e-10));
-    double s = 1.0 / 479001600.0; /* 1/12!, then 1/11! .. 1/0! */
-    s = qdadd(qdmul(s, r), 1.0 / 39916800.0);
-    s = qdadd(qdmul(s, r), 1.0 / 3628800.0);
-    s = qdadd(qdmul(s, r), 1.0 / 362880.0);
-    s = qdadd(qdmul(s, r), 1.0 / 40320.0);
-    s = qdadd(qdmul(s, r), 1.0 / 5040.0);
-    s = qdadd(qdmul(s, r), 1.0 / 720.0);
-    s = qdadd(qdmul(s, r), 1.0 / 120.0);
-    s = qdadd(qdmul(s, r), 1.0 / 24.0);
-    s = qdadd(qdmul(s, r), 1.0 / 6.0);
-    s = qdadd(qdmul(s, r), 0.5);
-    s = qdadd(qdmul(s, r), 1.0);
-    s = qdadd(qdmul(s, r), 1.0);
-    uint64_t bits = (uint64_t)(int64_t)((int)k + 1023) << 52;
-    double two_k;
-#ifdef __CUDA_ARCH__
-    two_k = __longlong_as_double((long long)bits);
-#else
-    memcpy(&two_k, &bits, sizeof two_k);
-#endif
-    return qdmul(s, two_k);
+    /* k = x / ln 2 rounded to nearest (even), by the 1.5 * 2^23 shift */
+    float k = qsub(qadd(qmul(x, 1.44269504f), 12582912.0f), 12582912.0f);
+    float r = qsub(qsub(x, qmul(k, 0.693359375f)), qmul(k, -2.12194440e-4f));
+    float s = 1.0f / 720.0f; /* 1/6!, then 1/5! .. 1/0! */
+    s = qadd(qmul(s, r), 1.0f / 120.0f);
+    s = qadd(qmul(s, r), 1.0f / 24.0f);
+    s = qadd(qmul(s, r), 1.0f / 6.0f);
+    s = qadd(qmul(s, r), 0.5f);
+    s = qadd(qmul(s, r), 1.0f);
+    s = qadd(qmul(s, r), 1.0f);
+    return qmul(s, f32_from_bits((uint32_t)((int)k + 127) << 23));
 }
 
 /* The fixed-point weight of e (0 <= e <= 1), rounded to nearest. */
-SCFN uint64_t sc_weight(double e)
+SCFN uint64_t sc_weight(float e)
 {
-    return (uint64_t)qdadd(qdmul(e, SC_ONE), 0.5);
+    return (uint64_t)qdadd(qdmul((double)e, SC_ONE), 0.5);
 }
 
 /* The rank key: larger is better; equal logits rank by the lower id. */
@@ -165,14 +160,14 @@ SCFN int sc_weigh(const sc_set *s, float l, uint64_t key, uint64_t *w)
         *w = 1;
         return 1;
     }
-    double d = (double)qsub(l, s->best);
+    float d = qsub(l, s->best);
     if (s->kind == SC_MASS) {
         *w = sc_weight(sc_exp(d));
         return 1;
     }
-    if (s->min_p > 0 && key != s->best_key && sc_exp(d) < (double)s->min_p)
+    if (s->min_p > 0 && key != s->best_key && sc_exp(d) < s->min_p)
         return 0;
-    *w = sc_weight(sc_exp(qddiv(d, (double)s->temperature)));
+    *w = sc_weight(sc_exp(qdiv(d, s->temperature)));
     return 1;
 }
 

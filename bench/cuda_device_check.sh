@@ -45,6 +45,9 @@ for args in "--prompt-len 512 --gen 16" "--prompt-len 4096 --gen 8"; do
     echo "== bench $args, SMQ_CUDA_GEMM=0" | tee -a "$LOG"
     SMQ_CUDA_GEMM=0 timeout 60 $B $args 2>&1 | tee -a "$LOG"
 done
+# cuBLAS products with the split-K attention instead of the tensor-core one.
+echo "== bench --prompt-len 4096 --gen 8, SMQ_CUDA_FLASH=0" | tee -a "$LOG"
+SMQ_CUDA_FLASH=0 timeout 60 $B --prompt-len 4096 --gen 8 2>&1 | tee -a "$LOG"
 # Decode with the sampling chain (temperature 0.6, top-p 0.95) on the device,
 # and on the host (SMQ_CUDA_SAMPLE=0), beside greedy above.
 for env in "" "SMQ_CUDA_SAMPLE=0"; do

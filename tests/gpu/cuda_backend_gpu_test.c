@@ -416,18 +416,25 @@ static void test_routes(void)
     setenv("SMQ_CUDA_F16_WEIGHTS", "0", 1);
     backend *scratch = new_backend(&cuda_backend_ops, PAGES);
     unsetenv("SMQ_CUDA_F16_WEIGHTS");
-    float *lf = malloc(N_VOCAB * 4), *lq = malloc(N_VOCAB * 4), *ln = malloc(N_VOCAB * 4), *ls = malloc(N_VOCAB * 4);
-    for (size_t i = 0; fast && q16 && none && scratch && i < json_len(prompts); i++) {
+    setenv("SMQ_CUDA_FLASH", "0", 1);
+    backend *splitk = new_backend(&cuda_backend_ops, PAGES);
+    unsetenv("SMQ_CUDA_FLASH");
+    float *lf = malloc(N_VOCAB * 4), *lq = malloc(N_VOCAB * 4), *ln = malloc(N_VOCAB * 4), *ls = malloc(N_VOCAB * 4),
+          *lk = malloc(N_VOCAB * 4);
+    for (size_t i = 0; fast && q16 && none && scratch && splitk && i < json_len(prompts); i++) {
         uint32_t n;
         int32_t *toks = golden_prompt(prompts, i, &n);
         if (!run(fast, toks, n, 0, identity_pages, lf, 0) && !run(q16, toks, n, 0, identity_pages, lq, 0) &&
-            !run(none, toks, n, 0, identity_pages, ln, 0) && !run(scratch, toks, n, 0, identity_pages, ls, 0)) {
-            double rel, mx, rel_s, mx_s;
+            !run(none, toks, n, 0, identity_pages, ln, 0) && !run(scratch, toks, n, 0, identity_pages, ls, 0) &&
+            !run(splitk, toks, n, 0, identity_pages, lk, 0)) {
+            double rel, mx, rel_s, mx_s, rel_k, mx_k;
             compare(lf, lq, N_VOCAB, &rel, &mx);
             compare(ls, lf, N_VOCAB, &rel_s, &mx_s);
+            compare(lk, lf, N_VOCAB, &rel_k, &mx_k);
             printf("  prompt %zu (%u tokens): cuBLAS route vs q16 route rel L2 %.2e, max abs %.2e; weights "
-                   "dequantized per step vs kept in fp16 %.2e\n",
-                   i, n, rel, mx, rel_s);
+                   "dequantized per step vs kept in fp16 %.2e; split-K vs tensor-core attention %.2e\n",
+                   i, n, rel, mx, rel_s, rel_k);
+            CHECK_MSG(rel_k < 3e-3, "prompt %zu: SMQ_CUDA_FLASH=0 differs by rel L2 %.3g", i, rel_k);
             CHECK_MSG(rel < 3e-3, "prompt %zu: routes differ by rel L2 %.3g", i, rel);
             CHECK_MSG(rel_s < 1e-5, "prompt %zu: scratch vs fp16 copy rel L2 %.3g", i, rel_s);
             CHECK_MSG(!memcmp(ln, lq, N_VOCAB * 4), "prompt %zu: without cuBLAS the logits are not the q16 route's", i);
@@ -438,6 +445,9 @@ static void test_routes(void)
     free(lq);
     free(ln);
     free(ls);
+    free(lk);
+    if (splitk)
+        splitk->ops->destroy(&splitk);
     if (scratch)
         scratch->ops->destroy(&scratch);
     if (fast)

@@ -540,7 +540,9 @@ static int create_on_device(cuda_backend *b, smq_err *err)
         fprintf(stderr, "%s: prompts go through the one-row products\n", gerr.msg);
         return 0;
     }
-    b->flash = fwd_prompt_attention_supported(&b->dims);
+    /* SMQ_CUDA_FLASH=0: prompt rows' attention by the split-K kernel, to compare */
+    const char *flash = getenv("SMQ_CUDA_FLASH");
+    b->flash = fwd_prompt_attention_supported(&b->dims) && !(flash && !strcmp(flash, "0"));
     const char *batch = getenv("SMQ_CUDA_GEMM_BATCH");
     b->batch_gemm = BATCH_GEMM;
     if (batch) {

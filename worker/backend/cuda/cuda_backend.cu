@@ -283,8 +283,10 @@ static uint64_t act_bytes(const hparams *hp, uint64_t rows, int gemm)
 
 extern "C" uint64_t cuda_backend_need(const model *m, const backend_config *cfg)
 {
+    /* a first step: ROW_ALIGN rows, one row of logits and one pick's sampler scratch */
     return weights_need(m) + kv_need(m, cfg) + act_bytes(&m->hp, ROW_ALIGN, 1) +
-           gemm_scratch_halves(&m->hp) * sizeof(uint16_t) + (uint64_t)m->hp.n_vocab * sizeof(float);
+           gemm_scratch_halves(&m->hp) * sizeof(uint16_t) +
+           (uint64_t)m->hp.n_vocab * (sizeof(float) + sizeof(uint64_t));
 }
 
 /* A CUDA device to use, selected; -1 with err when there is none. */

@@ -101,6 +101,11 @@ engine *engine_new(const model *m, tokenizer *t, const backend_ops *ops, const e
                     m->hp.n_vocab);
         return NULL;
     }
+    if (m->hp.n_vocab > SC_MAX_VOCAB) {
+        smq_err_set(err, "a vocabulary of %" PRIu32 " tokens: the sampler takes up to %u", m->hp.n_vocab,
+                    (unsigned)SC_MAX_VOCAB);
+        return NULL;
+    }
     engine *e = calloc(1, sizeof *e);
     if (!e) {
         smq_err_set(err, "out of memory");

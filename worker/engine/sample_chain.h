@@ -14,7 +14,8 @@
  * - Tokens are ranked by a 64-bit key: the logit's bits in an order that
  *   compares like the floats, over the complement of the id. A larger key is
  *   better, and equal logits go to the lower id.
- * - Weights are fixed-point integers, 2^40 for the best token. They come
+ * - Weights are fixed-point integers, 2^40 for the best token (so sums of
+ *   them fit 64 bits for vocabularies of up to 2^23 tokens). They come
  *   from a float exp made of correctly rounded basic operations (no libm, no
  *   FMA), so they are the same on host and device, and every sum of them is
  *   an exact integer sum, the same in any order.
@@ -70,8 +71,9 @@ typedef struct sample_pick {
     int32_t token; /* out: the chosen token; -1 until a backend chooses */
 } sample_pick;
 
-#define SC_BINS 256
-#define SC_ONE  1099511627776.0 /* 2^40: the best token's weight */
+#define SC_BINS      256
+#define SC_ONE       1099511627776.0 /* 2^40: the best token's weight */
+#define SC_MAX_VOCAB (1u << 23)      /* tokens whose weights sum within 64 bits */
 
 SCFN int sc_penalized(const sampling_params *p)
 {

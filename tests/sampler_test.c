@@ -395,6 +395,7 @@ static void test_prepare(void)
         CHECK(pk.pen_tokens[2] == 7 && pk.pen_counts[2] == 1);
     }
     CHECK(pk.token == -1 && pk.u >= 0 && pk.u < 1);
+    CHECK(sampler_prepare(&s, NULL, 0, &pk) == 0 && pk.n_pen == 0); /* penalties, no history yet */
     sampler_free(&s);
     p = base();
     sampler a, g;

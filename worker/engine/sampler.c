@@ -110,9 +110,10 @@ int sampler_prepare(sampler *s, const int32_t *history, size_t n_history, sample
             return -1;
         s->cap_pen = (uint32_t)n;
     }
-    if (n)
+    if (n) {
         memcpy(s->pen_tokens, history + from, n * sizeof *history);
-    qsort(s->pen_tokens, n, sizeof *s->pen_tokens, cmp_token);
+        qsort(s->pen_tokens, n, sizeof *s->pen_tokens, cmp_token);
+    }
     uint32_t k = 0;
     for (size_t i = 0; i < n; i++) {
         if (s->pen_tokens[i] < 0)

@@ -29,6 +29,11 @@ SMQ_CUDA_GEMM=0 timeout 100 $TESTS/cuda_backend_gpu_test 2>&1 | grep -E "^(PASS|
 echo "cuda_backend_gpu_test with SMQ_CUDA_FUSE=0 SMQ_CUDA_KSPLIT=0 SMQ_CUDA_SAMPLE=0:" | tee -a "$LOG"
 SMQ_CUDA_FUSE=0 SMQ_CUDA_KSPLIT=0 SMQ_CUDA_SAMPLE=0 timeout 100 $TESTS/cuda_backend_gpu_test 2>&1 |
     grep -E "^(PASS|FAIL)" | tee -a "$LOG"
+# ... and with ordinary launches and no weight prefetch (launch.cuh): a
+# failure above that passes here comes from the overlapped launches.
+echo "cuda_backend_gpu_test with SMQ_CUDA_PDL=0 SMQ_CUDA_PREFETCH=0:" | tee -a "$LOG"
+SMQ_CUDA_PDL=0 SMQ_CUDA_PREFETCH=0 timeout 100 $TESTS/cuda_backend_gpu_test 2>&1 | grep -E "^(PASS|FAIL)" |
+    tee -a "$LOG"
 $BIN/smolmq synth --preset smollm3-3b --seed 1 --out /tmp/3b.gguf \
     --vocab "${SMQ_TEST_DATA:-tests/data}/models/smollm3-tiny-q4_k_m.gguf" >/dev/null || exit 1
 B="$BIN/smolmq bench --model /tmp/3b.gguf --backend cuda"
@@ -40,6 +45,21 @@ for args in "--prompt-len 128 --gen 64" "--prompt-len 512 --gen 16" "--prompt-le
     echo "== bench $args" | tee -a "$LOG"
     timeout 60 $B $args 2>&1 | tee -a "$LOG"
 done
+# Batch-1 decode with one of the step's mechanisms off, beside the default
+# above: ordinary launches (no PDL), no weight prefetch, neither, no graph,
+# separate norm and merge launches (before their fusion), a warp per q16
+# product row pair (before the k-split).
+for env in SMQ_CUDA_PDL=0 SMQ_CUDA_PREFETCH=0 "SMQ_CUDA_PDL=0 SMQ_CUDA_PREFETCH=0" SMQ_CUDA_GRAPHS=0 \
+    SMQ_CUDA_FUSE=0 SMQ_CUDA_KSPLIT=0; do
+    echo "== bench --prompt-len 128 --gen 64, $env" | tee -a "$LOG"
+    env $env timeout 60 $B --prompt-len 128 --gen 64 2>&1 | tee -a "$LOG"
+done
+# Decode with the sampling chain (temperature 0.6, top-p 0.95) on the device,
+# and on the host (SMQ_CUDA_SAMPLE=0), beside greedy above.
+for env in "" "SMQ_CUDA_SAMPLE=0"; do
+    echo "== bench --prompt-len 128 --gen 64 --sample ${env:-(device sampling)}" | tee -a "$LOG"
+    env $env timeout 60 $B --prompt-len 128 --gen 64 --sample 2>&1 | tee -a "$LOG"
+done
 # The prompts' integer route (no cuBLAS), beside the cuBLAS route above.
 for args in "--prompt-len 512 --gen 16" "--prompt-len 4096 --gen 8"; do
     echo "== bench $args, SMQ_CUDA_GEMM=0" | tee -a "$LOG"
@@ -48,21 +68,6 @@ done
 # cuBLAS products with the split-K attention instead of the tensor-core one.
 echo "== bench --prompt-len 4096 --gen 8, SMQ_CUDA_FLASH=0" | tee -a "$LOG"
 SMQ_CUDA_FLASH=0 timeout 60 $B --prompt-len 4096 --gen 8 2>&1 | tee -a "$LOG"
-# Decode with the sampling chain (temperature 0.6, top-p 0.95) on the device,
-# and on the host (SMQ_CUDA_SAMPLE=0), beside greedy above.
-for env in "" "SMQ_CUDA_SAMPLE=0"; do
-    echo "== bench --prompt-len 128 --gen 64 --sample ${env:-(device sampling)}" | tee -a "$LOG"
-    env $env timeout 60 $B --prompt-len 128 --gen 64 --sample 2>&1 | tee -a "$LOG"
-done
-echo "== bench --prompt-len 128 --gen 64, SMQ_CUDA_GRAPHS=0" | tee -a "$LOG"
-SMQ_CUDA_GRAPHS=0 timeout 60 $B --prompt-len 128 --gen 64 2>&1 | tee -a "$LOG"
-# Batch-1 decode with the norms and attention merges in separate launches
-# (as before their fusion), beside the default above.
-echo "== bench --prompt-len 128 --gen 64, SMQ_CUDA_FUSE=0" | tee -a "$LOG"
-SMQ_CUDA_FUSE=0 timeout 60 $B --prompt-len 128 --gen 64 2>&1 | tee -a "$LOG"
-# ... and with every q16 product row on one warp (as before the k-split).
-echo "== bench --prompt-len 128 --gen 64, SMQ_CUDA_KSPLIT=0" | tee -a "$LOG"
-SMQ_CUDA_KSPLIT=0 timeout 60 $B --prompt-len 128 --gen 64 2>&1 | tee -a "$LOG"
 # Last, as they are slow: the tensor-core attention under the memory checker
 # (out-of-bounds shared or global accesses, misaligned fragments).
 if command -v compute-sanitizer >/dev/null 2>&1; then

@@ -524,19 +524,31 @@ static void test_decode_batch(void)
             b[v]->ops->destroy(&b[v]);
 }
 
-/* The fused norms and attention merges (the default) against
- * SMQ_CUDA_FUSE=0: decode steps of one token (the graph) at 320 positions
- * (10 attention splits) and of two tokens (10 splits and 1), bit for bit. */
-static void test_fused_norm(void)
+/* forward() on backend v of decode_same_without: v 1 with the mechanism
+ * off (off(0) .. off(1) around the step, whose graph it captures). */
+static int forward_as(backend *b, int v, void (*off)(int), fwd_seq *seqs, uint32_t n)
 {
-    if (!have_gpu) {
-        test_skip("no CUDA device");
-        return;
-    }
+    if (v && off)
+        off(0);
+    int rc = forward(b, seqs, n);
+    if (v && off)
+        off(1);
+    return rc;
+}
+
+/* Decode steps of one token (the graph) at 320 positions (10 attention
+ * splits) and of two tokens (10 splits and 1) from a default backend and
+ * from one with a mechanism off (env set to 0 while it is created, or
+ * off(0) .. off(1) around each of its steps), bit for bit: the mechanism
+ * must not change a number. */
+static void decode_same_without(const char *env, void (*off)(int), const char *what)
+{
     backend *b[2] = { new_backend(&cuda_backend_ops, 2 * PAGES), NULL };
-    setenv("SMQ_CUDA_FUSE", "0", 1);
+    if (env)
+        setenv(env, "0", 1);
     b[1] = new_backend(&cuda_backend_ops, 2 * PAGES);
-    unsetenv("SMQ_CUDA_FUSE");
+    if (env)
+        unsetenv(env);
     uint32_t n[2], pg[2][PAGES], n0;
     int32_t *t[2] = { golden_prompt(prompts, 0, &n0), golden_prompt(prompts, 3, &n[1]) };
     /* the first sequence long enough for many attention splits (the last one merges) */
@@ -556,25 +568,25 @@ static void test_fused_norm(void)
     for (int v = 0; ok && v < 2; v++)
         for (int i = 0; ok && i < 2; i++) {
             fwd_seq p = { t[i], n[i], 0, pg[i], PAGES, 0, lg[v][i], 1 };
-            ok = !forward(b[v], &p, 1);
+            ok = !forward_as(b[v], v, off, &p, 1);
         }
     for (int step = 0; ok && step < 3; step++) {
         for (int v = 0; ok && v < 2; v++) {
             if (step < 2) { /* one token: the graph */
                 fwd_seq d = { &next[0], 1, n[0] + step, pg[0], PAGES, 0, lg[v][0], 0 };
-                ok = !forward(b[v], &d, 1);
+                ok = !forward_as(b[v], v, off, &d, 1);
             } else { /* two sequences, a token each */
                 fwd_seq d[2] = { { &next[0], 1, n[0] + step, pg[0], PAGES, 0, lg[v][0], 0 },
                                  { &next[1], 1, n[1], pg[1], PAGES, 0, lg[v][1], 0 } };
-                ok = !forward(b[v], d, 2);
+                ok = !forward_as(b[v], v, off, d, 2);
             }
         }
         same &= !memcmp(lg[0][0], lg[1][0], N_VOCAB * 4) && (step < 2 || !memcmp(lg[0][1], lg[1][1], N_VOCAB * 4));
     }
     CHECK_MSG(ok, "a step failed");
-    CHECK_MSG(same, "the fused norm's logits differ from SMQ_CUDA_FUSE=0's");
+    CHECK_MSG(same, "the logits differ without %s", what);
     if (ok && same)
-        printf("  fused norms and attention merges: decode logits bit-identical to separate launches\n");
+        printf("  decode logits bit-identical without %s\n", what);
     for (int v = 0; v < 2; v++) {
         for (int i = 0; i < 2; i++)
             free(lg[v][i]);
@@ -583,6 +595,30 @@ static void test_fused_norm(void)
     }
     free(t[0]);
     free(t[1]);
+}
+
+/* The fused norms and attention merges (the default) against
+ * SMQ_CUDA_FUSE=0's separate launches. */
+static void test_fused_norm(void)
+{
+    if (!have_gpu) {
+        test_skip("no CUDA device");
+        return;
+    }
+    decode_same_without("SMQ_CUDA_FUSE", NULL, "the fused norms and merges (SMQ_CUDA_FUSE=0)");
+}
+
+/* Programmatic dependent launch (launch.cuh: each kernel starts while the
+ * one before it ends, prefetching its weights) against ordinary launches:
+ * a kernel that read its input before its predecessor had written it would
+ * show here. */
+static void test_overlapped_launches(void)
+{
+    if (!have_gpu) {
+        test_skip("no CUDA device");
+        return;
+    }
+    decode_same_without(NULL, cuda_set_pdl, "overlapped launches (SMQ_CUDA_PDL=0)");
 }
 
 /* 10: the sampling chain on the device (fwd_seq.pick). One step holds a
@@ -763,6 +799,7 @@ int main(void)
     TEST_RUN(test_routes);
     TEST_RUN(test_decode_batch);
     TEST_RUN(test_fused_norm);
+    TEST_RUN(test_overlapped_launches);
     TEST_RUN(test_device_pick);
     TEST_RUN(test_bad_batches);
     TEST_RUN(test_no_device_error);

@@ -52,6 +52,7 @@
 #include "cuda_backend.h"
 #include "fwd_kernels.h"
 #include "gemm.h"
+#include "launch.cuh"
 #include "matvec.h"
 #include "qdot.cuh"
 #include "quant.h"
@@ -941,33 +942,44 @@ static int enqueue_step(cuda_backend *b, uint32_t rows, const step_meta *sm, smq
                : 0;
 }
 
+/* Captures a one-row step's kernels into *exec. */
+static int capture_step(cuda_backend *b, const step_meta *sm, cudaGraphExec_t *exec, smq_err *err)
+{
+    cudaGraph_t g = NULL;
+    CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
+    int rc = enqueue_step(b, 1, sm, err);
+    cudaError_t e = cudaStreamEndCapture(b->stream, &g);
+    if (rc || e != cudaSuccess) {
+        if (g)
+            cudaGraphDestroy(g);
+        return rc ? -1 : smq_err_set(err, "cuda backend: capturing the decode step: %s", cudaGetErrorString(e));
+    }
+    e = cudaGraphInstantiate(exec, g, 0);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+        *exec = NULL;
+        return smq_err_set(err, "cuda backend: instantiating the decode step's graph: %s", cudaGetErrorString(e));
+    }
+    return 0;
+}
+
 /* A one-token step from its graph, captured on first use for the width of
  * its attention's split-K grid (att_splits rounded up to a power of two;
- * splits past the row's own do nothing). */
+ * splits past the row's own do nothing). A driver that cannot put
+ * programmatic launches (launch.cuh) in a graph gets ordinary ones. */
 static int replay_step(cuda_backend *b, const step_meta *sm, smq_err *err)
 {
     uint32_t width = 0;
     while ((1u << width) < b->groups[0].max_splits)
         width++;
     b->groups[0].max_splits = 1u << width;
-    if (!b->graph[width]) {
-        cudaGraph_t g = NULL;
-        CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
-        int rc = enqueue_step(b, 1, sm, err);
-        cudaError_t e = cudaStreamEndCapture(b->stream, &g);
-        if (rc) {
-            if (g)
-                cudaGraphDestroy(g);
+    if (!b->graph[width] && capture_step(b, sm, &b->graph[width], err)) {
+        if (!pdl_on())
             return -1;
-        }
-        if (e != cudaSuccess)
-            return smq_err_set(err, "cuda backend: capturing the decode step: %s", cudaGetErrorString(e));
-        e = cudaGraphInstantiate(&b->graph[width], g, 0);
-        cudaGraphDestroy(g);
-        if (e != cudaSuccess) {
-            b->graph[width] = NULL;
-            return smq_err_set(err, "cuda backend: instantiating the decode step's graph: %s", cudaGetErrorString(e));
-        }
+        cudaGetLastError();
+        pdl_give_up();
+        if (capture_step(b, sm, &b->graph[width], err))
+            return -1;
     }
     CUDA_CHECK(cudaGraphLaunch(b->graph[width], b->stream));
     return 0;
@@ -1158,6 +1170,11 @@ extern "C" int cuda_backend_poison(backend *base, int kv, smq_err *err)
         CUDA_CHECK(cudaMemsetAsync(b->kv, 0xFF, b->kv_bytes, b->stream));
     CUDA_CHECK(cudaStreamSynchronize(b->stream));
     return 0;
+}
+
+extern "C" void cuda_set_pdl(int on)
+{
+    *pdl_state(-1) = !on;
 }
 
 extern "C" double cuda_read_bandwidth(int gpu)

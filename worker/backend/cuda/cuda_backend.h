@@ -32,6 +32,12 @@ int cuda_backend_probe(const model *m, const backend_config *cfg, char *desc, si
  * cached position is lost). Returns 0, or -1 with err. */
 int cuda_backend_poison(backend *b, int kv, smq_err *err);
 
+/* For tests: on 0, the kernels launched from now on in this process are
+ * ordinary launches, as under SMQ_CUDA_PDL=0 (a backend's captured graphs
+ * keep what they were captured with); on 1, programmatic dependent launch
+ * again where the device has it (launch.cuh). */
+void cuda_set_pdl(int on);
+
 /* GB/s of reading device memory on GPU gpu, measured now (best of three
  * passes over 512 MiB); 0 when it cannot be measured. */
 double cuda_read_bandwidth(int gpu);

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "fwd_kernels.h"
+#include "launch.cuh"
 #include "qdot.cuh"
 #include "quant.h"
 
@@ -106,15 +107,21 @@ typedef struct qkv_args {
 
 /* A warp per pair of rows (2p, 2p+1) of [Wq; Wk; Wv]: the pair RoPE rotates
  * together, so the warp rotates it and stores it (q as float, k and v into
- * the row's KV slot as fp16). blockIdx.y: the activation row. */
+ * the row's KV slot as fp16). blockIdx.y: the activation row. pf: the pair
+ * prefetched into L2 before the kernel waits (launch.cuh). */
 __global__ static void __launch_bounds__(32 * MV_WARPS)
     qkv_rope_kernel(const __grid_constant__ qkv_args w, const uint8_t *__restrict__ act, fwd_dims d, int use_rope,
-                    fwd_meta m, float *__restrict__ q, __half *__restrict__ kv_layer)
+                    fwd_meta m, float *__restrict__ q, __half *__restrict__ kv_layer, int pf)
 {
     uint32_t i = 2 * (blockIdx.x * MV_WARPS + threadIdx.x / 32), r = blockIdx.y;
     int seg = i < w.rows[0] ? 0 : i < w.rows[0] + w.rows[1] ? 1 : 2;
     uint32_t li = i - (seg > 0 ? w.rows[0] : 0) - (seg > 1 ? w.rows[1] : 0);
-    if (seg == 2 && li >= w.rows[2])
+    bool mine = seg < 2 || li < w.rows[2];
+    if (pf && r == 0 && mine)
+        prefetch_l2(w.w[seg] + li * w.row_bytes[seg], 2 * w.row_bytes[seg], threadIdx.x % 32);
+    grid_wait();
+    grid_release();
+    if (!mine)
         return;
     const uint8_t *wr[2] = { w.w[seg] + li * w.row_bytes[seg], w.w[seg] + (li + 1) * w.row_bytes[seg] };
     float o[2];
@@ -142,9 +149,10 @@ int fwd_qkv_rope(const dev_mat *wq, const dev_mat *wk, const dev_mat *wv, const 
         mr.row_pos += r0;
         mr.row_table += r0;
         mr.rope += (uint64_t)r0 * d->n_rot;
-        qkv_rope_kernel<<<dim3((pairs + MV_WARPS - 1) / MV_WARPS, n), 32 * MV_WARPS, 0, (cudaStream_t)stream>>>(
-            w, act + r0 * q16_row_bytes(d->n_embd), *d, use_rope, mr, q + (uint64_t)r0 * w.rows[0], kv_layer);
-        LAUNCH_CHECK("qkv_rope");
+        cudaError_t e = pdl_launch(qkv_rope_kernel, dim3((pairs + MV_WARPS - 1) / MV_WARPS, n), dim3(32 * MV_WARPS), 0,
+                                   (cudaStream_t)stream, w, act + r0 * q16_row_bytes(d->n_embd), *d, use_rope, mr,
+                                   q + (uint64_t)r0 * w.rows[0], kv_layer, (int)prefetch_on());
+        PDL_CHECK(e, "qkv_rope");
     }
     return 0;
 }
@@ -217,6 +225,8 @@ __global__ static void __launch_bounds__(32 * ATT_WARPS)
     __shared__ float sm_m[ATT_WARPS][ATT_MAX_GROUP], sm_l[ATT_WARPS][ATT_MAX_GROUP];
     __shared__ float sm_o[ATT_WARPS][ATT_MAX_GROUP_DIMS], fin[ATT_MAX_GROUP_DIMS];
     uint32_t r = blockIdx.x, g = blockIdx.y, s = blockIdx.z, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    grid_wait(); /* launch.cuh */
+    grid_release();
     uint32_t n_ctx = m.row_pos[r] + 1, len = att_split_len(n_ctx), n_split = att_splits(n_ctx);
     if (s >= n_split)
         return;
@@ -407,6 +417,8 @@ __global__ static void attention_merge_kernel(fwd_dims d, fwd_meta m, const floa
 {
     __shared__ float fin[32 * MAX_PER_LANE];
     uint32_t r = blockIdx.x, h = blockIdx.y, hd = d.head_dim;
+    grid_wait();
+    grid_release();
     uint32_t n_split = att_splits(m.row_pos[r] + 1);
     if (n_split == 1)
         return;
@@ -438,36 +450,20 @@ int fwd_attention(const float *q, const __half *kv_layer, uint32_t r0, uint32_t 
         dim3 grid(n, d->n_head_kv, max_splits);
         uint8_t *o = out + r * out_row;
         uint32_t *c = count ? count + (uint64_t)r * d->n_head_kv : NULL;
-        switch (d->head_dim / 32) {
-        case 1:
-            attention_kernel<1><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, c, o, scale);
-            break;
-        case 2:
-            attention_kernel<2><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, c, o, scale);
-            break;
-        case 3:
-            attention_kernel<3><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, c, o, scale);
-            break;
-        case 4:
-            attention_kernel<4><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, c, o, scale);
-            break;
-        case 5:
-            attention_kernel<5><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, c, o, scale);
-            break;
-        case 6:
-            attention_kernel<6><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, c, o, scale);
-            break;
-        case 7:
-            attention_kernel<7><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, c, o, scale);
-            break;
-        default: /* create() admits head_dim 32 .. 256 in steps of 32 */
-            attention_kernel<8><<<grid, 32 * ATT_WARPS, 0, s>>>(qr, kv_layer, *d, mr, part, c, o, scale);
-            break;
-        }
-        LAUNCH_CHECK("attention");
+        /* create() admits head_dim 32 .. 256 in steps of 32 */
+        static void (*const kernels[8])(const float *, const __half *, fwd_dims, fwd_meta, float *, uint32_t *,
+                                        uint8_t *, float) = {
+            attention_kernel<1>, attention_kernel<2>, attention_kernel<3>, attention_kernel<4>,
+            attention_kernel<5>, attention_kernel<6>, attention_kernel<7>, attention_kernel<8>,
+        };
+        uint32_t per = d->head_dim / 32;
+        cudaError_t e = pdl_launch(kernels[per >= 1 && per <= 8 ? per - 1 : 7], grid, dim3(32 * ATT_WARPS), 0, s, qr,
+                                   kv_layer, *d, mr, part, c, o, scale);
+        PDL_CHECK(e, "attention");
         if (max_splits > 1 && !count) {
-            attention_merge_kernel<<<dim3(n, d->n_head), 128, 0, s>>>(*d, mr, part, out + r * out_row);
-            LAUNCH_CHECK("attention_merge");
+            e = pdl_launch(attention_merge_kernel, dim3(n, d->n_head), dim3(128), 0, s, *d, mr, (const float *)part,
+                           out + r * out_row);
+            PDL_CHECK(e, "attention_merge");
         }
     }
     return 0;
@@ -689,15 +685,21 @@ __device__ static inline float swiglu(float g, float up)
  * silu(gate) * up as the CPU computes it, then the group is quantized.
  * blockIdx.y: the activation row. Three blocks a multiprocessor (80
  * registers, a few spilled) run the 344 blocks of n_ff = 11008 in one wave
- * on an H100 instead of two: 23.2 -> 18.8 us a launch. */
+ * on an H100 instead of two: 23.2 -> 18.8 us a launch. pf: the block's 32
+ * rows of each prefetched into L2 before it waits (launch.cuh). */
 __global__ static void __launch_bounds__(32 * MV_WARPS, 3)
     gate_up_kernel(const uint8_t *__restrict__ wg, const uint8_t *__restrict__ wu, qtype tg, qtype tu,
                    uint64_t row_bytes_g, uint64_t row_bytes_u, const uint8_t *__restrict__ act, uint32_t n_embd,
-                   uint32_t n_ff, uint8_t *__restrict__ act_ff)
+                   uint32_t n_ff, uint8_t *__restrict__ act_ff, int pf)
 {
     enum { PER_WARP = 32 / MV_WARPS };
     __shared__ float h[32];
     uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = blockIdx.y;
+    if (pf && r == 0 && warp < 2)
+        prefetch_l2(warp ? wu + 32 * blockIdx.x * row_bytes_u : wg + 32 * blockIdx.x * row_bytes_g,
+                    32 * (warp ? row_bytes_u : row_bytes_g), lane);
+    grid_wait();
+    grid_release();
     q16_view a = q16_at(act + r * q16_row_bytes(n_embd), n_embd);
     uint32_t nb = n_embd / QK_K, f0 = 32 * blockIdx.x + PER_WARP * warp;
     const uint8_t *wr[2 * PER_WARP];
@@ -733,10 +735,11 @@ int fwd_gate_up(const dev_mat *gate, const dev_mat *up, const uint8_t *act, uint
 {
     for (uint32_t r0 = 0; r0 < rows; r0 += MAX_GRID_Y) {
         uint32_t n = rows - r0 < MAX_GRID_Y ? rows - r0 : MAX_GRID_Y;
-        gate_up_kernel<<<dim3(d->n_ff / 32, n), 32 * MV_WARPS, 0, (cudaStream_t)stream>>>(
-            gate->d, up->d, gate->type, up->type, gate->row_bytes, up->row_bytes, act + r0 * q16_row_bytes(d->n_embd),
-            d->n_embd, d->n_ff, act_ff + r0 * q16_row_bytes(d->n_ff));
-        LAUNCH_CHECK("gate_up");
+        cudaError_t e =
+            pdl_launch(gate_up_kernel, dim3(d->n_ff / 32, n), dim3(32 * MV_WARPS), 0, (cudaStream_t)stream, gate->d,
+                       up->d, gate->type, up->type, gate->row_bytes, up->row_bytes, act + r0 * q16_row_bytes(d->n_embd),
+                       d->n_embd, d->n_ff, act_ff + r0 * q16_row_bytes(d->n_ff), (int)prefetch_on());
+        PDL_CHECK(e, "gate_up");
     }
     return 0;
 }

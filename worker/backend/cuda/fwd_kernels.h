@@ -43,6 +43,13 @@
         if (e_ != cudaSuccess)                                                                                         \
             return smq_err_set(err, "cuda backend: kernel %s: %s", kernel, cudaGetErrorString(e_));                    \
     } while (0)
+
+/* The same for a launch's returned error (pdl_launch, launch.cuh). */
+#define PDL_CHECK(e, kernel)                                                                                           \
+    do {                                                                                                               \
+        if ((e) != cudaSuccess)                                                                                        \
+            return smq_err_set(err, "cuda backend: kernel %s: %s", kernel, cudaGetErrorString(e));                     \
+    } while (0)
 #endif
 
 /* The step's metadata on the device. Row r of the step: its position, the

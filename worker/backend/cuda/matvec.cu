@@ -19,6 +19,7 @@
  * (__dp4a) on 16-byte loads of the blocks, activations quantized once per
  * product.
  */
+#include "launch.cuh"
 #include "matvec.h"
 #include "qdot.cuh"
 #include "quant.h"
@@ -261,6 +262,8 @@ __global__ static void __launch_bounds__(Q16_NORM_THREADS)
                         float eps, uint32_t n, uint8_t *__restrict__ out)
 {
     __shared__ double part[Q16_NORM_THREADS];
+    grid_wait(); /* launch.cuh */
+    grid_release();
     const float *src = x + (uint64_t)(map ? map[blockIdx.x] : blockIdx.x) * n;
     q16_view a = q16_at(out + (uint64_t)blockIdx.x * q16_row_bytes(n), n);
     float scale = norm_w ? q16_norm_scale(src, false, eps, n, part) : 1.f;
@@ -278,9 +281,8 @@ extern "C" int cuda_q16_quantize(const float *d_x, const uint32_t *d_map, const 
     if (n_rows == 0)
         return 0;
     dim3 grid((unsigned)n_rows, (unsigned)(n / 32 / (Q16_NORM_THREADS / 32)));
-    q16_quantize_kernel<<<grid, Q16_NORM_THREADS, 0, (cudaStream_t)stream>>>(d_x, d_map, d_norm, eps, (uint32_t)n,
-                                                                             d_out);
-    cudaError_t e = cudaGetLastError();
+    cudaError_t e = pdl_launch(q16_quantize_kernel, grid, dim3(Q16_NORM_THREADS), 0, (cudaStream_t)stream, d_x, d_map,
+                               d_norm, eps, (uint32_t)n, d_out);
     if (e != cudaSuccess)
         return smq_err_set(err, "cuda_q16_quantize: launch: %s", cudaGetErrorString(e));
     return 0;
@@ -294,16 +296,22 @@ extern "C" int cuda_q16_quantize(const float *d_x, const uint32_t *d_map, const 
  * (counted in count[blockIdx.y], which it leaves at 0) norms and quantizes
  * y[t] into q_out, as q16_quantize_kernel does, saving its launch. q_out
  * may be act itself (attn_output's rows, as long as one's norm): a row's
- * output is written once every block of that row has read its input. */
+ * output is written once every block of that row has read its input.
+ * pf: the block's rows prefetched into L2 before it waits (launch.cuh). */
 template <qtype T, bool NORM>
 __global__ static void __launch_bounds__(32 * MV_WARPS)
     q16_matmul_kernel(const uint8_t *__restrict__ w, uint64_t row_bytes, uint32_t rows, uint32_t k, uint32_t n_ks,
                       const uint8_t *act, uint64_t act_stride, float *y, uint64_t y_stride, int acc,
-                      const float *__restrict__ norm_w, float eps, uint8_t *q_out, uint32_t *count)
+                      const float *__restrict__ norm_w, float eps, uint8_t *q_out, uint32_t *count, int pf)
 {
     __shared__ float shares[MV_WARPS][MV_ROWS];
     uint32_t warp = threadIdx.x / 32, ks = warp % n_ks, lane = threadIdx.x % 32;
     uint32_t row0 = (blockIdx.x * (MV_WARPS / n_ks) + warp / n_ks) * MV_ROWS;
+    uint32_t first = blockIdx.x * (MV_WARPS / n_ks) * MV_ROWS, n_rows = (MV_WARPS / n_ks) * MV_ROWS;
+    if (pf && blockIdx.y == 0 && warp == 0 && first < rows)
+        prefetch_l2(w + (uint64_t)first * row_bytes, (uint64_t)min(n_rows, rows - first) * row_bytes, lane);
+    grid_wait();
+    grid_release();
     y += blockIdx.y * y_stride;
     float out[MV_ROWS] = { 0.f };
     if (row0 < rows) {
@@ -429,23 +437,13 @@ static int q16_matmul(qtype type, const void *d_w, uint64_t rows, uint64_t k, co
         float *y = d_y + t * y_stride;
         uint8_t *q_out = d_norm ? d_q_out + t * q16_row_bytes(rows) : NULL;
         uint32_t *count = d_norm ? d_count + t : NULL;
-        if (type == QTYPE_Q4_K && d_norm)
-            q16_matmul_kernel<QTYPE_Q4_K, true>
-                <<<grid, 32 * MV_WARPS, 0, s>>>((const uint8_t *)d_w, row_bytes, (uint32_t)rows, (uint32_t)k, n_ks, act,
-                                                act_stride, y, y_stride, accumulate, d_norm, eps, q_out, count);
-        else if (type == QTYPE_Q4_K)
-            q16_matmul_kernel<QTYPE_Q4_K, false>
-                <<<grid, 32 * MV_WARPS, 0, s>>>((const uint8_t *)d_w, row_bytes, (uint32_t)rows, (uint32_t)k, n_ks, act,
-                                                act_stride, y, y_stride, accumulate, NULL, 0, NULL, NULL);
-        else if (d_norm)
-            q16_matmul_kernel<QTYPE_Q6_K, true>
-                <<<grid, 32 * MV_WARPS, 0, s>>>((const uint8_t *)d_w, row_bytes, (uint32_t)rows, (uint32_t)k, n_ks, act,
-                                                act_stride, y, y_stride, accumulate, d_norm, eps, q_out, count);
-        else
-            q16_matmul_kernel<QTYPE_Q6_K, false>
-                <<<grid, 32 * MV_WARPS, 0, s>>>((const uint8_t *)d_w, row_bytes, (uint32_t)rows, (uint32_t)k, n_ks, act,
-                                                act_stride, y, y_stride, accumulate, NULL, 0, NULL, NULL);
-        cudaError_t e = cudaGetLastError();
+        void (*kernel)(const uint8_t *, uint64_t, uint32_t, uint32_t, uint32_t, const uint8_t *, uint64_t, float *,
+                       uint64_t, int, const float *, float, uint8_t *, uint32_t *, int) =
+            type == QTYPE_Q4_K ? (d_norm ? q16_matmul_kernel<QTYPE_Q4_K, true> : q16_matmul_kernel<QTYPE_Q4_K, false>)
+                               : (d_norm ? q16_matmul_kernel<QTYPE_Q6_K, true> : q16_matmul_kernel<QTYPE_Q6_K, false>);
+        cudaError_t e = pdl_launch(kernel, grid, dim3(32 * MV_WARPS), 0, s, (const uint8_t *)d_w, row_bytes,
+                                   (uint32_t)rows, (uint32_t)k, n_ks, act, act_stride, y, y_stride, accumulate, d_norm,
+                                   eps, q_out, count, (int)prefetch_on());
         if (e != cudaSuccess)
             return smq_err_set(err, "cuda_q16_matmul: launch: %s", cudaGetErrorString(e));
     }

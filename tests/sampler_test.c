@@ -408,6 +408,28 @@ static void test_prepare(void)
     sampler_free(&g);
 }
 
+/* Inputs past the chain's range get an answer that does not depend on how
+ * the machine converts a negative or NaN double (x86 and the GPU differ):
+ * a uniform below 0 or NaN draws the best token; no tokens is an error. */
+static void test_out_of_range(void)
+{
+    float l[4] = { 1.0f, 3.0f, 2.0f, 0.5f }, tmp[4];
+    sampling_params p = base();
+    p.temperature = 1.0f;
+    sampler s;
+    sampler_init(&s, &p);
+    sample_pick pk;
+    CHECK(sampler_prepare(&s, NULL, 0, &pk) == 0);
+    const double us[] = { -0.25, -1e300, NAN };
+    for (size_t i = 0; i < sizeof us / sizeof us[0]; i++) {
+        pk.u = us[i];
+        memcpy(tmp, l, sizeof l);
+        CHECK_INT(sampler_choose(&s, tmp, 4, &pk), 1);
+    }
+    CHECK_INT(sampler_choose(&s, tmp, 0, &pk), -1);
+    sampler_free(&s);
+}
+
 /* The cost of one pick at the real vocabulary (printed, not judged). */
 static void test_pick_speed(void)
 {
@@ -444,6 +466,7 @@ int main(void)
     TEST_RUN(test_chain_math);
     TEST_RUN(test_chain_ties);
     TEST_RUN(test_prepare);
+    TEST_RUN(test_out_of_range);
     TEST_RUN(test_chain_random);
     TEST_RUN(test_pick_speed);
     return test_done();

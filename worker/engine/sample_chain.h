@@ -317,7 +317,8 @@ SCFN void sc_chain_step(sc_chain *c, uint64_t total, const uint32_t *n, const ui
     case SC_MASS_ALL: {
         /* the first token at which the mass, best first, reaches top_p (at least the best) */
         double g = qdmul((double)c->top_p, (double)total);
-        uint64_t goal = g >= (double)total ? total : (uint64_t)g;
+        /* !(g > 0): NaN or negative, which x86 and the GPU convert apart */
+        uint64_t goal = !(g > 0) ? 0 : g >= (double)total ? total : (uint64_t)g;
         c->stage = SC_TOP_P;
         c->sel.goal = goal ? goal : 1;
         break;
@@ -325,7 +326,7 @@ SCFN void sc_chain_step(sc_chain *c, uint64_t total, const uint32_t *n, const ui
     case SC_DRAW_ALL: {
         /* the token at which the weight, best first, exceeds u * total */
         double g = qdmul(c->u, (double)total);
-        uint64_t r = g >= (double)total ? total - 1 : (uint64_t)g;
+        uint64_t r = !(g > 0) ? 0 : g >= (double)total ? total - 1 : (uint64_t)g;
         c->stage = SC_DRAWING;
         c->sel.goal = r + 1;
         break;

@@ -133,6 +133,8 @@ int sampler_prepare(sampler *s, const int32_t *history, size_t n_history, sample
 
 int32_t sampler_choose(sampler *s, float *logits, uint32_t n_vocab, const sample_pick *pick)
 {
+    if (n_vocab == 0)
+        return -1;
     for (uint32_t i = 0; i < pick->n_pen; i++) {
         int32_t t = pick->pen_tokens[i];
         if (t >= 0 && (uint32_t)t < n_vocab)

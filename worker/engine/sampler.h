@@ -49,7 +49,7 @@ void sampler_free(sampler *s);
  * prepare; pick->token is -1. -1 when out of memory. */
 int sampler_prepare(sampler *s, const int32_t *history, size_t n_history, sample_pick *pick);
 /* Runs the chain (sample_chain.h) on logits (n_vocab of them, modified) for
- * a prepared pick: the token, or -1 when out of memory. */
+ * a prepared pick: the token, or -1 when out of memory or n_vocab is 0. */
 int32_t sampler_choose(sampler *s, float *logits, uint32_t n_vocab, const sample_pick *pick);
 /* Both: picks the next token from logits. */
 int32_t sampler_pick(sampler *s, float *logits, uint32_t n_vocab, const int32_t *history, size_t n_history);

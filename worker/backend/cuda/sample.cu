@@ -200,6 +200,8 @@ int fwd_sample(float *logits, uint32_t n_vocab, const fwd_pick_row *picks, uint3
 {
     if (n_picks == 0)
         return 0;
+    if (n_vocab == 0 || n_vocab > SC_MAX_VOCAB)
+        return smq_err_set(err, "cuda backend: sampling over %u tokens: 1 to %u", n_vocab, (unsigned)SC_MAX_VOCAB);
     sample_kernel<<<n_picks, SAMPLE_THREADS, 0, (cudaStream_t)stream>>>(logits, n_vocab, picks, pairs, slots, out);
     LAUNCH_CHECK("sample");
     return 0;

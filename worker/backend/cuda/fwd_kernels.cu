@@ -13,7 +13,7 @@
 #include "quant.h"
 
 #define MV_WARPS     8 /* warps per thread block of the fused products */
-#define ATT_WARPS    4 /* warps per attention block */
+#define ATT_WARPS    8 /* warps per attention block */
 #define ATT_PPW      8 /* positions a warp scores at a time, 4 lanes each */
 #define MAX_PER_LANE 8 /* head_dim / 32 values of a head a lane holds (head_dim <= 256) */
 #define MAX_GRID_Y   65535u
@@ -184,22 +184,44 @@ int fwd_qkv_store(const float *y, uint32_t rows, const fwd_dims *d, int use_rope
 
 /* ---- attention ---- */
 
-/* Dim i of a head merged from its n_split slots (max, sum, values; slot s at
- * slot0 + s * step), in split order. Coherent loads: other blocks of this
- * launch may have written them. */
-__device__ static float merge_splits(const float *slot0, uint64_t step, uint32_t n_split, uint32_t i)
+/* A head's merge of its n_split split-K slots (max m, sum l, values; slot
+ * s at slot0 + s * step): wt[s] = exp(m_s - M) for M the largest m_s, and
+ * the merged sum of l_s wt[s] (returned), in split order. One thread, once
+ * per head; the head's dims then take merge_dim. Coherent loads: other
+ * blocks of this launch may have written the slots. */
+__device__ static float split_weights(const float *slot0, uint64_t step, uint32_t n_split, float *wt)
 {
     float M = __ldcg(slot0);
     for (uint32_t s = 1; s < n_split; s++)
         M = fmaxf(M, __ldcg(slot0 + s * step));
-    float L = 0.f, O = 0.f;
+    float L = 0.f;
     for (uint32_t s = 0; s < n_split; s++) {
         const float *sl = slot0 + s * step;
-        float wt = expf(__ldcg(sl) - M);
-        L += __ldcg(sl + 1) * wt;
-        O += __ldcg(sl + 2 + i) * wt;
+        float w = expf(__ldcg(sl) - M);
+        wt[s] = w;
+        L += __ldcg(sl + 1) * w;
     }
+    return L;
+}
+
+/* Dim i of the head merged: its values weighed by wt, in split order, over L. */
+__device__ static float merge_dim(const float *slot0, uint64_t step, uint32_t n_split, const float *wt, float L,
+                                  uint32_t i)
+{
+    float O = 0.f;
+    for (uint32_t s = 0; s < n_split; s++)
+        O += __ldcg(slot0 + s * step + 2 + i) * wt[s];
     return O / L;
+}
+
+__device__ static inline __half2 half_zero(__half2)
+{
+    return __float2half2_rn(0.f);
+}
+
+__device__ static inline __half half_zero(__half)
+{
+    return __float2half(0.f);
 }
 
 /* One split of one row's attention for the query heads of KV group g
@@ -209,14 +231,16 @@ __device__ static float merge_splits(const float *slot0, uint64_t step, uint32_t
  * a lane the 16-byte pieces sub, sub + 4, ... of it, so that the 4 lanes
  * read 64 contiguous bytes at a time), the chunk's softmax weights go to an
  * online softmax per head (running max m, sum l), and the values are
- * summed with a lane per head_dim/32 dims. Short chunks keep a warp's chain
- * of dependent steps short and spread a short context over many warps. The
- * warps' states merge in a fixed order; a row of one split quantizes its
- * heads' output here, others leave (max, sum, values) per head in their
- * slot of part, and with count the last of a group's splits to finish
- * merges them (merge_splits) and quantizes. */
+ * summed with a lane per head_dim/32 dims; a chunk's keys and values are
+ * loaded together, before any arithmetic (a long context is a stream of
+ * such chunks, and its speed the bytes a warp keeps in flight). Short chunks
+ * keep a warp's chain of dependent steps short and spread a short context
+ * over many warps. The warps' states merge in a fixed order; a row of one
+ * split quantizes its heads' output here, others leave (max, sum, values)
+ * per head in their slot of part, and with count the last of a group's
+ * splits to finish merges them (split_weights, merge_dim) and quantizes. */
 template <int PER>
-__global__ static void __launch_bounds__(32 * ATT_WARPS)
+__global__ static void __launch_bounds__(32 * ATT_WARPS, 2)
     attention_kernel(const float *__restrict__ q, const __half *__restrict__ kv_layer, fwd_dims d, fwd_meta m,
                      float *part, uint32_t *count, uint8_t *__restrict__ out, float scale)
 {
@@ -249,19 +273,36 @@ __global__ static void __launch_bounds__(32 * ATT_WARPS)
             acc[j][e] = 0.f;
     }
     for (uint32_t c0 = start + ATT_PPW * warp; c0 < end; c0 += ATT_PPW * ATT_WARPS) {
-        uint32_t t = c0 + lane / LPP;
+        uint32_t t = c0 + lane / LPP, nv = min((uint32_t)ATT_PPW, end - c0);
+        /* the lane's position's slot in the pool, shared below for the values */
+        uint32_t slot = t < end ? table[t / d.page_size] * d.page_size + t % d.page_size : 0;
+        /* the key pieces, then the values (lane: dims lane*per .. + per - 1
+         * of each of the chunk's positions), all in flight at once */
+        uint4 raw[PER];
+        if (t < end) {
+            const uint4 *key = (const uint4 *)(kv_layer + (uint64_t)slot * 2 * kv_dim + (uint64_t)g * hd);
+#pragma unroll
+            for (int k = 0; k < PER; k++)
+                raw[k] = __ldg(key + sub + LPP * k);
+        }
+        /* kept as fp16 until the weights are known: half the registers */
+        typedef typename std::conditional<PER % 2 == 0, __half2, __half>::type vtype;
+        enum { VN = PER % 2 == 0 ? PER / 2 : PER };
+        vtype vh[ATT_PPW][VN];
+#pragma unroll
+        for (int u = 0; u < ATT_PPW; u++) {
+            uint32_t su = __shfl_sync(0xffffffffu, slot, LPP * u);
+            const vtype *val =
+                (const vtype *)(kv_layer + (uint64_t)su * 2 * kv_dim + kv_dim + (uint64_t)g * hd + lane * per);
+#pragma unroll
+            for (int e = 0; e < VN; e++)
+                vh[u][e] = (uint32_t)u < nv ? __ldg(val + e) : half_zero(vtype()); /* 0 weight x NaN: NaN */
+        }
         float sc[ATT_MAX_GROUP];
 #pragma unroll
         for (int j = 0; j < ATT_MAX_GROUP; j++)
             sc[j] = 0.f;
-        /* the lane's position's slot in the pool, shared below for the values */
-        uint32_t slot = t < end ? table[t / d.page_size] * d.page_size + t % d.page_size : 0;
         if (t < end) {
-            const uint4 *key = (const uint4 *)(kv_layer + (uint64_t)slot * 2 * kv_dim + (uint64_t)g * hd);
-            uint4 raw[PER]; /* all of them in flight at once */
-#pragma unroll
-            for (int k = 0; k < PER; k++)
-                raw[k] = __ldg(key + sub + LPP * k);
 #pragma unroll
             for (int k = 0; k < PER; k++) {
                 const __half2 *h2 = (const __half2 *)&raw[k];
@@ -309,33 +350,6 @@ __global__ static void __launch_bounds__(32 * ATT_WARPS)
                 acc[j][e] *= corr;
             mx[j] = m_new;
         }
-        /* values: lane holds dims lane*per .. lane*per + per - 1; the
-         * chunk's loads are in flight at once */
-        uint32_t nv = min((uint32_t)ATT_PPW, end - c0);
-        float vf[ATT_PPW][PER];
-#pragma unroll
-        for (int u = 0; u < ATT_PPW; u++) {
-            uint32_t su = __shfl_sync(0xffffffffu, slot, LPP * u);
-            const __half *val = kv_layer + (uint64_t)su * 2 * kv_dim + kv_dim + (uint64_t)g * hd + lane * per;
-            if ((uint32_t)u < nv) {
-                if constexpr (PER % 2 == 0) {
-#pragma unroll
-                    for (int e = 0; e < PER; e += 2) {
-                        float2 f = __half22float2(__ldg((const __half2 *)val + e / 2));
-                        vf[u][e] = f.x;
-                        vf[u][e + 1] = f.y;
-                    }
-                } else {
-#pragma unroll
-                    for (int e = 0; e < PER; e++)
-                        vf[u][e] = __half2float(val[e]);
-                }
-            } else {
-#pragma unroll
-                for (int e = 0; e < PER; e++)
-                    vf[u][e] = 0.f;
-            }
-        }
 #pragma unroll
         for (int u = 0; u < ATT_PPW; u++)
 #pragma unroll
@@ -344,8 +358,15 @@ __global__ static void __launch_bounds__(32 * ATT_WARPS)
                     continue;
                 float pu = __shfl_sync(0xffffffffu, p[j], LPP * u);
 #pragma unroll
-                for (int e = 0; e < PER; e++)
-                    acc[j][e] += pu * vf[u][e];
+                for (int e = 0; e < VN; e++) {
+                    if constexpr (PER % 2 == 0) {
+                        float2 f = __half22float2(vh[u][e]);
+                        acc[j][2 * e] += pu * f.x;
+                        acc[j][2 * e + 1] += pu * f.y;
+                    } else {
+                        acc[j][e] += pu * __half2float(vh[u][e]);
+                    }
+                }
             }
     }
 #pragma unroll
@@ -399,10 +420,14 @@ __global__ static void __launch_bounds__(32 * ATT_WARPS)
         __threadfence();
         if (threadIdx.x == 0)
             count[r * d.n_head_kv + g] = 0;
+        __shared__ float wt[ATT_MAX_GROUP][ATT_MAX_SPLITS], L[ATT_MAX_GROUP];
         uint64_t step = att_slot_floats(&d);
+        const float *slot0 = part + ((uint64_t)m.row_part[r] * d.n_head + g * G) * (hd + 2);
+        if (threadIdx.x < G)
+            L[threadIdx.x] = split_weights(slot0 + threadIdx.x * (hd + 2), step, n_split, wt[threadIdx.x]);
+        __syncthreads();
         for (uint32_t i = threadIdx.x; i < gd; i += blockDim.x)
-            fin[i] = merge_splits(part + ((uint64_t)m.row_part[r] * d.n_head + g * G + i / hd) * (hd + 2), step,
-                                  n_split, i % hd);
+            fin[i] = merge_dim(slot0 + (i / hd) * (hd + 2), step, n_split, wt[i / hd], L[i / hd], i % hd);
     }
     __syncthreads();
     q16_view a = q16_at(out + (uint64_t)r * q16_row_bytes((uint64_t)d.n_head * hd), d.n_head * hd);
@@ -422,10 +447,14 @@ __global__ static void attention_merge_kernel(fwd_dims d, fwd_meta m, const floa
     uint32_t n_split = att_splits(m.row_pos[r] + 1);
     if (n_split == 1)
         return;
+    __shared__ float wt[ATT_MAX_SPLITS], L;
     const float *slot0 = part + ((uint64_t)m.row_part[r] * d.n_head + h) * (hd + 2);
     uint64_t step = att_slot_floats(&d);
+    if (threadIdx.x == 0)
+        L = split_weights(slot0, step, n_split, wt);
+    __syncthreads();
     for (uint32_t i = threadIdx.x; i < hd; i += blockDim.x)
-        fin[i] = merge_splits(slot0, step, n_split, i);
+        fin[i] = merge_dim(slot0, step, n_split, wt, L, i);
     __syncthreads();
     q16_view a = q16_at(out + (uint64_t)r * q16_row_bytes((uint64_t)d.n_head * hd), d.n_head * hd);
     unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32;

@@ -68,9 +68,9 @@ typedef struct fwd_dims {
 /* Split-K of a row's attention over its n_ctx cached positions: splits of
  * att_split_len(n_ctx) positions (a multiple of 32, at least
  * ATT_MIN_SPLIT), at most ATT_MAX_SPLITS of them. A function of n_ctx
- * alone. 32-position splits (one round of the kernel's 4 warps of 8
- * positions) spread a short context over as many thread blocks as it
- * fills. */
+ * alone. 32-position splits (4 of the kernel's 8 warps, 8 positions each)
+ * spread a short context over as many thread blocks as it fills; a long
+ * one's splits keep all 8 warps streaming its keys and values. */
 #define ATT_MIN_SPLIT  32
 #define ATT_MAX_SPLITS 32
 

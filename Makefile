@@ -70,7 +70,8 @@ TOOL_SRC := worker/tool/smolmq.c worker/tool/tool.c worker/tool/inspect.c worker
 	worker/tool/json_out.c worker/tool/tokenize.c worker/tool/template.c \
 	worker/tool/generate.c worker/tool/bench.c worker/tool/chat.c worker/tool/ask.c
 CUDA_SRC := worker/backend/cuda/dequant.cu worker/backend/cuda/matvec.cu worker/backend/cuda/fwd_kernels.cu \
-	worker/backend/cuda/gemm.cu worker/backend/cuda/sample.cu worker/backend/cuda/cuda_backend.cu
+	worker/backend/cuda/prompt_attention.cu worker/backend/cuda/gemm.cu worker/backend/cuda/sample.cu \
+	worker/backend/cuda/cuda_backend.cu
 
 # The network side: the protocol codec (msgpack-c), the C client library
 # (libzmq), the broker (czmq) and the worker process. The inference core and

@@ -1134,8 +1134,8 @@ static int cuda_copy_kv(backend *base, const uint32_t *src, const uint32_t *dst,
                                cudaMemcpyHostToDevice, b->stream));
     const uint32_t *d = (const uint32_t *)b->meta_dev;
     uint64_t layer_halves = (uint64_t)base->cfg.n_pages * P * 2 * b->kv_dim;
-    copy_kv_kernel<<<dim3(n_tokens, base->m->hp.n_layer), 256, 0, b->stream>>>(b->kv, d, d + n_pages, P, layer_halves,
-                                                                               2 * b->kv_dim);
+    launch_plain(copy_kv_kernel, dim3(n_tokens, base->m->hp.n_layer), 256, 0, b->stream, b->kv, d, d + n_pages, P,
+                 layer_halves, 2 * b->kv_dim);
     LAUNCH_CHECK("copy_kv");
     CUDA_CHECK(cudaStreamSynchronize(b->stream));
     return 0;
@@ -1192,7 +1192,7 @@ extern "C" double cuda_read_bandwidth(int gpu)
     for (int r = 0; r < 4; r++) { /* the first pass warms up */
         float ms = 0;
         cudaEventRecord(t0);
-        read_kernel<<<1024, 512>>>(buf, bytes / sizeof(uint4), out);
+        launch_plain(read_kernel, 1024, 512, 0, 0, buf, bytes / sizeof(uint4), out);
         cudaEventRecord(t1);
         if (cudaEventSynchronize(t1) != cudaSuccess || cudaEventElapsedTime(&ms, t0, t1) != cudaSuccess)
             goto done;

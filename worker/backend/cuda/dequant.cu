@@ -6,6 +6,7 @@
  * same code the host runs, so that the two agree bit for bit.
  */
 #include "dequant.h"
+#include "launch.cuh"
 #include "quant.h"
 
 #include <cuda_runtime.h>
@@ -92,7 +93,7 @@ extern "C" int cuda_dequant_rows(qtype type, const void *d_src, float *d_dst, ui
     uint64_t blocks = n / DEQUANT_THREADS + (n % DEQUANT_THREADS != 0);
     if (blocks > DEQUANT_MAX_BLOCKS)
         blocks = DEQUANT_MAX_BLOCKS;
-    dequant_kernel<<<(unsigned)blocks, DEQUANT_THREADS, 0, (cudaStream_t)stream>>>(type, d_src, d_dst, n);
+    launch_plain(dequant_kernel, (unsigned)blocks, DEQUANT_THREADS, 0, (cudaStream_t)stream, type, d_src, d_dst, n);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return smq_err_set(err, "cuda_dequant_rows: type %s, %llu elements: launch: %s", qtype_name(type),

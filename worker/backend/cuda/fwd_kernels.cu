@@ -4,7 +4,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <math.h>
-#include <mma.h>
 #include <type_traits>
 
 #include "fwd_kernels.h"
@@ -59,7 +58,8 @@ __global__ static void embed_kernel(qtype type, const uint8_t *__restrict__ embd
 int fwd_embed(qtype type, const uint8_t *embd, uint64_t row_bytes, uint32_t block_bytes, const int32_t *tokens,
               float *x, uint32_t n_embd, uint32_t rows, void *stream, smq_err *err)
 {
-    embed_kernel<<<rows, 256, 0, (cudaStream_t)stream>>>(type, embd, row_bytes, block_bytes, tokens, x, n_embd);
+    launch_plain(embed_kernel, rows, 256, 0, (cudaStream_t)stream, type, embd, row_bytes, block_bytes, tokens, x,
+                 n_embd);
     LAUNCH_CHECK("embed");
     return 0;
 }
@@ -177,7 +177,7 @@ int fwd_qkv_store(const float *y, uint32_t rows, const fwd_dims *d, int use_rope
     if (rows == 0)
         return 0;
     uint32_t q_rows = d->n_head * d->head_dim;
-    qkv_store_kernel<<<rows, 256, 0, (cudaStream_t)stream>>>(y, q_rows, *d, use_rope, *m, q, kv_layer);
+    launch_plain(qkv_store_kernel, rows, 256, 0, (cudaStream_t)stream, y, q_rows, *d, use_rope, *m, q, kv_layer);
     LAUNCH_CHECK("qkv_store");
     return 0;
 }
@@ -498,209 +498,6 @@ int fwd_attention(const float *q, const __half *kv_layer, uint32_t r0, uint32_t 
     return 0;
 }
 
-/* ---- prompt attention on the tensor cores ---- */
-
-/* A thread block takes a tile of PA_M query heads (the G heads of KV group
- * blockIdx.y for PA_M / G consecutive rows of one sequence, tile blockIdx.x
- * of the tile list) against blocks of PA_N keys at absolute positions
- * 0, PA_N, 2 PA_N, ..., in two passes: the first finds each head's max
- * score m and sum l = sum exp(s - m) (online), the second accumulates
- * exp(s - m) (fp16) times V in fp32 fragments, divided by l at the end.
- * Two passes compute Q K^T twice (1.5x the FLOPs of one) but need no
- * rescaling of the accumulators, whose layout WMMA keeps opaque.
- *
- * Everything a head's output depends on is its own: its query, the keys
- * and values up to its position (later ones weigh exactly 0, and values
- * past the tile's last position load as zeros, so that unwritten slots
- * cannot bring a NaN), and the key blocks, fixed by absolute position. So
- * a row's numbers do not depend on the rows around it in the tile: chunks
- * and batches give each prompt row its numbers alone. Smem (D = 128):
- * Q, K, V 17 KB each in fp16, S 17 KB in fp32, P 9 KB in fp16. */
-#define PA_M     64 /* query heads (rows x group heads) a block */
-#define PA_N     64 /* keys a block */
-#define PA_WARPS 4  /* each takes 16 of the PA_M query heads */
-
-template <int D> struct pa_layout {
-    enum { LDH = D + 8, LDS = PA_N + 4, LDP = PA_N + 8, LDO = D + 4 }; /* padded row strides */
-    static constexpr size_t q = 0, k = q + PA_M * LDH * 2, v = k + PA_N * LDH * 2, s = v + PA_N * LDH * 2,
-                            p = s + PA_M * LDS * 4, stats = p + PA_M * LDP * 2, bytes = stats + 3 * PA_M * 4;
-    static_assert(PA_M * LDO * 4 <= s - k, "the output's staging fits where K and V were");
-};
-
-typedef nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> acc_frag;
-
-/* acc[n] += A B_n for a warp: A 16 x K (fp16, row-major at a, lda), B_n the
- * K x 16 column tile n of B, stored row-major (element (k, j) at b[k ldb +
- * j]) or column-major (at b[j ldb + k], i.e. B^T row-major: keys). */
-template <class BLayout, int K, int NT>
-__device__ static inline void tile_mma(acc_frag *acc, const __half *a, unsigned lda, const __half *b, unsigned ldb)
-{
-    using namespace nvcuda;
-    constexpr bool col = std::is_same<BLayout, wmma::col_major>::value;
-#pragma unroll
-    for (int kk = 0; kk < K; kk += 16) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa;
-        wmma::load_matrix_sync(fa, a + kk, lda);
-#pragma unroll
-        for (int n = 0; n < NT; n++) {
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, BLayout> fb;
-            wmma::load_matrix_sync(fb, col ? b + 16 * n * ldb + kk : b + kk * ldb + 16 * n, ldb);
-            wmma::mma_sync(acc[n], fa, fb, acc[n]);
-        }
-    }
-}
-
-template <int D>
-__global__ static void __launch_bounds__(32 * PA_WARPS)
-    prompt_attention_kernel(const float *__restrict__ q, const __half *__restrict__ kv_layer, fwd_dims d, fwd_meta m,
-                            const uint32_t *__restrict__ tiles, float scale, uint8_t *__restrict__ out)
-{
-    using namespace nvcuda;
-    typedef pa_layout<D> L;
-    extern __shared__ __align__(128) unsigned char smem[];
-    __half *Qs = (__half *)(smem + L::q), *Ks = (__half *)(smem + L::k), *Vs = (__half *)(smem + L::v);
-    float *S = (float *)(smem + L::s), *row_m = (float *)(smem + L::stats), *row_l = row_m + PA_M;
-    __half *Ps = (__half *)(smem + L::p);
-    int *row_lim = (int *)(row_l + PA_M);
-    const uint32_t G = d.n_head / d.n_head_kv, g = blockIdx.y, kv_dim = d.n_head_kv * D;
-    const uint32_t row0 = tiles[2 * blockIdx.x], nrows = tiles[2 * blockIdx.x + 1];
-    const uint32_t n_ctx = m.row_pos[row0 + nrows - 1] + 1, n_blocks = (n_ctx + PA_N - 1) / PA_N;
-    const uint32_t *table = m.pages + m.row_table[row0];
-    const unsigned tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-
-    /* query head i: row i / G of the tile, head g G + i % G; past the tile's
-     * rows zeros, attending key 0 alone (their output is not stored) */
-    for (uint32_t i = tid; i < PA_M * D; i += blockDim.x) {
-        uint32_t mi = i / D, c = i % D, rr = mi / G;
-        float v = rr < nrows ? q[((uint64_t)(row0 + rr) * d.n_head + g * G + mi % G) * D + c] : 0.f;
-        Qs[mi * L::LDH + c] = __float2half_rn(v);
-    }
-    if (tid < PA_M) {
-        uint32_t rr = tid / G;
-        row_lim[tid] = rr < nrows ? (int)m.row_pos[row0 + rr] + 1 : 1;
-        row_m[tid] = -INFINITY;
-        row_l[tid] = 0.f;
-    }
-    acc_frag o[D / 16];
-#pragma unroll
-    for (int n = 0; n < D / 16; n++)
-        wmma::fill_fragment(o[n], 0.f);
-    const unsigned mi = 16 * warp + lane / 2, half = lane % 2; /* the S row (query head) and half this lane scans */
-    for (int pass = 0; pass < 2; pass++) {
-        for (uint32_t kb = 0; kb < n_blocks; kb++) {
-            __syncthreads(); /* the previous block's K, V and P are done with */
-            for (uint32_t i = tid; i < PA_N * (D / 8); i += blockDim.x) {
-                uint32_t key = i / (D / 8), c8 = i % (D / 8), t = kb * PA_N + key;
-                uint4 kval = make_uint4(0, 0, 0, 0), vval = kval;
-                if (t < n_ctx) {
-                    const __half *slot =
-                        kv_layer + ((uint64_t)table[t / d.page_size] * d.page_size + t % d.page_size) * 2 * kv_dim;
-                    kval = __ldg((const uint4 *)(slot + g * D) + c8);
-                    if (pass)
-                        vval = __ldg((const uint4 *)(slot + kv_dim + g * D) + c8);
-                }
-                *((uint4 *)(Ks + key * L::LDH) + c8) = kval;
-                if (pass)
-                    *((uint4 *)(Vs + key * L::LDH) + c8) = vval;
-            }
-            __syncthreads();
-            /* S = Q K^T for the warp's 16 query heads */
-            acc_frag sc[PA_N / 16];
-#pragma unroll
-            for (int n = 0; n < PA_N / 16; n++)
-                wmma::fill_fragment(sc[n], 0.f);
-            tile_mma<nvcuda::wmma::col_major, D, PA_N / 16>(sc, Qs + 16 * warp * L::LDH, L::LDH, Ks, L::LDH);
-#pragma unroll
-            for (int n = 0; n < PA_N / 16; n++)
-                wmma::store_matrix_sync(S + 16 * warp * L::LDS + 16 * n, sc[n], L::LDS, wmma::mem_row_major);
-            __syncwarp();
-            /* two lanes a query head, 32 keys each */
-            const float *srow = S + mi * L::LDS + 32 * half;
-            const int lim = row_lim[mi], key0 = (int)(kb * PA_N + 32 * half);
-            if (pass == 0) {
-                float bm = -INFINITY;
-                for (int c = 0; c < 32; c++)
-                    bm = key0 + c < lim ? fmaxf(bm, srow[c] * scale) : bm;
-                bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, 1));
-                float mo = row_m[mi], mn = fmaxf(mo, bm), sum = 0.f; /* mn finite: key 0 is in every head's block 0 */
-                for (int c = 0; c < 32; c++)
-                    sum += key0 + c < lim ? expf(srow[c] * scale - mn) : 0.f;
-                sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-                float l = row_l[mi] * expf(mo - mn) + sum;
-                __syncwarp();
-                if (half == 0) {
-                    row_m[mi] = mn;
-                    row_l[mi] = l;
-                }
-            } else {
-                float mf = row_m[mi];
-                __half *prow = Ps + mi * L::LDP + 32 * half;
-                for (int c = 0; c < 32; c++)
-                    prow[c] = __float2half_rn(key0 + c < lim ? expf(srow[c] * scale - mf) : 0.f);
-                __syncwarp();
-                /* O += P V for the warp's 16 query heads */
-                tile_mma<nvcuda::wmma::row_major, PA_N, D / 16>(o, Ps + 16 * warp * L::LDP, L::LDP, Vs, L::LDH);
-            }
-        }
-    }
-    /* O / l, quantized: staged in fp32 where K and V were */
-    __syncthreads();
-    float *Os = (float *)(smem + L::k);
-#pragma unroll
-    for (int n = 0; n < D / 16; n++)
-        wmma::store_matrix_sync(Os + 16 * warp * L::LDO + 16 * n, o[n], L::LDO, wmma::mem_row_major);
-    __syncthreads();
-    const uint64_t out_n = (uint64_t)d.n_head * D;
-    for (uint32_t gi = warp; gi < PA_M * (D / 32); gi += PA_WARPS) {
-        uint32_t h = gi / (D / 32), grp = gi % (D / 32), rr = h / G;
-        if (rr >= nrows)
-            continue;
-        float v = Os[h * L::LDO + 32 * grp + lane] / row_l[h];
-        q16_store_group(q16_at(out + (uint64_t)(row0 + rr) * q16_row_bytes(out_n), (uint32_t)out_n),
-                        ((g * G + h % G) * D) / 32 + grp, v, lane);
-    }
-}
-
-int fwd_prompt_attention_supported(const fwd_dims *d)
-{
-    uint32_t G = d->n_head / d->n_head_kv;
-    return (d->head_dim == 64 || d->head_dim == 128) && G > 0 && PA_M % G == 0;
-}
-
-uint32_t fwd_prompt_tile_rows(const fwd_dims *d)
-{
-    return PA_M / (d->n_head / d->n_head_kv);
-}
-
-template <int D>
-static int launch_prompt_attention(const float *q, const __half *kv_layer, const uint32_t *tiles, uint32_t n_tiles,
-                                   const fwd_dims *d, const fwd_meta *m, uint8_t *out, cudaStream_t s, smq_err *err)
-{
-    size_t bytes = pa_layout<D>::bytes;
-    cudaError_t e =
-        cudaFuncSetAttribute(prompt_attention_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-    if (e != cudaSuccess)
-        return smq_err_set(err, "cuda backend: prompt attention: %zu bytes of shared memory: %s", bytes,
-                           cudaGetErrorString(e));
-    prompt_attention_kernel<D><<<dim3(n_tiles, d->n_head_kv), 32 * PA_WARPS, bytes, s>>>(q, kv_layer, *d, *m, tiles,
-                                                                                         1.0f / sqrtf((float)D), out);
-    LAUNCH_CHECK("prompt_attention");
-    return 0;
-}
-
-int fwd_prompt_attention(const float *q, const __half *kv_layer, const uint32_t *tiles, uint32_t n_tiles,
-                         const fwd_dims *d, const fwd_meta *m, uint8_t *out, void *stream, smq_err *err)
-{
-    if (!fwd_prompt_attention_supported(d))
-        return smq_err_set(err, "cuda backend: prompt attention: heads of %u dims, %u per KV head: not supported",
-                           d->head_dim, d->n_head / d->n_head_kv);
-    if (n_tiles == 0)
-        return 0;
-    cudaStream_t s = (cudaStream_t)stream;
-    return d->head_dim == 64 ? launch_prompt_attention<64>(q, kv_layer, tiles, n_tiles, d, m, out, s, err)
-                             : launch_prompt_attention<128>(q, kv_layer, tiles, n_tiles, d, m, out, s, err);
-}
-
 /* ---- SwiGLU ---- */
 
 /* silu(g) * up, as the CPU computes it. */
@@ -787,8 +584,8 @@ int fwd_swiglu(const float *y, uint32_t rows, const fwd_dims *d, uint8_t *act_ff
 {
     for (uint32_t r0 = 0; r0 < rows; r0 += MAX_GRID_Y) {
         uint32_t n = rows - r0 < MAX_GRID_Y ? rows - r0 : MAX_GRID_Y;
-        swiglu_kernel<<<dim3(d->n_ff / 32, n), 32, 0, (cudaStream_t)stream>>>(y + (uint64_t)r0 * 2 * d->n_ff, d->n_ff,
-                                                                              act_ff + r0 * q16_row_bytes(d->n_ff));
+        launch_plain(swiglu_kernel, dim3(d->n_ff / 32, n), 32, 0, (cudaStream_t)stream, y + (uint64_t)r0 * 2 * d->n_ff,
+                     d->n_ff, act_ff + r0 * q16_row_bytes(d->n_ff));
         LAUNCH_CHECK("swiglu");
     }
     return 0;

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "gemm.h"
+#include "launch.cuh"
 #include "qdot.cuh"
 #include "quant.h"
 
@@ -191,11 +192,11 @@ extern "C" int cuda_dequant_f16(const dev_mat *w, uint64_t r0, uint64_t n, uint1
     const uint8_t *src = w->d + r0 * w->row_bytes;
     cudaStream_t s = (cudaStream_t)stream;
     if (w->type == QTYPE_Q4_K)
-        dequant_f16_kernel<QTYPE_Q4_K>
-            <<<conv_ctas(groups), CONV_THREADS, 0, s>>>(src, w->row_bytes, (uint32_t)w->ne0, groups, (uint4 *)d_out);
+        launch_plain(dequant_f16_kernel<QTYPE_Q4_K>, conv_ctas(groups), CONV_THREADS, 0, s, src, w->row_bytes,
+                     (uint32_t)w->ne0, groups, (uint4 *)d_out);
     else
-        dequant_f16_kernel<QTYPE_Q6_K>
-            <<<conv_ctas(groups), CONV_THREADS, 0, s>>>(src, w->row_bytes, (uint32_t)w->ne0, groups, (uint4 *)d_out);
+        launch_plain(dequant_f16_kernel<QTYPE_Q6_K>, conv_ctas(groups), CONV_THREADS, 0, s, src, w->row_bytes,
+                     (uint32_t)w->ne0, groups, (uint4 *)d_out);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return smq_err_set(err, "cuda_dequant_f16: launch: %s", cudaGetErrorString(e));
@@ -248,8 +249,8 @@ extern "C" int cuda_q16_to_f16(const uint8_t *d_q16, uint64_t n, uint64_t n_rows
     if (n_rows == 0)
         return 0;
     uint64_t groups = n_rows * n / 8;
-    q16_to_f16_kernel<<<conv_ctas(groups), CONV_THREADS, 0, (cudaStream_t)stream>>>(d_q16, (uint32_t)n, groups,
-                                                                                    (uint4 *)d_out);
+    launch_plain(q16_to_f16_kernel, conv_ctas(groups), CONV_THREADS, 0, (cudaStream_t)stream, d_q16, (uint32_t)n,
+                 groups, (uint4 *)d_out);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return smq_err_set(err, "cuda_q16_to_f16: launch: %s", cudaGetErrorString(e));

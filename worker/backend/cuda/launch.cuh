@@ -136,6 +136,21 @@ inline bool prefetch_on()
     return !off;
 }
 
+/* Launches kernel<<<grid, block, smem, s>>>(args...): every launch goes
+ * through here or pdl_launch (one place that can launch differently: a
+ * host emulation of the device, tests/emu, runs kernels this way).
+ * Returns the launch's error. */
+template <typename... P, typename... A>
+static cudaError_t launch_plain(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, A &&...args)
+{
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
 /* Launches kernel<<<grid, block, smem, s>>>(args...), overlapping its
  * predecessor when pdl_on(): only for kernels that keep launch.cuh's
  * contract. Returns the launch's error. */

@@ -189,14 +189,14 @@ extern "C" int cuda_matmul(qtype type, const void *d_w, uint64_t rows, uint64_t 
         const float *x = d_x + t * x_stride;
         float *y = d_y + t * y_stride;
         if (type == QTYPE_Q4_K)
-            q4k_matvec<<<dim3((unsigned)rows, n), 32 * WARPS_PER_BLOCK, 0, s>>>((const block_q4_K *)d_w, x, y, nb,
-                                                                                x_stride, y_stride, accumulate);
+            launch_plain(q4k_matvec, dim3((unsigned)rows, n), 32 * WARPS_PER_BLOCK, 0, s, (const block_q4_K *)d_w, x, y,
+                         nb, x_stride, y_stride, accumulate);
         else if (rows >= TALL_FROM)
-            q6k_matvec_tall<<<dim3(tall, n), 32 * WARPS_PER_BLOCK, 0, s>>>(
-                (const block_q6_K *)d_w, x, y, (unsigned)rows, nb, x_stride, y_stride, accumulate);
+            launch_plain(q6k_matvec_tall, dim3(tall, n), 32 * WARPS_PER_BLOCK, 0, s, (const block_q6_K *)d_w, x, y,
+                         (unsigned)rows, nb, x_stride, y_stride, accumulate);
         else
-            q6k_matvec<<<dim3((unsigned)rows, n), 32 * WARPS_PER_BLOCK, 0, s>>>((const block_q6_K *)d_w, x, y, nb,
-                                                                                x_stride, y_stride, accumulate);
+            launch_plain(q6k_matvec, dim3((unsigned)rows, n), 32 * WARPS_PER_BLOCK, 0, s, (const block_q6_K *)d_w, x, y,
+                         nb, x_stride, y_stride, accumulate);
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess)
             return smq_err_set(err, "cuda_matvec: launch: %s", cudaGetErrorString(e));

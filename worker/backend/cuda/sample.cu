@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "fwd_kernels.h"
+#include "launch.cuh"
 
 #define SAMPLE_THREADS 512
 #define SAMPLE_CACHE   2 /* buckets a thread sums in registers (more spill registers) */
@@ -202,7 +203,8 @@ int fwd_sample(float *logits, uint32_t n_vocab, const fwd_pick_row *picks, uint3
         return 0;
     if (n_vocab == 0 || n_vocab > SC_MAX_VOCAB)
         return smq_err_set(err, "cuda backend: sampling over %u tokens: 1 to %u", n_vocab, (unsigned)SC_MAX_VOCAB);
-    sample_kernel<<<n_picks, SAMPLE_THREADS, 0, (cudaStream_t)stream>>>(logits, n_vocab, picks, pairs, slots, out);
+    launch_plain(sample_kernel, n_picks, SAMPLE_THREADS, 0, (cudaStream_t)stream, logits, n_vocab, picks, pairs, slots,
+                 out);
     LAUNCH_CHECK("sample");
     return 0;
 }

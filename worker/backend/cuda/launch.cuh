@@ -136,6 +136,17 @@ inline bool prefetch_on()
     return !off;
 }
 
+/* A launch's configuration: grid, block, dynamic shared bytes, stream. */
+static inline cudaLaunchConfig_t launch_config(dim3 grid, dim3 block, size_t smem, cudaStream_t s)
+{
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    return cfg;
+}
+
 /* Launches kernel<<<grid, block, smem, s>>>(args...): every launch goes
  * through here or pdl_launch (one place that can launch differently: a
  * host emulation of the device, tests/emu, runs kernels this way).
@@ -143,11 +154,7 @@ inline bool prefetch_on()
 template <typename... P, typename... A>
 static cudaError_t launch_plain(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, A &&...args)
 {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = block;
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = s;
+    cudaLaunchConfig_t cfg = launch_config(grid, block, smem, s);
     return cudaLaunchKernelEx(&cfg, kernel, args...);
 }
 
@@ -157,11 +164,7 @@ static cudaError_t launch_plain(void (*kernel)(P...), dim3 grid, dim3 block, siz
 template <typename... P, typename... A>
 static cudaError_t pdl_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, A &&...args)
 {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = block;
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = s;
+    cudaLaunchConfig_t cfg = launch_config(grid, block, smem, s);
     cudaLaunchAttribute attr = {};
     attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr.val.programmaticStreamSerializationAllowed = 1;

@@ -105,6 +105,17 @@ UNIT_TESTS := $(BUILD)/tests/gguf_test $(BUILD)/tests/quant_test $(BUILD)/tests/
 GPU_TESTS := $(BUILD)/tests/quant_gpu_test $(BUILD)/tests/matvec_gpu_test $(BUILD)/tests/attention_gpu_test \
 	$(BUILD)/tests/sample_gpu_test \
 	$(BUILD)/tests/cuda_backend_gpu_test
+EMU := $(BUILD)/emu
+EMU_CXXFLAGS := -std=c++17 -O2 -g -ffp-contract=off -Wall -Wextra -Werror -Wno-unused-function -Wno-unknown-pragmas \
+	-Wno-sign-compare -Wno-unused-variable $(SANFLAGS) \
+	-include tests/emu/cuda_emu.h -Itests/emu -I$(CUDA_HOME)/include $(INCLUDES) -Itests \
+	-DSMQ_CUDA_LIBDIR='"$(CUDA_HOME)/lib64"'
+EMU_OBJ := $(patsubst %.cu,$(EMU)/obj/%.o,$(filter-out worker/backend/cuda/prompt_attention.cu,$(CUDA_SRC))) \
+	$(EMU)/obj/tests/emu/emu.o $(EMU)/obj/tests/emu/emu_stubs.o
+EMU_TESTS := $(patsubst $(BUILD)/tests/%,$(EMU)/tests/%,$(GPU_TESTS))
+# make test runs these (under a minute); the whole backend's test takes some
+# 40 minutes emulated: make test-emu runs it too.
+EMU_FAST_TESTS := $(filter-out $(EMU)/tests/cuda_backend_gpu_test,$(EMU_TESTS))
 # The tool's backend choice (tool_backend.c) is compiled with -DSMQ_CUDA=1 into
 # its own object where the binary has the CUDA backend. The setting is kept in
 # a file rewritten (at parse time) only when CUDA= changes, which relinks the
@@ -116,7 +127,7 @@ $(shell mkdir -p $(BUILD)/obj && echo $(CUDA) > $(CUDA_SETTING))
 endif
 ifeq ($(CUDA),1)
 GPU_BENCH_BIN := $(BUILD)/bench/gpu_matvec_bench
-ALL_TESTS_BIN := $(UNIT_TESTS) $(GPU_TESTS)
+ALL_TESTS_BIN := $(UNIT_TESTS) $(GPU_TESTS) $(EMU_FAST_TESTS)
 TOOL_BACKEND_OBJ := $(BUILD)/obj/worker/tool/tool_backend.cuda.o
 BACKENDS_OBJ := $(CORE_OBJ) $(CUDA_OBJ)
 BIN_LIBS := $(CUDA_LDLIBS) $(LDLIBS)
@@ -129,7 +140,7 @@ endif
 
 .SECONDARY:
 
-.PHONY: all deps build bench bench-gpu tests test test-unit test-gpu fuzz fuzz-build run clean format gpu-bundle \
+.PHONY: all deps build bench bench-gpu tests test test-unit test-gpu test-emu fuzz fuzz-build run clean format gpu-bundle \
 	gpu-bundle-parts
 
 all: deps build
@@ -229,6 +240,27 @@ $(BUILD)/obj/tests/gpu/%.cu.o: tests/gpu/%.cu | deps
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -Itests -MMD -MP -c $< -o $@
 
+# The CUDA code on the host emulation of the device (tests/emu/cuda_emu.h):
+# the kernels and the GPU tests compiled by the host compiler, run where
+# there is no GPU (as "emu:" tests). Not the tensor-core prompt attention
+# (WMMA) nor cuBLAS, which find no device there.
+
+$(EMU)/obj/%.o: %.cu | deps
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_CXXFLAGS) -x c++ -MMD -MP -c $< -o $@
+
+$(EMU)/obj/%.o: %.cpp | deps
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_CXXFLAGS) -MMD -MP -c $< -o $@
+
+$(EMU)/obj/%.o: %.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DSMQ_CUDA_EMU=1 -Itests -Itests/emu -I$(CUDA_HOME)/include -MMD -MP -c $< -o $@
+
+$(EMU)/tests/%_gpu_test: $(EMU)/obj/tests/gpu/%_gpu_test.o $(EMU_OBJ) $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -ldl -o $@
+
 # The suite: unit tests, then the command-line tests against the built binary,
 # then the network side (worker, broker, clients on loopback).
 # SMQ_TEST_QUICK=1 (set for sanitized runs) skips the 2 GB synth test.
@@ -245,6 +277,16 @@ test-unit: all
 	@SMQ_PYTHON=$(PICK_PYTHON) SMQ_BIN=$(BIN) SMQ_BUILD=$(BUILD) SMQ_TEST_QUICK=1 sh tests/run.sh $(UNIT_TESTS) tests/smolmq_test.py $(NET_TESTS)
 
 # Needs only gcc and nvcc (no `deps`), so it also runs on a bare GPU host.
+# The GPU tests on the host emulation of the device (tests/emu), the
+# backend's included: no GPU needed, some 45 minutes.
+test-emu:
+ifeq ($(CUDA),1)
+	@$(MAKE) --no-print-directory $(EMU_TESTS) DEPS_DONE=1
+	@sh tests/run.sh $(EMU_TESTS)
+else
+	@echo "SKIP emu: no CUDA build (the emulation needs the CUDA headers)" | sh tests/run.sh --count-stdin
+endif
+
 test-gpu:
 ifeq ($(CUDA),1)
 	@$(MAKE) --no-print-directory $(GPU_TESTS) DEPS_DONE=1

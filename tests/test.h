@@ -56,6 +56,14 @@ static inline void test_skip(const char *fmt, ...)
     va_end(ap);
 }
 
+/* Programs built for the CUDA host emulation (tests/emu) report as
+ * "emu:<program>", apart from the same tests on a GPU. */
+#ifdef SMQ_CUDA_EMU
+#define TEST_PREFIX "emu:"
+#else
+#define TEST_PREFIX ""
+#endif
+
 static inline void test_run(void (*fn)(void), const char *name)
 {
     test_cur_failed = 0;
@@ -63,12 +71,12 @@ static inline void test_run(void (*fn)(void), const char *name)
     test_cur_msg[0] = 0;
     fn();
     if (test_cur_failed) {
-        printf("FAIL %s/%s: %s\n", test_program, name, test_cur_msg);
+        printf("FAIL " TEST_PREFIX "%s/%s: %s\n", test_program, name, test_cur_msg);
         test_failures_total++;
     } else if (test_cur_skipped) {
-        printf("SKIP %s/%s: %s\n", test_program, name, test_cur_msg);
+        printf("SKIP " TEST_PREFIX "%s/%s: %s\n", test_program, name, test_cur_msg);
     } else {
-        printf("PASS %s/%s\n", test_program, name);
+        printf("PASS " TEST_PREFIX "%s/%s\n", test_program, name);
     }
     fflush(stdout);
 }

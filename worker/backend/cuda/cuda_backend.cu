@@ -973,13 +973,18 @@ static int replay_step(cuda_backend *b, const step_meta *sm, smq_err *err)
     while ((1u << width) < b->groups[0].max_splits)
         width++;
     b->groups[0].max_splits = 1u << width;
+    bool had = pdl_on();
     if (!b->graph[width] && capture_step(b, sm, &b->graph[width], err)) {
-        if (!pdl_on())
+        if (!had)
             return -1;
+        /* again with ordinary launches: PDL is given up if that works */
         cudaGetLastError();
-        pdl_give_up();
-        if (capture_step(b, sm, &b->graph[width], err))
+        pdl_hold(true);
+        int rc = capture_step(b, sm, &b->graph[width], err);
+        pdl_hold(false);
+        if (rc)
             return -1;
+        pdl_give_up();
     }
     CUDA_CHECK(cudaGraphLaunch(b->graph[width], b->stream));
     return 0;
@@ -1174,7 +1179,12 @@ extern "C" int cuda_backend_poison(backend *base, int kv, smq_err *err)
 
 extern "C" void cuda_set_pdl(int on)
 {
-    *pdl_state(-1) = !on;
+    pdl_hold(!on);
+}
+
+extern "C" int cuda_pdl_active(void)
+{
+    return pdl_on();
 }
 
 extern "C" double cuda_read_bandwidth(int gpu)

@@ -37,6 +37,8 @@ int cuda_backend_poison(backend *b, int kv, smq_err *err);
  * keep what they were captured with); on 1, programmatic dependent launch
  * again where the device has it (launch.cuh). */
 void cuda_set_pdl(int on);
+/* Whether kernels launched now would use programmatic dependent launch. */
+int cuda_pdl_active(void);
 
 /* GB/s of reading device memory on GPU gpu, measured now (best of three
  * passes over 512 MiB); 0 when it cannot be measured. */

@@ -34,7 +34,7 @@
 #include "qtype.h"
 #include "sample_chain.h"
 
-#ifdef __CUDACC__
+#if defined(__CUDACC__) || defined(SMQ_CUDA_EMU) /* nvcc, or tests/emu */
 /* After every launch: a failed launch goes into err, and the caller returns
  * -1. */
 #define LAUNCH_CHECK(kernel)                                                                                           \

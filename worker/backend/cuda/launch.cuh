@@ -70,7 +70,8 @@ __device__ static inline void prefetch_l2(const void *p, uint64_t bytes, uint32_
     uint64_t a = ((uint64_t)p + 15) & ~(uint64_t)15, end = ((uint64_t)p + bytes) & ~(uint64_t)15;
     for (uint64_t at = a + (uint64_t)lane * PREFETCH_CHUNK; at < end; at += 32ull * PREFETCH_CHUNK) {
         uint32_t n = (uint32_t)(end - at < PREFETCH_CHUNK ? end - at : PREFETCH_CHUNK);
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(at), "r"(n) : "memory");
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(__cvta_generic_to_global((const void *)at)),
+                     "r"(n));
     }
 #else
     (void)p;
@@ -91,21 +92,27 @@ inline bool launch_switch_off(const char *env)
 }
 
 /* Whether launches on the current device use PDL: SMQ_CUDA_PDL is not 0,
- * the device is sm_90 or later and runs code built for it. Decided once a
- * device; pdl_give_up() turns it off for the process (inline, not static:
- * one state for every file that launches). */
+ * the device is sm_90 or later and runs code built for it, and PDL is
+ * neither given up (pdl_give_up) nor held off (pdl_hold). Decided once a
+ * device (inline, not static: one state for every file that launches). */
 inline int *pdl_state(int dev)
 {
     static int state[64]; /* 0 unknown, 1 on, 2 off */
-    static int off_all;
-    return dev < 0 ? &off_all : &state[dev & 63];
+    return &state[dev & 63];
+}
+
+enum { PDL_GIVEN_UP, PDL_HELD };
+inline int *pdl_flag(int which)
+{
+    static int flags[2];
+    return &flags[which];
 }
 
 inline bool pdl_on()
 {
     static const bool off = launch_switch_off("SMQ_CUDA_PDL");
     int dev = 0;
-    if (off || *pdl_state(-1) || cudaGetDevice(&dev) != cudaSuccess)
+    if (off || *pdl_flag(PDL_GIVEN_UP) || *pdl_flag(PDL_HELD) || cudaGetDevice(&dev) != cudaSuccess)
         return false;
     int *st = pdl_state(dev);
     if (*st == 0) {
@@ -119,14 +126,20 @@ inline bool pdl_on()
     return *st == 1;
 }
 
-/* No more PDL in this process (a driver that refuses it, or cannot capture
- * it in a graph); said once on stderr. */
+/* No more PDL in this process: a launch or a graph failed with it and
+ * worked without it. Said once on stderr. */
 inline void pdl_give_up()
 {
-    if (!*pdl_state(-1))
+    if (!*pdl_flag(PDL_GIVEN_UP))
         fprintf(stderr, "cuda: kernels could not be launched or captured with programmatic dependent launch; "
                         "launching them one after another\n");
-    *pdl_state(-1) = 1;
+    *pdl_flag(PDL_GIVEN_UP) = 1;
+}
+
+/* Ordinary launches while held (a retry without PDL, a test's comparison). */
+inline void pdl_hold(bool held)
+{
+    *pdl_flag(PDL_HELD) = held;
 }
 
 /* Whether kernels prefetch their weights (SMQ_CUDA_PREFETCH not 0). */
@@ -172,11 +185,15 @@ static cudaError_t pdl_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_
     cfg.numAttrs = pdl_on() ? 1 : 0;
     cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, args...);
     if (e != cudaSuccess && cfg.numAttrs) {
-        /* a driver that refuses the attribute: ordinary launches from now on */
+        /* a driver that refuses the attribute: ordinary launches from now
+         * on, if an ordinary one works (else the fault is not PDL's) */
         cudaGetLastError();
-        pdl_give_up();
         cfg.numAttrs = 0;
-        e = cudaLaunchKernelEx(&cfg, kernel, args...);
+        if (cudaLaunchKernelEx(&cfg, kernel, args...) == cudaSuccess) {
+            pdl_give_up();
+            return cudaSuccess;
+        }
+        cudaGetLastError();
     }
     return e;
 }

@@ -40,6 +40,35 @@ static float q16_value(const uint8_t *row, uint32_t n, uint32_t i)
     return (float)(256 * hi[i] + lo[i]) * d[i / 32];
 }
 
+/* One query head's attention in float64 (ref[D]): qh against the keys and
+ * values of positions 0 .. n_ctx - 1 of KV group g, position t in slot
+ * pages[t / PAGE] * PAGE + t % PAGE of kv (fp16, K then V a slot). sc:
+ * n_ctx doubles of scratch. */
+static void ref_head(const float *qh, const uint16_t *kv, const uint32_t *pages, uint32_t n_ctx, uint32_t g, uint32_t D,
+                     uint32_t kv_dim, double *sc, double *ref)
+{
+    double mx = -INFINITY, sum = 0;
+    for (uint32_t t = 0; t < n_ctx; t++) {
+        uint64_t slot = (uint64_t)pages[t / PAGE] * PAGE + t % PAGE;
+        const uint16_t *k = kv + slot * 2 * kv_dim + g * D;
+        double dot = 0;
+        for (uint32_t i = 0; i < D; i++)
+            dot += (double)qh[i] * fp16_to_f32(k[i]);
+        sc[t] = dot / sqrt((double)D);
+        mx = sc[t] > mx ? sc[t] : mx;
+    }
+    for (uint32_t t = 0; t < n_ctx; t++)
+        sum += (sc[t] = exp(sc[t] - mx));
+    for (uint32_t i = 0; i < D; i++) {
+        double acc = 0;
+        for (uint32_t t = 0; t < n_ctx; t++) {
+            uint64_t slot = (uint64_t)pages[t / PAGE] * PAGE + t % PAGE;
+            acc += sc[t] * fp16_to_f32(kv[slot * 2 * kv_dim + kv_dim + g * D + i]);
+        }
+        ref[i] = acc / sum;
+    }
+}
+
 /* One launch over the rows [r_begin, r_end) of the step (a chunk), tiles
  * cut per sequence; the output rows land at their step rows. */
 static int launch(const fwd_dims *d, const float *dq, const __half *dkv, const seq_rows *seqs, int n_seqs,
@@ -132,36 +161,17 @@ static void check_shape(uint32_t n_head, uint32_t n_head_kv, uint32_t D)
         cuda_ok(cudaMemcpy(out2, dout, rows * out_row, cudaMemcpyDeviceToHost), "out down")) {
         double num = 0, den = 0;
         int nan = 0;
-        double *sc = (double *)malloc(3000 * sizeof *sc);
+        double *sc = (double *)malloc(3000 * sizeof *sc), ref[256];
         for (r = 0; r < rows; r++) {
             int s = r < seqs[0].n ? 0 : 1;
             uint32_t n_ctx = row_pos[r] + 1;
             for (uint32_t h = 0; h < n_head; h++) {
-                uint32_t g = h / G;
-                const float *qh = q + ((uint64_t)r * n_head + h) * D;
-                double mx = -INFINITY, sum = 0;
-                for (uint32_t t = 0; t < n_ctx; t++) {
-                    uint64_t slot = (uint64_t)pages[s][t / PAGE] * PAGE + t % PAGE;
-                    const uint16_t *k = kv + slot * 2 * kv_dim + g * D;
-                    double dot = 0;
-                    for (uint32_t i = 0; i < D; i++)
-                        dot += (double)qh[i] * fp16_to_f32(k[i]);
-                    sc[t] = dot / sqrt((double)D);
-                    mx = sc[t] > mx ? sc[t] : mx;
-                }
-                for (uint32_t t = 0; t < n_ctx; t++)
-                    sum += (sc[t] = exp(sc[t] - mx));
+                ref_head(q + ((uint64_t)r * n_head + h) * D, kv, pages[s], n_ctx, h / G, D, kv_dim, sc, ref);
                 for (uint32_t i = 0; i < D; i++) {
-                    double ref = 0;
-                    for (uint32_t t = 0; t < n_ctx; t++) {
-                        uint64_t slot = (uint64_t)pages[s][t / PAGE] * PAGE + t % PAGE;
-                        ref += sc[t] * fp16_to_f32(kv[slot * 2 * kv_dim + kv_dim + g * D + i]);
-                    }
-                    ref /= sum;
                     double got = q16_value(out + r * out_row, out_n, h * D + i);
                     nan += isnan(got);
-                    num += (got - ref) * (got - ref);
-                    den += ref * ref;
+                    num += (got - ref[i]) * (got - ref[i]);
+                    den += ref[i] * ref[i];
                 }
             }
         }
@@ -301,36 +311,18 @@ static void check_decode_shape(uint32_t n_head, uint32_t n_head_kv, uint32_t D)
     if (ok) {
         double num = 0, den = 0, worst = 0;
         int nan = 0;
-        double *sc = (double *)malloc(LONG * sizeof *sc);
+        double *sc = (double *)malloc(LONG * sizeof *sc), ref[256];
         for (uint32_t r = 0; r < ROWS; r++) {
             uint32_t n_ctx = row_pos[r] + 1;
             double rn = 0, rd = 0;
             for (uint32_t h = 0; h < n_head; h++) {
-                uint32_t g = h / G;
-                const float *qh = q + ((uint64_t)r * n_head + h) * D;
-                double mx = -INFINITY, sum = 0;
-                for (uint32_t t = 0; t < n_ctx; t++) {
-                    uint64_t slot = (uint64_t)pages[row_table[r] + t / PAGE] * PAGE + t % PAGE;
-                    const uint16_t *k = kv + slot * 2 * kv_dim + g * D;
-                    double dot = 0;
-                    for (uint32_t i = 0; i < D; i++)
-                        dot += (double)qh[i] * fp16_to_f32(k[i]);
-                    sc[t] = dot / sqrt((double)D);
-                    mx = sc[t] > mx ? sc[t] : mx;
-                }
-                for (uint32_t t = 0; t < n_ctx; t++)
-                    sum += (sc[t] = exp(sc[t] - mx));
+                ref_head(q + ((uint64_t)r * n_head + h) * D, kv, pages + row_table[r], n_ctx, h / G, D, kv_dim, sc,
+                         ref);
                 for (uint32_t i = 0; i < D; i++) {
-                    double ref = 0;
-                    for (uint32_t t = 0; t < n_ctx; t++) {
-                        uint64_t slot = (uint64_t)pages[row_table[r] + t / PAGE] * PAGE + t % PAGE;
-                        ref += sc[t] * fp16_to_f32(kv[slot * 2 * kv_dim + kv_dim + g * D + i]);
-                    }
-                    ref /= sum;
                     double got = q16_value(out[0] + r * out_row, out_n, h * D + i);
                     nan += isnan(got);
-                    rn += (got - ref) * (got - ref);
-                    rd += ref * ref;
+                    rn += (got - ref[i]) * (got - ref[i]);
+                    rd += ref[i] * ref[i];
                 }
             }
             num += rn;

@@ -20,10 +20,11 @@
  * agree with a GPU's to rounding, not bit for bit (integer work and the
  * correctly rounded __fmul_rn-style operations agree exactly). Warp
  * operations assume every live lane of the warp takes part; a divergent
- * __syncthreads or shuffle is reported as a deadlock. Tensor cores (WMMA),
- * cuBLAS and sm_90 instructions are not emulated: prompt_attention.cu and
- * gemm.cu are left out (emu_stubs.cpp says so when called), and code
- * behind __CUDA_ARCH__ >= 900 compiles away.
+ * __syncthreads or shuffle is reported as a deadlock. The tensor cores'
+ * WMMA is emulated by tests/emu/mma.h, cuBLAS's cublasGemmEx by a library
+ * of its own (cublas_emu.cpp, loaded through SMQ_CUBLAS as the real one
+ * would be); sm_90 instructions are not: code behind __CUDA_ARCH__ >= 900
+ * compiles away.
  */
 #ifndef SMQ_CUDA_EMU_H
 #define SMQ_CUDA_EMU_H
@@ -82,6 +83,11 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s);
 cudaError_t cudaGraphDestroy(cudaGraph_t g);
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t x);
 cudaError_t emu_func_attributes(struct cudaFuncAttributes *a);
+/* Whether [p, p + n) lies inside one device allocation. */
+int emu_device_range(const void *p, size_t n);
+/* fn(a copy of arg's bytes) done in stream order, or recorded when the
+ * stream is being captured (what a library's kernels are: cublas_emu.cpp). */
+cudaError_t emu_enqueue_host(cudaStream_t s, void (*fn)(const void *), const void *arg, size_t bytes);
 #ifdef __cplusplus
 }
 #endif
@@ -125,9 +131,18 @@ extern dim3 blockDim, gridDim;
 
 void __syncthreads(void);
 void emu_warp_barrier(void);
-/* The calling lane's 8 bytes into its warp's exchange slots, a barrier;
- * then lane src's (own when out of range), a barrier. */
+/* The calling lane's 8 bytes into its warp's exchange slots, a barrier,
+ * then lane src's (its own when out of range). */
 uint64_t emu_warp_exchange(uint64_t mine, int src);
+/* The same exchange, all 32 slots of the warp back (lanes past the
+ * block's threads hold nothing meaningful). */
+const uint64_t *emu_warp_gather(uint64_t mine);
+/* The calling lane's n bytes (n <= EMU_WIDE) into its warp's slots, a
+ * barrier, then the slots: lane l's bytes at l * EMU_WIDE. */
+enum { EMU_WIDE = 64 };
+const unsigned char *emu_warp_gather_bytes(const void *mine, size_t n);
+/* Whether pred is true in any lane: one exchange. */
+int emu_warp_any(int pred);
 int emu_lane(void);
 
 static inline void __syncwarp(unsigned mask = 0xffffffffu)
@@ -171,10 +186,7 @@ template <typename T> static inline T __shfl_down_sync(unsigned mask, T v, unsig
 static inline int __any_sync(unsigned mask, int pred)
 {
     (void)mask;
-    int any = 0;
-    for (int l = 0; l < 32; l++)
-        any |= emu_shfl(pred, l) != 0; /* every lane reads every lane: 32 exchanges */
-    return any;
+    return emu_warp_any(pred);
 }
 
 /* ---- loads, fences, atomics (one OS thread: plain memory) ---- */
@@ -283,8 +295,14 @@ EMU_MIN_MAX(unsigned long long)
 /* ---- the runtime ---- */
 
 /* Runs body() as every thread of every block of grid x block, now, or
- * records it when the stream is being captured into a graph. */
-void emu_launch(dim3 grid, dim3 block, cudaStream_t s, std::function<void()> body);
+ * records it when the stream is being captured into a graph; refuses (as
+ * a launch would) block shapes past 1024 threads and more dynamic shared
+ * memory than the kernel's limit (cudaFuncSetAttribute). */
+cudaError_t emu_launch(const void *kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                       std::function<void()> body);
+cudaError_t emu_func_set_attribute(const void *kernel, enum cudaFuncAttribute attr, int value);
+/* The running block's dynamic shared memory (SMQ_DYNAMIC_SMEM). */
+void *emu_dynamic_smem(void);
 
 template <typename... ExpTypes, typename... ActTypes>
 static inline cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t *config, void (*kernel)(ExpTypes...),
@@ -293,8 +311,13 @@ static inline cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t *config, v
     /* the arguments converted to the parameters' types and kept by value,
      * as a launch copies them */
     std::tuple<typename std::decay<ExpTypes>::type...> kept(static_cast<ExpTypes>(args)...);
-    emu_launch(config->gridDim, config->blockDim, config->stream, [kernel, kept]() { std::apply(kernel, kept); });
-    return cudaSuccess;
+    return emu_launch((const void *)kernel, config->gridDim, config->blockDim, config->dynamicSmemBytes, config->stream,
+                      [kernel, kept]() { std::apply(kernel, kept); });
+}
+
+template <typename T> static inline cudaError_t cudaFuncSetAttribute(T *kernel, enum cudaFuncAttribute attr, int value)
+{
+    return emu_func_set_attribute((const void *)kernel, attr, value);
 }
 
 #endif /* __cplusplus */

@@ -1,22 +1,25 @@
 /* emu.cpp - the host emulation's runtime (cuda_emu.h): device memory in
  * host memory, launches run at once, a block's threads as fibers.
  *
- * Fibers: each thread of the block running has its own stack, and a
- * scheduler resumes them in turn; a thread runs until it waits at a barrier
- * (__syncthreads: every live thread of the block; a warp operation: every
- * live lane of the warp) or ends. Threads that ended count as arrived. A
- * round in which no thread can go on is a deadlock: reported, and the
- * process aborts. The switch is a few instructions of x86-64 assembly
- * (callee-saved registers and the stack pointer), not ucontext, whose
- * every switch is a system call.
+ * Fibers: each thread of the block running has its own stack; a thread
+ * runs until it waits at a barrier (__syncthreads: every live thread of
+ * the block; a warp operation: every live lane of the warp) or ends, and
+ * then hands over directly to the next thread that can go on. Threads that
+ * ended count as arrived. None able to go on while some wait is a
+ * deadlock: reported, and the process aborts. The switch is a few
+ * instructions of x86-64 assembly (callee-saved registers and the stack
+ * pointer), not ucontext, whose every switch is a system call.
  */
 #include "cuda_emu.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
+#include <map>
 #include <vector>
 
 #if !defined(__x86_64__)
@@ -78,34 +81,91 @@ static int n_threads, n_live, block_arrived;
 static uint64_t block_gen;
 static int warp_live[EMU_MAX_THREADS / 32], warp_arrived[EMU_MAX_THREADS / 32];
 static uint64_t warp_gen[EMU_MAX_THREADS / 32];
-static uint64_t exchange[EMU_MAX_THREADS];
+/* two sets of exchange slots, by the parity of the warp barrier that
+ * publishes them: a lane that has read exchange k and goes on to write
+ * exchange k + 1 cannot overwrite what a slower lane has yet to read of k,
+ * and cannot reach k + 2 before every lane has arrived at k + 1 */
+static uint64_t exchange[2][EMU_MAX_THREADS];
+static unsigned char wide[2][EMU_MAX_THREADS][EMU_WIDE];
 
 int emu_lane(void)
 {
     return cur->lane;
 }
 
-static void yield(void)
+static bool runnable(const emu_thread *t)
 {
-    emu_switch(&cur->sp, sched_sp);
+    switch (t->state) {
+    case T_READY:
+        return true;
+    case T_BLOCK_WAIT:
+        return block_gen != t->wait_gen;
+    case T_WARP_WAIT:
+        return warp_gen[t->warp] != t->wait_gen;
+    default:
+        return false;
+    }
+}
+
+/* How far below its top thread i's stack starts: the stacks lie 128 KB
+ * apart, and their hot tops would otherwise all fall into the same cache
+ * sets. A multiple of 64 bytes (the ABI wants 16). */
+static size_t emu_stack_color(int i)
+{
+    return (size_t)(i % 67) * 64 + (size_t)(i / 67 % 8) * 4096 / 8;
+}
+
+/* The thread after cur (cyclically) that can go on, or NULL. */
+static emu_thread *next_runnable(void)
+{
+    emu_thread *t = cur, *end = threads + n_threads;
+    for (int k = 0; k < n_threads; k++) {
+        if (++t == end)
+            t = threads;
+        if (runnable(t))
+            return t;
+    }
+    return NULL;
+}
+
+/* Leaves cur (which waits, or has ended) for the next thread that can go
+ * on, switching to it directly; back to the scheduler when every thread
+ * has ended. No thread able to go on while some wait is a deadlock. */
+static void leave(void)
+{
+    emu_thread *me = cur, *t = next_runnable();
+    if (!t) {
+        if (n_live > 0) {
+            fprintf(stderr,
+                    "cuda emulation: deadlock in block (%u,%u,%u): %d of %d threads wait at a barrier that not every "
+                    "live thread reaches (divergent __syncthreads or warp operation)\n",
+                    blockIdx.x, blockIdx.y, blockIdx.z, n_live, n_threads);
+            abort();
+        }
+        emu_switch(&me->sp, sched_sp);
+        return;
+    }
+    t->state = T_READY;
+    cur = t;
+    threadIdx = t->tid;
+    if (t != me)
+        emu_switch(&me->sp, t->sp);
 }
 
 /* Arrival at the block's barrier; the last to arrive releases the others. */
-static void block_arrive(bool wait)
+static void block_arrive(void)
 {
     if (++block_arrived >= n_live) {
         block_gen++;
         block_arrived = 0;
         return;
     }
-    if (wait) {
-        cur->state = T_BLOCK_WAIT;
-        cur->wait_gen = block_gen;
-        yield();
-    }
+    cur->state = T_BLOCK_WAIT;
+    cur->wait_gen = block_gen;
+    leave();
 }
 
-static void warp_arrive(bool wait)
+static void warp_arrive(void)
 {
     int w = cur->warp;
     if (++warp_arrived[w] >= warp_live[w]) {
@@ -113,31 +173,58 @@ static void warp_arrive(bool wait)
         warp_arrived[w] = 0;
         return;
     }
-    if (wait) {
-        cur->state = T_WARP_WAIT;
-        cur->wait_gen = warp_gen[w];
-        yield();
-    }
+    cur->state = T_WARP_WAIT;
+    cur->wait_gen = warp_gen[w];
+    leave();
 }
 
 void __syncthreads(void)
 {
-    block_arrive(true);
+    block_arrive();
 }
 
 void emu_warp_barrier(void)
 {
-    warp_arrive(true);
+    warp_arrive();
+}
+
+/* The warp's 32 slots of the exchange the calling lane joins (its own
+ * written as mine), after the barrier that publishes them. */
+const uint64_t *emu_warp_gather(uint64_t mine)
+{
+    int base = cur->warp * 32;
+    uint64_t *slots = exchange[warp_gen[cur->warp] & 1];
+    slots[base + cur->lane] = mine;
+    warp_arrive();
+    return slots + base;
 }
 
 uint64_t emu_warp_exchange(uint64_t mine, int src)
 {
+    const uint64_t *slots = emu_warp_gather(mine);
+    return src >= 0 && src < 32 && cur->warp * 32 + src < n_threads ? slots[src] : mine;
+}
+
+const unsigned char *emu_warp_gather_bytes(const void *mine, size_t n)
+{
+    if (n > EMU_WIDE) {
+        fprintf(stderr, "cuda emulation: a warp exchange of %zu bytes a lane\n", n);
+        abort();
+    }
     int base = cur->warp * 32;
-    exchange[base + cur->lane] = mine;
-    emu_warp_barrier();
-    uint64_t r = src >= 0 && src < 32 && base + src < n_threads ? exchange[base + src] : mine;
-    emu_warp_barrier();
-    return r;
+    unsigned char(*slots)[EMU_WIDE] = wide[warp_gen[cur->warp] & 1];
+    memcpy(slots[base + cur->lane], mine, n);
+    warp_arrive();
+    return slots[base];
+}
+
+int emu_warp_any(int pred)
+{
+    const uint64_t *slots = emu_warp_gather(pred != 0);
+    int lanes = n_threads - cur->warp * 32 < 32 ? n_threads - cur->warp * 32 : 32, any = 0;
+    for (int l = 0; l < lanes; l++)
+        any |= slots[l] != 0;
+    return any;
 }
 
 /* A thread's life: the kernel, then its place at barriers given up. */
@@ -156,7 +243,7 @@ extern "C" void emu_fiber_main(emu_thread *t)
         warp_gen[t->warp]++;
         warp_arrived[t->warp] = 0;
     }
-    emu_switch(&t->sp, sched_sp);
+    leave();
     abort(); /* never resumed */
 }
 
@@ -178,39 +265,38 @@ static void run_block(void)
          * over 6 registers (r12 = t): after the switch's ret the stack
          * pointer is the top, and the trampoline's call enters
          * emu_fiber_main aligned as the ABI wants */
-        uint64_t *sp = (uint64_t *)(stacks + (size_t)(i + 1) * EMU_STACK) - 7;
+        uint64_t *sp = (uint64_t *)(stacks + (size_t)(i + 1) * EMU_STACK - emu_stack_color(i)) - 7;
         sp[0] = sp[1] = sp[2] = 0;
         sp[3] = (uint64_t)t;
         sp[4] = sp[5] = 0;
         sp[6] = (uint64_t)emu_trampoline;
         t->sp = sp;
     }
-    for (int done = 0; done < n_threads;) {
-        int progress = 0;
-        done = 0;
-        for (int i = 0; i < n_threads; i++) {
-            emu_thread *t = &threads[i];
-            if (t->state == T_DONE) {
-                done++;
-                continue;
-            }
-            if ((t->state == T_BLOCK_WAIT && block_gen == t->wait_gen) ||
-                (t->state == T_WARP_WAIT && warp_gen[t->warp] == t->wait_gen))
-                continue;
-            t->state = T_READY;
-            cur = t;
-            threadIdx = t->tid;
-            emu_switch(&sched_sp, t->sp);
-            progress = 1;
-        }
-        if (!progress && done < n_threads) {
-            fprintf(stderr,
-                    "cuda emulation: deadlock in block (%u,%u,%u): %d of %d threads wait at a barrier that not every "
-                    "live thread reaches (divergent __syncthreads or warp operation)\n",
-                    blockIdx.x, blockIdx.y, blockIdx.z, n_threads - done, n_threads);
-            abort();
-        }
+    /* thread 0 first; the threads then hand over to one another, and the
+     * last to end comes back here */
+    cur = &threads[0];
+    threadIdx = cur->tid;
+    emu_switch(&sched_sp, cur->sp);
+}
+
+/* The emulated programs load cuBLAS's emulation (cublas_emu.cpp) from
+ * beside them, build/emu/libcublas_emu.so for build/emu/tests/X, unless
+ * SMQ_CUBLAS names a library. */
+__attribute__((constructor)) static void use_emulated_cublas(void)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 32);
+    if (getenv("SMQ_CUBLAS") || n <= 0)
+        return;
+    exe[n] = 0;
+    for (int up = 0; up < 2; up++) {
+        char *slash = strrchr(exe, '/');
+        if (!slash)
+            return;
+        *slash = 0;
     }
+    strcat(exe, "/libcublas_emu.so");
+    setenv("SMQ_CUBLAS", exe, 0);
 }
 
 /* ---- streams, captures, launches ---- */
@@ -247,13 +333,23 @@ static void enqueue(cudaStream_t s, std::function<void()> op)
         op();
 }
 
+/* Dynamic shared memory: one buffer, the block running's, poisoned before
+ * each block as uninitialized memory is not zero. */
+static unsigned char *dyn_smem;
+static size_t dyn_smem_cap, dyn_smem_bytes;
+
+void *emu_dynamic_smem(void)
+{
+    return dyn_smem;
+}
+
+/* cudaFuncAttributeMaxDynamicSharedMemorySize per kernel; 48 KB unless raised. */
+static std::map<const void *, int> max_dyn_smem;
+enum { EMU_DYN_SMEM_DEFAULT = 48 << 10, EMU_DYN_SMEM_OPTIN = 227 << 10 };
+
 static void run_grid(dim3 grid, dim3 block, const std::function<void()> &fn)
 {
     n_threads = (int)(block.x * block.y * block.z);
-    if (n_threads < 1 || n_threads > EMU_MAX_THREADS) {
-        fprintf(stderr, "cuda emulation: a block of %d threads\n", n_threads);
-        abort();
-    }
     if (!stacks) {
         stacks = (char *)mmap(NULL, (size_t)EMU_MAX_THREADS * EMU_STACK, PROT_READ | PROT_WRITE,
                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -269,43 +365,137 @@ static void run_grid(dim3 grid, dim3 block, const std::function<void()> &fn)
         for (unsigned y = 0; y < grid.y; y++)
             for (unsigned x = 0; x < grid.x; x++) {
                 blockIdx = make_uint3(x, y, z);
+                if (dyn_smem_bytes)
+                    memset(dyn_smem, 0xA5, dyn_smem_bytes);
                 run_block();
             }
 }
 
-void emu_launch(dim3 grid, dim3 block, cudaStream_t s, std::function<void()> fn)
+cudaError_t emu_launch(const void *kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t s, std::function<void()> fn)
 {
-    enqueue(s, [grid, block, fn]() { run_grid(grid, block, fn); });
+    /* what a launch refuses: checked when it is made (or captured) */
+    unsigned long long n = (unsigned long long)block.x * block.y * block.z;
+    if (n < 1 || n > EMU_MAX_THREADS || grid.x < 1 || grid.y < 1 || grid.z < 1 || grid.y > 65535 || grid.z > 65535) {
+        fprintf(stderr, "cuda emulation: a launch of (%u,%u,%u) blocks of (%u,%u,%u) threads\n", grid.x, grid.y, grid.z,
+                block.x, block.y, block.z);
+        return last_error = cudaErrorInvalidConfiguration;
+    }
+    auto lim = max_dyn_smem.find(kernel);
+    if (smem > (size_t)(lim == max_dyn_smem.end() ? EMU_DYN_SMEM_DEFAULT : lim->second)) {
+        fprintf(stderr, "cuda emulation: a launch with %zu bytes of dynamic shared memory, past the kernel's limit\n",
+                smem);
+        return last_error = cudaErrorInvalidValue;
+    }
+    enqueue(s, [grid, block, smem, fn]() {
+        if (smem > dyn_smem_cap) {
+            free(dyn_smem);
+            dyn_smem = (unsigned char *)aligned_alloc(128, (smem + 127) / 128 * 128);
+            if (!dyn_smem) {
+                perror("cuda emulation: shared memory");
+                abort();
+            }
+            dyn_smem_cap = smem;
+        }
+        dyn_smem_bytes = smem;
+        run_grid(grid, block, fn);
+        dyn_smem_bytes = 0;
+    });
+    return cudaSuccess;
+}
+
+cudaError_t emu_func_set_attribute(const void *kernel, enum cudaFuncAttribute attr, int value)
+{
+    if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize)
+        return cudaSuccess;
+    if (value < 0 || value > EMU_DYN_SMEM_OPTIN)
+        return last_error = cudaErrorInvalidValue;
+    max_dyn_smem[kernel] = value;
+    return cudaSuccess;
+}
+
+/* ---- device memory: the allocations, for checking what cuBLAS is given ---- */
+
+struct emu_allocation {
+    size_t bytes;
+    bool device; /* else pinned host memory, which the device reaches too */
+};
+static std::map<uintptr_t, emu_allocation> allocations; /* by start */
+
+int emu_device_range(const void *p, size_t n)
+{
+    uintptr_t a = (uintptr_t)p;
+    auto it = allocations.upper_bound(a);
+    if (it == allocations.begin())
+        return 0;
+    --it;
+    size_t len = it->second.bytes;
+    return a >= it->first && n <= len && a - it->first <= len - n;
+}
+
+cudaError_t emu_enqueue_host(cudaStream_t s, void (*fn)(const void *), const void *arg, size_t bytes)
+{
+    std::vector<unsigned char> kept((const unsigned char *)arg, (const unsigned char *)arg + bytes);
+    enqueue(s, [fn, kept]() { fn(kept.data()); });
+    return cudaSuccess;
 }
 
 /* ---- the runtime API ---- */
 
 extern "C" {
 
-cudaError_t cudaMalloc(void **p, size_t n)
+/* Device memory (capped at EMU_DEVICE_MEMORY, in use counted: what
+ * cudaMemGetInfo says) and pinned host memory (not counted), both from the
+ * host's heap and poisoned as uninitialized memory is not zero. */
+static const size_t EMU_DEVICE_MEMORY = (size_t)16 << 30;
+static size_t device_used;
+
+static cudaError_t emu_alloc(void **p, size_t n, bool device)
 {
+    *p = NULL;
+    if (device && n > EMU_DEVICE_MEMORY - device_used)
+        return last_error = cudaErrorMemoryAllocation;
     *p = aligned_alloc(256, (n + 255) / 256 * 256 + 256);
     if (!*p)
         return last_error = cudaErrorMemoryAllocation;
-    memset(*p, 0xA5, n); /* as uninitialized device memory: not zero */
+    memset(*p, 0xA5, n);
+    allocations[(uintptr_t)*p] = { n, device };
+    if (device)
+        device_used += n;
     return cudaSuccess;
+}
+
+static cudaError_t emu_free(void *p, bool device)
+{
+    if (!p)
+        return cudaSuccess;
+    auto it = allocations.find((uintptr_t)p);
+    if (it == allocations.end() || it->second.device != device)
+        return last_error = cudaErrorInvalidValue;
+    if (device)
+        device_used -= it->second.bytes;
+    allocations.erase(it);
+    free(p);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMalloc(void **p, size_t n)
+{
+    return emu_alloc(p, n, true);
 }
 
 cudaError_t cudaFree(void *p)
 {
-    free(p);
-    return cudaSuccess;
+    return emu_free(p, true);
 }
 
 cudaError_t cudaMallocHost(void **p, size_t n)
 {
-    return cudaMalloc(p, n);
+    return emu_alloc(p, n, false);
 }
 
 cudaError_t cudaFreeHost(void *p)
 {
-    free(p);
-    return cudaSuccess;
+    return emu_free(p, false);
 }
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind)
@@ -336,8 +526,8 @@ cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s)
 
 cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b)
 {
-    /* the emulated device's memory is the host's: say 16 GiB */
-    *free_b = *total_b = (size_t)16 << 30;
+    *total_b = EMU_DEVICE_MEMORY;
+    *free_b = EMU_DEVICE_MEMORY - device_used;
     return cudaSuccess;
 }
 
@@ -395,10 +585,10 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int d)
         return last_error = cudaErrorInvalidDevice;
     memset(prop, 0, sizeof *prop);
     snprintf(prop->name, sizeof prop->name, "CUDA host emulation");
-    prop->totalGlobalMem = (size_t)16 << 30;
+    prop->totalGlobalMem = EMU_DEVICE_MEMORY;
     prop->multiProcessorCount = 1;
     prop->sharedMemPerBlock = 48 << 10;
-    prop->sharedMemPerBlockOptin = 48 << 10;
+    prop->sharedMemPerBlockOptin = EMU_DYN_SMEM_OPTIN;
     prop->warpSize = 32;
     prop->maxThreadsPerBlock = EMU_MAX_THREADS;
     return cudaSuccess;

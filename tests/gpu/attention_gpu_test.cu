@@ -197,25 +197,12 @@ static void check_shape(uint32_t n_head, uint32_t n_head_kv, uint32_t D)
     free(out2);
 }
 
-/* The host emulation (tests/emu) has no tensor cores. */
-static int no_tensor_cores(void)
-{
-#ifdef SMQ_CUDA_EMU
-    test_skip("the tensor-core prompt attention is not emulated on the host");
-    return 1;
-#else
-    return 0;
-#endif
-}
-
 static void test_prompt_attention(void)
 {
     if (!have_gpu) {
         test_skip("no CUDA device");
         return;
     }
-    if (no_tensor_cores())
-        return;
     check_shape(16, 4, 128); /* SmolLM3-3B */
     check_shape(4, 2, 64);   /* the test model */
     check_shape(8, 8, 64);   /* one head per KV head */
@@ -369,8 +356,6 @@ static void test_decode_attention(void)
 
 static void test_unsupported_shapes(void)
 {
-    if (no_tensor_cores())
-        return;
     fwd_dims d = { 0, 12, 4, 128, 128, 0, PAGE }; /* 3 heads per KV head: 64 / 3 rows is no tile */
     CHECK(!fwd_prompt_attention_supported(&d));
     smq_err err;

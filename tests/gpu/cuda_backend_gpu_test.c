@@ -4,6 +4,7 @@
  * (copy_kv) against single runs; bad batches. Before every run the backend's
  * device buffers are poisoned (NaN) and so are the host logits, so that an
  * element a step forgets to write shows. Skipped without a GPU. */
+#include <cuda_runtime_api.h>
 #include <math.h>
 
 #include "backend.h"
@@ -410,9 +411,9 @@ static void test_routes(void)
     setenv("SMQ_CUDA_GEMM", "0", 1);
     backend *q16 = new_backend(&cuda_backend_ops, PAGES);
     unsetenv("SMQ_CUDA_GEMM");
-    setenv("SMQ_CUBLAS", "/nonexistent/libcublas.so", 1);
+    char *kept = test_env_swap("SMQ_CUBLAS", "/nonexistent/libcublas.so");
     backend *none = new_backend(&cuda_backend_ops, PAGES);
-    unsetenv("SMQ_CUBLAS");
+    test_env_restore("SMQ_CUBLAS", kept);
     setenv("SMQ_CUDA_F16_WEIGHTS", "0", 1);
     backend *scratch = new_backend(&cuda_backend_ops, PAGES);
     unsetenv("SMQ_CUDA_F16_WEIGHTS");
@@ -766,6 +767,50 @@ static void test_bad_batches(void)
     b->ops->destroy(&b);
 }
 
+/* A KV pool twice the device's memory: the probe says what is free and
+ * what the model needs; creating the backend fails naming what it asked
+ * for and what was free, and gives back all it had taken (the weights);
+ * a backend that fits works after it. */
+static void test_out_of_memory(void)
+{
+    if (!have_gpu) {
+        test_skip("no CUDA device");
+        return;
+    }
+    size_t free0 = 0, free1 = 0, total = 0;
+    CHECK(cudaMemGetInfo(&free0, &total) == cudaSuccess);
+    backend_config one = { 1, PAGE, 0, 1, 0 }, two = { 2, PAGE, 0, 1, 0 };
+    uint64_t per_page = cuda_backend_need(mdl, &two) - cuda_backend_need(mdl, &one);
+    uint64_t pages = 2 * (uint64_t)total / per_page + 1;
+    if (pages > UINT32_MAX) {
+        test_skip("%zu bytes of device memory take more than 2^32 pages of the test model", total);
+        return;
+    }
+    backend_config cfg = { (uint32_t)pages, PAGE, 0, 1, 0 };
+    char desc[256];
+    smq_err err;
+    CHECK_INT(cuda_backend_probe(mdl, &cfg, desc, sizeof desc, &err), -1);
+    printf("  probe: %s\n", err.msg);
+    CHECK_CONTAINS(err.msg, "GiB free; the model and its KV pool need");
+    backend *b = cuda_backend_ops.create(mdl, &cfg, &err);
+    CHECK(b == NULL);
+    printf("  create: %s\n", err.msg);
+    CHECK_CONTAINS(err.msg, "cannot allocate");
+    CHECK_CONTAINS(err.msg, "of device memory for the KV pool (");
+    CHECK_CONTAINS(err.msg, " MiB free of ");
+    CHECK(cudaMemGetInfo(&free1, &total) == cudaSuccess);
+    CHECK_MSG(free1 + (16u << 20) >= free0, "a failed create kept %.1f MiB", (free0 - free1) / 1048576.0);
+    backend *ok = new_backend(&cuda_backend_ops, PAGES);
+    if (ok) {
+        float *lg = malloc(N_VOCAB * 4);
+        int32_t tok = 1;
+        CHECK(run(ok, &tok, 1, 0, identity_pages, lg, 0) == 0);
+        CHECK(!isnan(lg[0]) && !isnan(lg[N_VOCAB - 1]));
+        free(lg);
+        ok->ops->destroy(&ok);
+    }
+}
+
 /* Without a device, create fails with a message rather than crashing. */
 static void test_no_device_error(void)
 {
@@ -808,6 +853,7 @@ int main(void)
     TEST_RUN(test_overlapped_launches);
     TEST_RUN(test_device_pick);
     TEST_RUN(test_bad_batches);
+    TEST_RUN(test_out_of_memory);
     TEST_RUN(test_no_device_error);
     json_free(prompts);
     json_free(exact);

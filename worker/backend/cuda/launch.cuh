@@ -57,6 +57,16 @@ __device__ static inline void grid_release()
 #endif
 }
 
+/* Declares name, the block's dynamic shared memory (the launch's smem
+ * bytes), 128-byte aligned. A macro because the host emulation of the
+ * device (tests/emu) has no extern __shared__: there it is a pointer to
+ * the running block's buffer. */
+#ifdef SMQ_CUDA_EMU
+#define SMQ_DYNAMIC_SMEM(name) unsigned char *const name = (unsigned char *)emu_dynamic_smem()
+#else
+#define SMQ_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
+#endif
+
 #define PREFETCH_CHUNK 16384u /* bytes per bulk prefetch */
 
 /* Asks for bytes at p to be brought into L2, without waiting: the 16-byte

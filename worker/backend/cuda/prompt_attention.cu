@@ -1,7 +1,7 @@
 /* prompt_attention.cu - the prompt rows' causal attention on the tensor
  * cores (fwd_prompt_attention, fwd_kernels.h), apart from the other forward
- * kernels: it alone needs WMMA (mma.h), which a host emulation of the
- * device (tests/emu) cannot run.
+ * kernels: it alone needs WMMA (mma.h; the host emulation of the device
+ * has its own, tests/emu/mma.h).
  */
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -70,7 +70,7 @@ __global__ static void __launch_bounds__(32 * PA_WARPS)
 {
     using namespace nvcuda;
     typedef pa_layout<D> L;
-    extern __shared__ __align__(128) unsigned char smem[];
+    SMQ_DYNAMIC_SMEM(smem);
     __half *Qs = (__half *)(smem + L::q), *Ks = (__half *)(smem + L::k), *Vs = (__half *)(smem + L::v);
     float *S = (float *)(smem + L::s), *row_m = (float *)(smem + L::stats), *row_l = row_m + PA_M;
     __half *Ps = (__half *)(smem + L::p);

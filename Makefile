@@ -113,6 +113,7 @@ EMU_CXXFLAGS := -std=c++17 -O2 -g -ffp-contract=off -Wall -Wextra -Werror -Wno-u
 EMU_OBJ := $(patsubst %.cu,$(EMU)/obj/%.o,$(CUDA_SRC)) $(EMU)/obj/tests/emu/emu.o
 EMU_CUBLAS := $(EMU)/libcublas_emu.so
 EMU_TESTS := $(patsubst $(BUILD)/tests/%,$(EMU)/tests/%,$(GPU_TESTS))
+EMU_BIN := $(EMU)/bin/smolmq
 # make test runs them all (some 3 minutes), but for the emulated backend's
 # three slowest tests (4 minutes more; make test-emu runs them): the prompt
 # routes, chunks and greedy decode are also checked by the others at less
@@ -130,6 +131,7 @@ endif
 ifeq ($(CUDA),1)
 GPU_BENCH_BIN := $(BUILD)/bench/gpu_matvec_bench
 ALL_TESTS_BIN := $(UNIT_TESTS) $(GPU_TESTS) $(EMU_TESTS)
+EMU_TOOL := $(EMU_BIN)
 TOOL_BACKEND_OBJ := $(BUILD)/obj/worker/tool/tool_backend.cuda.o
 BACKENDS_OBJ := $(CORE_OBJ) $(CUDA_OBJ)
 BIN_LIBS := $(CUDA_LDLIBS) $(LDLIBS)
@@ -152,7 +154,7 @@ ifneq ($(DEPS_DONE),1)
 	@sh deploy/deps.sh
 endif
 
-build: $(BIN) $(BROKER_BIN) $(WORKER_BIN) $(GATEWAY_BIN) $(ALL_TESTS_BIN) $(GPU_BENCH_BIN)
+build: $(BIN) $(BROKER_BIN) $(WORKER_BIN) $(GATEWAY_BIN) $(ALL_TESTS_BIN) $(GPU_BENCH_BIN) $(EMU_TOOL)
 
 # Every compile waits for `deps` (order-only), so that `make -j` on a fresh
 # machine installs the compilers before it uses them.
@@ -265,6 +267,16 @@ $(EMU_CUBLAS): tests/emu/cublas_emu.cpp tests/emu/cuda_emu.h | deps
 	$(CXX) $(EMU_CXXFLAGS) -fPIC -shared $< -o $@
 
 $(EMU)/tests/%_gpu_test: $(EMU)/obj/tests/gpu/%_gpu_test.o $(EMU_OBJ) $(CORE_OBJ) | $(EMU_CUBLAS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) -rdynamic $^ $(LDLIBS) -ldl -o $@
+
+# The smolmq tool on the emulation, without the network verbs (ask): the
+# tool's tests run `--backend cuda` through it.
+EMU_TOOL_OBJ := $(filter-out %/ask.o %/smolmq.o,$(TOOL_OBJ)) $(EMU)/obj/worker/tool/smolmq.o \
+	$(EMU)/obj/worker/tool/tool_backend.o
+$(EMU)/obj/worker/tool/smolmq.o: CFLAGS += -DSMQ_NO_NET
+$(EMU)/obj/worker/tool/tool_backend.o: CFLAGS += -DSMQ_CUDA=1
+$(EMU_BIN): $(EMU_TOOL_OBJ) $(EMU_OBJ) $(CORE_OBJ) | $(EMU_CUBLAS)
 	@mkdir -p $(dir $@)
 	$(CXX) $(LDFLAGS) -rdynamic $^ $(LDLIBS) -ldl -o $@
 

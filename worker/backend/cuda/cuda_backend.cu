@@ -322,7 +322,7 @@ extern "C" int cuda_backend_probe(const model *m, const backend_config *cfg, cha
                            "cuda backend: GPU %d (%s) has %.2f GiB free; the model and its KV pool need %.2f GiB "
                            "(and some room for the steps)",
                            cfg->gpu, prop.name, free_b / 1073741824.0, need / 1073741824.0);
-    snprintf(desc, desc_len, "GPU %d (%s): %.2f of %.2f GiB free needed", cfg->gpu, prop.name, need / 1073741824.0,
+    snprintf(desc, desc_len, "GPU %d (%s): needs %.2f GiB, %.2f GiB free", cfg->gpu, prop.name, need / 1073741824.0,
              free_b / 1073741824.0);
     return 0;
 }

@@ -21,8 +21,8 @@ extern const backend_ops cuda_backend_ops;
 uint64_t cuda_backend_need(const model *m, const backend_config *cfg);
 
 /* Whether GPU cfg->gpu exists and has the memory for m with cfg: 0 with the
- * device described in desc ("GPU 0 (NVIDIA H100 80GB HBM3): 2.1 of 79.1 GiB
- * free needed"), or -1 with err saying why not (no driver, no such device,
+ * device described in desc ("GPU 0 (NVIDIA H100 80GB HBM3): needs 2.10 GiB,
+ * 79.10 GiB free"), or -1 with err saying why not (no driver, no such device,
  * too little free memory). */
 int cuda_backend_probe(const model *m, const backend_config *cfg, char *desc, size_t desc_len, smq_err *err);
 

@@ -112,7 +112,7 @@ EMU_CXXFLAGS := -std=c++17 -O2 -g -ffp-contract=off -Wall -Wextra -Werror -Wno-u
 	-DSMQ_CUDA_LIBDIR='"$(CUDA_HOME)/lib64"'
 EMU_OBJ := $(patsubst %.cu,$(EMU)/obj/%.o,$(CUDA_SRC)) $(EMU)/obj/tests/emu/emu.o
 EMU_CUBLAS := $(EMU)/libcublas_emu.so
-EMU_TESTS := $(patsubst $(BUILD)/tests/%,$(EMU)/tests/%,$(GPU_TESTS))
+EMU_TESTS := $(patsubst $(BUILD)/tests/%,$(EMU)/tests/%,$(GPU_TESTS)) $(EMU)/tests/emu_test
 EMU_BIN := $(EMU)/bin/smolmq
 # make test runs them all (some 3 minutes), but for the emulated backend's
 # three slowest tests (4 minutes more; make test-emu runs them): the prompt
@@ -266,9 +266,13 @@ $(EMU_CUBLAS): tests/emu/cublas_emu.cpp tests/emu/cuda_emu.h | deps
 	@mkdir -p $(dir $@)
 	$(CXX) $(EMU_CXXFLAGS) -fPIC -shared $< -o $@
 
+EMU_LINK = mkdir -p $(dir $@) && $(CXX) $(LDFLAGS) -rdynamic $^ $(LDLIBS) -ldl -o $@
 $(EMU)/tests/%_gpu_test: $(EMU)/obj/tests/gpu/%_gpu_test.o $(EMU_OBJ) $(CORE_OBJ) | $(EMU_CUBLAS)
-	@mkdir -p $(dir $@)
-	$(CXX) $(LDFLAGS) -rdynamic $^ $(LDLIBS) -ldl -o $@
+	$(EMU_LINK)
+
+# The emulation's own test: what it computes, and what it refuses.
+$(EMU)/tests/emu_test: $(EMU)/obj/tests/emu/emu_test.o $(EMU_OBJ) $(CORE_OBJ) | $(EMU_CUBLAS)
+	$(EMU_LINK)
 
 # The smolmq tool on the emulation, without the network verbs (ask): the
 # tool's tests run `--backend cuda` through it.
@@ -277,8 +281,7 @@ EMU_TOOL_OBJ := $(filter-out %/ask.o %/smolmq.o,$(TOOL_OBJ)) $(EMU)/obj/worker/t
 $(EMU)/obj/worker/tool/smolmq.o: CFLAGS += -DSMQ_NO_NET
 $(EMU)/obj/worker/tool/tool_backend.o: CFLAGS += -DSMQ_CUDA=1
 $(EMU_BIN): $(EMU_TOOL_OBJ) $(EMU_OBJ) $(CORE_OBJ) | $(EMU_CUBLAS)
-	@mkdir -p $(dir $@)
-	$(CXX) $(LDFLAGS) -rdynamic $^ $(LDLIBS) -ldl -o $@
+	$(EMU_LINK)
 
 # The suite: unit tests, then the command-line tests against the built binary,
 # then the network side (worker, broker, clients on loopback).

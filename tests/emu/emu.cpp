@@ -302,7 +302,8 @@ __attribute__((constructor)) static void use_emulated_cublas(void)
 /* ---- streams, captures, launches ---- */
 
 struct CUstream_st {
-    int capturing;
+    int capturing, invalidated;
+    enum cudaStreamCaptureMode mode;
     std::vector<std::function<void()>> *graph;
 };
 struct CUgraph_st {
@@ -323,14 +324,36 @@ static CUstream_st *stream_of(cudaStream_t s)
     return s ? s : &default_stream;
 }
 
+/* The stream being captured (one at a time here), if any. While it is,
+ * the calls the runtime refuses during a capture that is not relaxed
+ * (cudaStreamCaptureModeGlobal, ThreadLocal: this emulation has one
+ * thread) fail and invalidate it, as they do on a device: allocation,
+ * freeing, synchronous copies and sets, synchronization. And work for
+ * another stream is refused too (on a device it would run at once, outside
+ * the graph: in this code base always a mistake). */
+static CUstream_st *captured;
+
+static cudaError_t capture_refuses(const char *what, cudaError_t why)
+{
+    if (!captured || captured->mode == cudaStreamCaptureModeRelaxed)
+        return cudaSuccess;
+    fprintf(stderr, "cuda emulation: %s while a stream is being captured: refused, the capture is invalidated\n", what);
+    captured->invalidated = 1;
+    return last_error = why;
+}
+
 /* An operation on s: recorded when s is being captured, else done now. */
-static void enqueue(cudaStream_t s, std::function<void()> op)
+static cudaError_t enqueue(cudaStream_t s, std::function<void()> op)
 {
     CUstream_st *st = stream_of(s);
-    if (st->capturing)
+    if (st->capturing) {
         st->graph->push_back(std::move(op));
-    else
-        op();
+        return cudaSuccess;
+    }
+    if (cudaError_t e = capture_refuses("work for another stream", cudaErrorStreamCaptureImplicit))
+        return e;
+    op();
+    return cudaSuccess;
 }
 
 /* Dynamic shared memory: one buffer, the block running's, poisoned before
@@ -386,7 +409,7 @@ cudaError_t emu_launch(const void *kernel, dim3 grid, dim3 block, size_t smem, c
                 smem);
         return last_error = cudaErrorInvalidValue;
     }
-    enqueue(s, [grid, block, smem, fn]() {
+    return enqueue(s, [grid, block, smem, fn]() {
         if (smem > dyn_smem_cap) {
             free(dyn_smem);
             dyn_smem = (unsigned char *)aligned_alloc(128, (smem + 127) / 128 * 128);
@@ -400,7 +423,6 @@ cudaError_t emu_launch(const void *kernel, dim3 grid, dim3 block, size_t smem, c
         run_grid(grid, block, fn);
         dyn_smem_bytes = 0;
     });
-    return cudaSuccess;
 }
 
 cudaError_t emu_func_set_attribute(const void *kernel, enum cudaFuncAttribute attr, int value)
@@ -435,8 +457,7 @@ int emu_device_range(const void *p, size_t n)
 cudaError_t emu_enqueue_host(cudaStream_t s, void (*fn)(const void *), const void *arg, size_t bytes)
 {
     std::vector<unsigned char> kept((const unsigned char *)arg, (const unsigned char *)arg + bytes);
-    enqueue(s, [fn, kept]() { fn(kept.data()); });
-    return cudaSuccess;
+    return enqueue(s, [fn, kept]() { fn(kept.data()); });
 }
 
 /* ---- the runtime API ---- */
@@ -452,6 +473,8 @@ static size_t device_used;
 static cudaError_t emu_alloc(void **p, size_t n, bool device)
 {
     *p = NULL;
+    if (cudaError_t e = capture_refuses(device ? "cudaMalloc" : "cudaMallocHost", cudaErrorStreamCaptureUnsupported))
+        return e;
     if (device && n > EMU_DEVICE_MEMORY - device_used)
         return last_error = cudaErrorMemoryAllocation;
     *p = aligned_alloc(256, (n + 255) / 256 * 256 + 256);
@@ -466,6 +489,8 @@ static cudaError_t emu_alloc(void **p, size_t n, bool device)
 
 static cudaError_t emu_free(void *p, bool device)
 {
+    if (cudaError_t e = capture_refuses(device ? "cudaFree" : "cudaFreeHost", cudaErrorStreamCaptureUnsupported))
+        return e;
     if (!p)
         return cudaSuccess;
     auto it = allocations.find((uintptr_t)p);
@@ -501,6 +526,8 @@ cudaError_t cudaFreeHost(void *p)
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind)
 {
     (void)kind;
+    if (cudaError_t e = capture_refuses("cudaMemcpy", cudaErrorStreamCaptureImplicit))
+        return e;
     memcpy(dst, src, n);
     return cudaSuccess;
 }
@@ -508,20 +535,20 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind, cudaStream_t s)
 {
     (void)kind;
-    enqueue(s, [dst, src, n]() { memcpy(dst, src, n); });
-    return cudaSuccess;
+    return enqueue(s, [dst, src, n]() { memcpy(dst, src, n); });
 }
 
 cudaError_t cudaMemset(void *p, int v, size_t n)
 {
+    if (cudaError_t e = capture_refuses("cudaMemset", cudaErrorStreamCaptureImplicit))
+        return e;
     memset(p, v, n);
     return cudaSuccess;
 }
 
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s)
 {
-    enqueue(s, [p, v, n]() { memset(p, v, n); });
-    return cudaSuccess;
+    return enqueue(s, [p, v, n]() { memset(p, v, n); });
 }
 
 cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b)
@@ -559,7 +586,7 @@ cudaError_t cudaPeekAtLastError(void)
 
 cudaError_t cudaDeviceSynchronize(void)
 {
-    return cudaSuccess;
+    return capture_refuses("cudaDeviceSynchronize", cudaErrorStreamCaptureUnsupported);
 }
 
 cudaError_t cudaGetDeviceCount(int *n)
@@ -629,7 +656,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t s)
 cudaError_t cudaStreamSynchronize(cudaStream_t s)
 {
     (void)s;
-    return cudaSuccess;
+    return capture_refuses("cudaStreamSynchronize", cudaErrorStreamCaptureUnsupported);
 }
 
 static double now_ms(void)
@@ -653,14 +680,13 @@ cudaError_t cudaEventDestroy(cudaEvent_t e)
 
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
 {
-    enqueue(s, [e]() { e->ms = now_ms(); });
-    return cudaSuccess;
+    return enqueue(s, [e]() { e->ms = now_ms(); });
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t e)
 {
     (void)e;
-    return cudaSuccess;
+    return capture_refuses("cudaEventSynchronize", cudaErrorStreamCaptureUnsupported);
 }
 
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
@@ -671,12 +697,14 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode mode)
 {
-    (void)mode;
     CUstream_st *st = stream_of(s);
-    if (st->capturing)
+    if (captured)
         return last_error = cudaErrorIllegalState;
     st->capturing = 1;
+    st->invalidated = 0;
+    st->mode = mode;
     st->graph = new std::vector<std::function<void()>>();
+    captured = st;
     return cudaSuccess;
 }
 
@@ -685,11 +713,12 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g)
     CUstream_st *st = stream_of(s);
     if (!st->capturing)
         return last_error = cudaErrorIllegalState;
-    *g = new CUgraph_st{ std::move(*st->graph) };
+    *g = st->invalidated ? NULL : new CUgraph_st{ std::move(*st->graph) };
     delete st->graph;
     st->graph = NULL;
     st->capturing = 0;
-    return cudaSuccess;
+    captured = NULL;
+    return st->invalidated ? (last_error = cudaErrorStreamCaptureInvalidated) : cudaSuccess;
 }
 
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t *x, cudaGraph_t g, unsigned long long flags)
@@ -702,7 +731,8 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *x, cudaGraph_t g, unsigned lon
 cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s)
 {
     for (const auto &op : x->ops)
-        enqueue(s, op);
+        if (cudaError_t e = enqueue(s, op))
+            return e;
     return cudaSuccess;
 }
 

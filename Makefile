@@ -283,6 +283,12 @@ $(EMU)/obj/worker/tool/tool_backend.o: CFLAGS += -DSMQ_CUDA=1
 $(EMU_BIN): $(EMU_TOOL_OBJ) $(EMU_OBJ) $(CORE_OBJ) | $(EMU_CUBLAS)
 	$(EMU_LINK)
 
+# ... and the worker, whose tests then serve chats through the CUDA backend.
+EMU_WORKER := $(EMU)/bin/smolmq-worker
+$(EMU_WORKER): $(call obj,$(WORKER_SRV_SRC) $(CURVE_SRC)) $(BUILD)/obj/worker/tool/tool.o \
+		$(EMU)/obj/worker/tool/tool_backend.o $(PROTO_OBJ) $(EMU_OBJ) $(CORE_OBJ) | $(EMU_CUBLAS)
+	$(EMU_LINK) $(NET_LIBS)
+
 # The suite: unit tests, then the command-line tests against the built binary,
 # then the network side (worker, broker, clients on loopback).
 # SMQ_TEST_QUICK=1 (set for sanitized runs) skips the 2 GB synth test.
@@ -298,17 +304,25 @@ test: all
 test-unit: all
 	@SMQ_PYTHON=$(PICK_PYTHON) SMQ_BIN=$(BIN) SMQ_BUILD=$(BUILD) SMQ_TEST_QUICK=1 sh tests/run.sh $(UNIT_TESTS) tests/smolmq_test.py $(NET_TESTS)
 
-# Needs only gcc and nvcc (no `deps`), so it also runs on a bare GPU host.
 # The GPU tests on the host emulation of the device (tests/emu), every one:
 # no GPU needed, some 7 minutes.
+# With the network libraries (NET=1) also the worker's tests, its chats
+# served by the emulated CUDA backend (some 15 minutes: every wait in them
+# 20 times longer; heartbeat timing is not checked).
+ifeq ($(NET),1)
+EMU_SERVE := $(EMU_BIN) $(EMU_WORKER)
+EMU_SERVE_TESTS := tests/worker_test.py
+endif
 test-emu:
 ifeq ($(CUDA),1)
-	@$(MAKE) --no-print-directory $(EMU_TESTS) DEPS_DONE=1
-	@sh tests/run.sh $(EMU_TESTS)
+	@$(MAKE) --no-print-directory $(EMU_TESTS) $(EMU_SERVE) DEPS_DONE=1
+	@SMQ_PYTHON=$(PICK_PYTHON) SMQ_BUILD=$(EMU) SMQ_TEST_BACKEND=cuda SMQ_TEST_SLOWER=20 \
+		sh tests/run.sh $(EMU_TESTS) $(EMU_SERVE_TESTS)
 else
 	@echo "SKIP emu: no CUDA build (the emulation needs the CUDA headers)" | sh tests/run.sh --count-stdin
 endif
 
+# Needs only gcc and nvcc (no `deps`), so it also runs on a bare GPU host.
 test-gpu:
 ifeq ($(CUDA),1)
 	@$(MAKE) --no-print-directory $(GPU_TESTS) DEPS_DONE=1

@@ -132,6 +132,9 @@ ifeq ($(CUDA),1)
 GPU_BENCH_BIN := $(BUILD)/bench/gpu_matvec_bench
 ALL_TESTS_BIN := $(UNIT_TESTS) $(GPU_TESTS) $(EMU_TESTS)
 EMU_TOOL := $(EMU_BIN)
+# The kernels' tests once more with the threads taking turns in reverse:
+# a read of another thread's write with no barrier between shows one way.
+EMU_REVERSE_RUN := SMQ_EMU_ORDER=reverse $(filter-out %/cuda_backend_gpu_test %/emu_test,$(EMU_TESTS))
 TOOL_BACKEND_OBJ := $(BUILD)/obj/worker/tool/tool_backend.cuda.o
 BACKENDS_OBJ := $(CORE_OBJ) $(CUDA_OBJ)
 BIN_LIBS := $(CUDA_LDLIBS) $(LDLIBS)
@@ -299,7 +302,8 @@ NET_TESTS := tests/worker_test.py tests/cluster_test.py tests/ask_fake_broker_te
 	proto/clients/python/test_client.py tests/gateway_test.py tests/gateway_clients_test.py
 PICK_PYTHON = $$(for p in python3 /usr/bin/python3; do $$p -c 'import zmq, msgpack, websockets' 2>/dev/null && { echo $$p; break; }; done)
 test: all
-	@SMQ_PYTHON=$(PICK_PYTHON) SMQ_BIN=$(BIN) SMQ_BUILD=$(BUILD) SMQ_TEST_SKIP=$(EMU_SLOW) sh tests/run.sh $(ALL_TESTS_BIN) tests/smolmq_test.py $(NET_TESTS)
+	@SMQ_PYTHON=$(PICK_PYTHON) SMQ_BIN=$(BIN) SMQ_BUILD=$(BUILD) SMQ_TEST_SKIP=$(EMU_SLOW) sh tests/run.sh $(ALL_TESTS_BIN) tests/smolmq_test.py $(NET_TESTS) \
+		$(EMU_REVERSE_RUN)
 
 test-unit: all
 	@SMQ_PYTHON=$(PICK_PYTHON) SMQ_BIN=$(BIN) SMQ_BUILD=$(BUILD) SMQ_TEST_QUICK=1 sh tests/run.sh $(UNIT_TESTS) tests/smolmq_test.py $(NET_TESTS)

@@ -5,6 +5,7 @@
 # one failure of its own. Exits 1 if anything failed.
 #
 #   sh tests/run.sh PROGRAM...       (*.py run with $SMQ_PYTHON, default python3)
+#   sh tests/run.sh A B VAR=value C   (VAR=value set for the programs after it)
 #   ... | sh tests/run.sh --count-stdin
 set -u
 TIMEOUT=${SMQ_TEST_TIMEOUT:-900}
@@ -15,6 +16,12 @@ if [ "${1:-}" = "--count-stdin" ]; then
     tee "$log"
 else
     for prog in "$@"; do
+        case "$prog" in
+        [A-Za-z_]*=*)
+            export "$prog"
+            continue
+            ;;
+        esac
         case "$prog" in
         *.py) cmd="${SMQ_PYTHON:-python3} $prog" ;;
         *) cmd="$prog" ;;

@@ -78,12 +78,18 @@ static inline void test_env_restore(const char *name, char *kept)
 }
 
 /* Programs built for the CUDA host emulation (tests/emu) report as
- * "emu:<program>", apart from the same tests on a GPU. */
+ * "emu:<program>", apart from the same tests on a GPU; run with their
+ * threads taking turns in reverse (SMQ_EMU_ORDER=reverse), as
+ * "emu-reverse:<program>". */
+static inline const char *test_prefix(void)
+{
 #ifdef SMQ_CUDA_EMU
-#define TEST_PREFIX "emu:"
+    const char *order = getenv("SMQ_EMU_ORDER");
+    return order && !strcmp(order, "reverse") ? "emu-reverse:" : "emu:";
 #else
-#define TEST_PREFIX ""
+    return "";
 #endif
+}
 
 /* Whether the test's full name (as reported: "emu:cuda_backend_gpu/test_routes")
  * is in the comma-separated list SMQ_TEST_SKIP: tests a run leaves out on
@@ -92,7 +98,7 @@ static inline void test_env_restore(const char *name, char *kept)
 static inline int test_left_out(const char *name)
 {
     char full[256];
-    snprintf(full, sizeof full, TEST_PREFIX "%s/%s", test_program, name);
+    snprintf(full, sizeof full, "%s%s/%s", test_prefix(), test_program, name);
     size_t n = strlen(full);
     for (const char *p = getenv("SMQ_TEST_SKIP"); p && *p;) {
         const char *end = strchr(p, ',');
@@ -107,7 +113,7 @@ static inline int test_left_out(const char *name)
 static inline void test_run(void (*fn)(void), const char *name)
 {
     if (test_left_out(name)) {
-        printf("SKIP " TEST_PREFIX "%s/%s: left out of this run (SMQ_TEST_SKIP)\n", test_program, name);
+        printf("SKIP %s%s/%s: left out of this run (SMQ_TEST_SKIP)\n", test_prefix(), test_program, name);
         fflush(stdout);
         return;
     }
@@ -116,12 +122,12 @@ static inline void test_run(void (*fn)(void), const char *name)
     test_cur_msg[0] = 0;
     fn();
     if (test_cur_failed) {
-        printf("FAIL " TEST_PREFIX "%s/%s: %s\n", test_program, name, test_cur_msg);
+        printf("FAIL %s%s/%s: %s\n", test_prefix(), test_program, name, test_cur_msg);
         test_failures_total++;
     } else if (test_cur_skipped) {
-        printf("SKIP " TEST_PREFIX "%s/%s: %s\n", test_program, name, test_cur_msg);
+        printf("SKIP %s%s/%s: %s\n", test_prefix(), test_program, name, test_cur_msg);
     } else {
-        printf("PASS " TEST_PREFIX "%s/%s\n", test_program, name);
+        printf("PASS %s%s/%s\n", test_prefix(), test_program, name);
     }
     fflush(stdout);
 }

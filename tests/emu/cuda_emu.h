@@ -11,9 +11,13 @@
  * that is always drained); a launch's blocks one after another, and a
  * block's threads as fibers on one OS thread (emu.cpp), switching at
  * __syncthreads and at warp operations (shuffles, __syncwarp, __any_sync),
- * whose lanes meet at a warp barrier. __shared__ variables are static:
- * one copy, which the block running owns. A graph captured from a stream
- * records its launches and copies and replays them.
+ * whose lanes meet at a warp barrier; the threads take turns by index, or
+ * from the last (SMQ_EMU_ORDER=reverse), so that a race shows in one of
+ * the two orders. __shared__ variables are static: one copy, which the
+ * block running owns, not reset between blocks (a read before any write
+ * sees the last block's values; dynamic shared memory is poisoned per
+ * block). A graph captured from a stream records its launches and copies
+ * and replays them.
  *
  * What it is not: a model of the memory system or of timing (events time
  * the host), nor of device math: expf, sqrtf are the host's, so numbers
@@ -141,6 +145,9 @@ const uint64_t *emu_warp_gather(uint64_t mine);
  * barrier, then the slots: lane l's bytes at l * EMU_WIDE. */
 enum { EMU_WIDE = 64 };
 const unsigned char *emu_warp_gather_bytes(const void *mine, size_t n);
+/* Threads take turns by index, or from the last (SMQ_EMU_ORDER=reverse
+ * sets it at the start). */
+void emu_set_order(int reverse);
 /* Whether pred is true in any lane: one exchange. */
 int emu_warp_any(int pred);
 int emu_lane(void);

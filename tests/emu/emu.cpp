@@ -115,12 +115,35 @@ static size_t emu_stack_color(int i)
     return (size_t)(i % 67) * 64 + (size_t)(i / 67 % 8) * 4096 / 8;
 }
 
-/* The thread after cur (cyclically) that can go on, or NULL. */
+/* The order threads take turns in: by index, or (SMQ_EMU_ORDER=reverse)
+ * from the last. A kernel that reads what another thread writes without a
+ * barrier between them reads it stale in one of the two orders: running a
+ * test both ways shows such races either way round. */
+static int order_reversed = -1;
+
+static int reverse_order(void)
+{
+    if (order_reversed < 0) {
+        const char *e = getenv("SMQ_EMU_ORDER");
+        order_reversed = e && !strcmp(e, "reverse");
+    }
+    return order_reversed;
+}
+
+void emu_set_order(int reverse)
+{
+    order_reversed = reverse != 0;
+}
+
+/* The thread after cur (cyclically, in the order) that can go on, or NULL. */
 static emu_thread *next_runnable(void)
 {
     emu_thread *t = cur, *end = threads + n_threads;
+    int back = reverse_order();
     for (int k = 0; k < n_threads; k++) {
-        if (++t == end)
+        if (back)
+            t = t == threads ? end - 1 : t - 1;
+        else if (++t == end)
             t = threads;
         if (runnable(t))
             return t;
@@ -272,9 +295,9 @@ static void run_block(void)
         sp[6] = (uint64_t)emu_trampoline;
         t->sp = sp;
     }
-    /* thread 0 first; the threads then hand over to one another, and the
-     * last to end comes back here */
-    cur = &threads[0];
+    /* the first in the order first; the threads then hand over to one
+     * another, and the last to end comes back here */
+    cur = &threads[reverse_order() ? n_threads - 1 : 0];
     threadIdx = cur->tid;
     emu_switch(&sched_sp, cur->sp);
 }

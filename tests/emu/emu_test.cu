@@ -39,6 +39,39 @@ static void test_warp_exchanges(void)
     cudaFree(d);
 }
 
+/* Each thread reads what the one before it wrote: without the barrier a
+ * race, which one of the two orders of turns shows. */
+__global__ static void neighbour_kernel(int *out, int sync)
+{
+    __shared__ int s[64];
+    s[threadIdx.x] = (int)threadIdx.x + 1;
+    if (sync)
+        __syncthreads();
+    out[threadIdx.x] = s[(threadIdx.x + 63) % 64];
+}
+
+static void test_orders_show_races(void)
+{
+    int *d = NULL, h[2][2][64];
+    CHECK(cudaMalloc((void **)&d, 64 * sizeof(int)) == cudaSuccess);
+    for (int rev = 0; rev < 2; rev++)
+        for (int sync = 0; sync < 2; sync++) {
+            emu_set_order(rev);
+            CHECK(cudaMemset(d, 0, 64 * sizeof(int)) == cudaSuccess);
+            launch_plain(neighbour_kernel, 1, 64, 0, 0, d, sync);
+            cudaMemcpy(h[rev][sync], d, sizeof h[rev][sync], cudaMemcpyDeviceToHost);
+        }
+    emu_set_order(0);
+    int right[2] = { 0, 0 };
+    for (int rev = 0; rev < 2; rev++)
+        for (int t = 0; t < 64; t++) {
+            CHECK_INT(h[rev][1][t], (t + 63) % 64 + 1);
+            right[rev] += h[rev][0][t] == (t + 63) % 64 + 1;
+        }
+    CHECK_MSG(right[0] < 64 || right[1] < 64, "the race read right in both orders (%d, %d of 64)", right[0], right[1]);
+    cudaFree(d);
+}
+
 /* C = A B for one warp: A row-major, B row- or column-major. */
 template <class BL> __global__ static void wmma_kernel(const __half *a, const __half *b, float *c)
 {
@@ -296,6 +329,7 @@ int main(void)
 {
     test_program = "emu";
     TEST_RUN(test_warp_exchanges);
+    TEST_RUN(test_orders_show_races);
     TEST_RUN(test_wmma_product);
     TEST_RUN(test_graph_capture);
     TEST_RUN(test_dynamic_shared_memory);

@@ -106,6 +106,8 @@ GPU_TESTS := $(BUILD)/tests/quant_gpu_test $(BUILD)/tests/matvec_gpu_test $(BUIL
 	$(BUILD)/tests/sample_gpu_test \
 	$(BUILD)/tests/cuda_backend_gpu_test
 EMU := $(BUILD)/emu
+comma := ,
+space := $(subst ,, )
 EMU_CXXFLAGS := -std=c++17 -O2 -g -ffp-contract=off -Wall -Wextra -Werror -Wno-unused-function -Wno-unknown-pragmas \
 	-Wno-sign-compare -Wno-unused-variable $(SANFLAGS) \
 	-include tests/emu/cuda_emu.h -Itests/emu -I$(CUDA_HOME)/include $(INCLUDES) -Itests \
@@ -114,11 +116,13 @@ EMU_OBJ := $(patsubst %.cu,$(EMU)/obj/%.o,$(CUDA_SRC)) $(EMU)/obj/tests/emu/emu.
 EMU_CUBLAS := $(EMU)/libcublas_emu.so
 EMU_TESTS := $(patsubst $(BUILD)/tests/%,$(EMU)/tests/%,$(GPU_TESTS)) $(EMU)/tests/emu_test
 EMU_BIN := $(EMU)/bin/smolmq
-# make test runs them all (some 3 minutes), but for the emulated backend's
-# three slowest tests (4 minutes more; make test-emu runs them): the prompt
+# make test runs them all (some 2 minutes), but for the emulated backend's
+# five slowest tests (4.5 minutes more; make test-emu runs them): the prompt
 # routes, chunks and greedy decode are also checked by the others at less
-# cost (goldens through cuBLAS and the tensor cores, batches, prefix reuse).
-EMU_SLOW := emu:cuda_backend_gpu/test_greedy_decode,emu:cuda_backend_gpu/test_chunked_prefill,emu:cuda_backend_gpu/test_routes
+# cost (goldens through cuBLAS and the tensor cores, batches, prefix reuse),
+# the fused norm and the device's picks by the kernels' own tests.
+EMU_SLOW := $(subst $(space),$(comma),$(addprefix emu:cuda_backend_gpu/,test_greedy_decode test_chunked_prefill \
+	test_routes test_fused_norm test_device_pick))
 # The tool's backend choice (tool_backend.c) is compiled with -DSMQ_CUDA=1 into
 # its own object where the binary has the CUDA backend. The setting is kept in
 # a file rewritten (at parse time) only when CUDA= changes, which relinks the

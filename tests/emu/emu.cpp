@@ -244,9 +244,9 @@ const unsigned char *emu_warp_gather_bytes(const void *mine, size_t n)
 int emu_warp_any(int pred)
 {
     const uint64_t *slots = emu_warp_gather(pred != 0);
-    int lanes = n_threads - cur->warp * 32 < 32 ? n_threads - cur->warp * 32 : 32, any = 0;
-    for (int l = 0; l < lanes; l++)
-        any |= slots[l] != 0;
+    int base = cur->warp * 32, lanes = n_threads - base < 32 ? n_threads - base : 32, any = 0;
+    for (int l = 0; l < lanes; l++) /* lanes that have ended take no part */
+        any |= threads[base + l].state != T_DONE && slots[l] != 0;
     return any;
 }
 

@@ -42,10 +42,11 @@ int openai_error_json(const openai_error *e, sbuf *out)
 
 json_t *openai_usage(const smq_usage *u)
 {
-    return json_pack("{s:I, s:I, s:I, s:{s:I}}", "prompt_tokens", (json_int_t)u->prompt_tokens, "completion_tokens",
-                     (json_int_t)u->completion_tokens, "total_tokens",
+    return json_pack("{s:I, s:I, s:I, s:{s:I}, s:{s:I}}", "prompt_tokens", (json_int_t)u->prompt_tokens,
+                     "completion_tokens", (json_int_t)u->completion_tokens, "total_tokens",
                      (json_int_t)u->prompt_tokens + (json_int_t)u->completion_tokens, "prompt_tokens_details",
-                     "cached_tokens", (json_int_t)u->cached_tokens);
+                     "cached_tokens", (json_int_t)u->cached_tokens, "completion_tokens_details", "reasoning_tokens",
+                     (json_int_t)u->reasoning_tokens);
 }
 
 static json_t *chunk(const openai_meta *m, json_t *choices)

@@ -28,7 +28,8 @@ int openai_error_json(const openai_error *e, sbuf *out);
 json_t *openai_error_object(const openai_error *e);
 
 /* usage as OpenAI spells it: prompt_tokens, completion_tokens,
- * total_tokens, prompt_tokens_details.cached_tokens. */
+ * total_tokens, prompt_tokens_details.cached_tokens,
+ * completion_tokens_details.reasoning_tokens. */
 json_t *openai_usage(const smq_usage *u);
 
 /* One SSE event "data: {chat.completion.chunk}\n\n" whose delta holds

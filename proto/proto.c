@@ -910,6 +910,7 @@ static const field usage_fields[] = {
     F_U32("prompt_tokens", 1, smq_usage, prompt_tokens, 0, UINT32_MAX),
     F_U32("completion_tokens", 1, smq_usage, completion_tokens, 0, UINT32_MAX),
     F_U32("cached_tokens", 1, smq_usage, cached_tokens, 0, UINT32_MAX),
+    F_U32("reasoning_tokens", 0, smq_usage, reasoning_tokens, 0, UINT32_MAX),
 };
 
 static const field timings_fields[] = {

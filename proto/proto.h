@@ -161,6 +161,7 @@ int smq_token_encode(smq_buf *b, const smq_token *t);
 
 typedef struct smq_usage {
     uint32_t prompt_tokens, completion_tokens, cached_tokens;
+    uint32_t reasoning_tokens; /* optional: of completion_tokens, the thinking block's (0: none, or not told) */
 } smq_usage;
 typedef struct smq_timings {
     double queue_ms, ttft_ms, total_ms, decode_tps;

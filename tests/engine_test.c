@@ -19,7 +19,7 @@ typedef struct collected {
     int n;
     sbuf reasoning, content;
     finish_reason finish;
-    uint32_t n_reused;
+    uint32_t n_reused, n_generated, n_thinking;
 } collected;
 
 typedef struct sink {
@@ -46,6 +46,8 @@ static void on_event(void *ctx, const engine_event *ev)
     if (ev->finish)
         c->finish = ev->finish;
     c->n_reused = ev->n_reused;
+    c->n_generated = ev->n_generated;
+    c->n_thinking = ev->n_thinking;
 }
 
 static collected *find(sink *s, uint64_t id)
@@ -348,9 +350,20 @@ static void test_thinking_and_end_of_turn(void)
     CHECK(c && c->finish == FINISH_EOG);
     CHECK_STR(c->reasoning.data, "\nLet me see: 2+2.\n");
     CHECK_STR(c->content.data, "\nIt is 4.");
+    /* The thinking tokens: <think> up to </think>, both included. */
+    int32_t close = tokenizer_find(tok, "</think>", 8);
+    int n_think = 0;
+    while (c && n_think < c->n && c->toks[n_think] != close)
+        n_think++;
+    CHECK(c && c->toks[0] == tokenizer_find(tok, "<think>", 7) && n_think > 3 && n_think < c->n);
+    CHECK_MSG(c && c->n_thinking == (uint32_t)n_think + 1 && c->n_generated == (uint32_t)c->n,
+              "n_thinking %u of %u generated, want %d", c ? c->n_thinking : 0, c ? c->n_generated : 0, n_think + 1);
+    /* Cut off while thinking: every generated token was a thinking one. */
+    c = run_script(e, &s, "<think>\nLet me see: 2+2.\n</think>\nIt is 4.<|im_end|>", NULL, 4);
+    CHECK(c && c->finish == FINISH_LENGTH && c->n_thinking == 4 && c->n_generated == 4);
     /* No-think turns: all content. */
     c = run_script(e, &s, "Plain answer, no thoughts.<|im_end|>", NULL, 100);
-    CHECK(c && c->finish == FINISH_EOG && !c->reasoning.len);
+    CHECK(c && c->finish == FINISH_EOG && !c->reasoning.len && c->n_thinking == 0 && c->n_generated > 3);
     CHECK_STR(c->content.data, "Plain answer, no thoughts.");
     sink_free(&s);
     engine_destroy(&e);

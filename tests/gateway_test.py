@@ -351,6 +351,7 @@ class FakeBroker:
         done = {"id": rid, "finish": "eog", "usage": {"prompt_tokens": 11, "completion_tokens": 4, "cached_tokens": 3},
                 "timings": {"queue_ms": 1.0, "ttft_ms": 2.0, "total_ms": 3.0, "decode_tps": 4.0}}
         if name == "think":
+            done["usage"]["reasoning_tokens"] = 2
             tok(0, reasoning="Let me ")
             tok(1, reasoning="think.")
             tok(2, content="Hello")
@@ -399,7 +400,8 @@ def test_chat_matches_generate():
         check(body["choices"][0]["finish_reason"] == "length", f"{body['choices']}")
         u = body["usage"]
         check(u["completion_tokens"] == 12 and u["prompt_tokens"] == want["usage"]["prompt_tokens"] and
-              u["total_tokens"] == u["prompt_tokens"] + 12 and "cached_tokens" in u["prompt_tokens_details"], f"{u}")
+              u["total_tokens"] == u["prompt_tokens"] + 12 and "cached_tokens" in u["prompt_tokens_details"] and
+              u["completion_tokens_details"]["reasoning_tokens"] == want["usage"]["reasoning_tokens"], f"{u}")
 
         # Streaming: a role chunk, the same text in deltas, finish, usage, [DONE].
         status, h, events, done = stream(s.port, {"messages": user(prompt), "seed": seed, "max_tokens": 12,
@@ -765,7 +767,8 @@ def test_fake_broker_reasoning_and_fields():
             check(status == 200 and msg["reasoning_content"] == "Let me think." and msg["content"] == "Hello world",
                   f"{body}")
             check(body["usage"] == {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15,
-                                    "prompt_tokens_details": {"cached_tokens": 3}}, f"{body['usage']}")
+                                    "prompt_tokens_details": {"cached_tokens": 3},
+                                    "completion_tokens_details": {"reasoning_tokens": 2}}, f"{body['usage']}")
             check(body["model"] == "fake-model" and body["choices"][0]["finish_reason"] == "stop", f"{body}")
             status, _, events, done = stream(p, {"messages": user("think")})
             deltas = [e["choices"][0]["delta"] for e in events]
@@ -783,7 +786,8 @@ def test_fake_broker_reasoning_and_fields():
                   [("delta", "Let me ", None), ("delta", "think.", None), ("delta", None, "Hello"),
                    ("delta", None, " world")], f"ws deltas {got}")
             check(got[4]["type"] == "done" and got[4]["finish_reason"] == "stop" and got[4]["model"] == "fake-model"
-                  and got[4]["usage"]["total_tokens"] == 15 and len(got) == 5, f"ws done {got[4:]}")
+                  and got[4]["usage"]["total_tokens"] == 15 and len(got) == 5
+                  and got[4]["usage"]["completion_tokens_details"] == {"reasoning_tokens": 2}, f"ws done {got[4:]}")
             # What the CHAT carried.
             fb.chats.clear()
             chat(p, {"messages": user("plain"), "max_completion_tokens": 7, "max_tokens": 99, "stop": "x", "seed": 5,

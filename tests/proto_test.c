@@ -126,6 +126,7 @@ static void want_done(const smq_done *d, const json_value *b)
     want_uint(u, "prompt_tokens", d->usage.prompt_tokens, 0);
     want_uint(u, "completion_tokens", d->usage.completion_tokens, 0);
     want_uint(u, "cached_tokens", d->usage.cached_tokens, 0);
+    want_uint(u, "reasoning_tokens", d->usage.reasoning_tokens, 0);
     want_num(t, "queue_ms", d->timings.queue_ms, 0, 0);
     want_num(t, "ttft_ms", d->timings.ttft_ms, 0, 0);
     want_num(t, "total_ms", d->timings.total_ms, 0, 0);

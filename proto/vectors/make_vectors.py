@@ -171,6 +171,10 @@ valid("done_worker_hop", "worker", "worker", "DONE",
       {"id": "r1", "seq": 9, "finish": "eog", "usage": {"prompt_tokens": 5, "completion_tokens": 0, "cached_tokens": 0},
        "timings": {"queue_ms": 0, "ttft_ms": 0, "total_ms": 3, "decode_tps": 0}},
       "A worker's DONE for job 7; durations given as integers.", job=JOB)
+valid("done_reasoning_tokens", "client", "broker", "DONE",
+      {"id": "r1", "seq": 40, "finish": "eog", "usage": dict(USAGE, reasoning_tokens=87), "timings": TIMINGS},
+      "usage.reasoning_tokens (optional, 0 when absent): how many of the completion tokens were the thinking "
+      "block's, <think> and </think> included.")
 
 valid("error_with_id", "client", "broker", "ERROR",
       {"id": "r1", "seq": 0, "code": "timeout", "message": "waited 30000 ms for a worker of SmolLM3-3B"},
@@ -319,6 +323,9 @@ bad_request("done_missing_usage_key", "client", "broker", "DONE",
              "timings": TIMINGS}, "usage.cached_tokens", "usage has all three counts.")
 bad_request("error_id_without_seq", "client", "broker", "ERROR", {"id": "r1", "code": "timeout", "message": "late"},
             "seq", "An ERROR with an id carries its seq.")
+bad_request("done_negative_reasoning_tokens", "client", "broker", "DONE",
+            {"id": "r1", "seq": 1, "finish": "eog", "usage": dict(USAGE, reasoning_tokens=-1), "timings": TIMINGS},
+            "usage.reasoning_tokens", "reasoning_tokens, when given, is a uint.")
 bad_request("ready_capacity_zero", "worker", "worker", "READY", {"model": "m", "capacity": 0}, "capacity",
             "A worker registers with a capacity of 1 to 4096.")
 bad_request("ready_bad_backend", "worker", "worker", "READY", {"model": "m", "capacity": 1, "backend": "tpu"},

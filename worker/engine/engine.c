@@ -27,7 +27,8 @@ typedef struct sequence {
     int32_t *tokens; /* prompt, then generated */
     uint32_t n_tokens, cap_tokens;
     uint32_t n_prompt, n_generated, n_reused;
-    uint32_t pos; /* tokens[0..pos) are in the KV cache */
+    uint32_t n_thinking; /* generated tokens of the thinking block, its markers included */
+    uint32_t pos;        /* tokens[0..pos) are in the KV cache */
     uint32_t *pages;
     uint32_t n_pages, cap_pages;
     sampler smp;
@@ -447,6 +448,8 @@ static finish_reason take_token(engine *e, sequence *s, int32_t tok, deltas *d)
 {
     finish_reason fin = FINISH_NONE;
     s->n_generated++;
+    if (s->reasoning || tok == e->think_open)
+        s->n_thinking++; /* </think> counts, as it comes while reasoning */
     if (e->eog[tok]) {
         fin = FINISH_EOG;
     } else if (tok == e->think_open || tok == e->think_close) {
@@ -488,7 +491,8 @@ static void send(engine_event_fn fn, void *ctx, sequence *s, int32_t tok, deltas
                         error,
                         s->n_prompt,
                         s->n_generated,
-                        s->n_reused };
+                        s->n_reused,
+                        s->n_thinking };
     if (fn)
         fn(ctx, &ev);
 }

@@ -60,6 +60,7 @@ typedef struct engine_event {
     finish_reason finish;                     /* FINISH_NONE until the last event */
     const char *error;                        /* FINISH_ERROR: what went wrong */
     uint32_t n_prompt, n_generated, n_reused; /* usage; n_reused: prompt tokens from the prefix cache */
+    uint32_t n_thinking;                      /* of n_generated: <think>, </think> and the tokens between */
 } engine_event;
 
 typedef void (*engine_event_fn)(void *ctx, const engine_event *ev);

@@ -263,7 +263,7 @@ static void on_event(void *ctx, const engine_event *ev)
     } else {
         const char *fin = finish_reason_name(ev->finish);
         smq_done d = { job_id_str(j), j->next_seq++, { fin, (uint32_t)strlen(fin) } };
-        d.usage = (smq_usage){ ev->n_prompt, ev->n_generated, ev->n_reused };
+        d.usage = (smq_usage){ ev->n_prompt, ev->n_generated, ev->n_reused, ev->n_thinking };
         d.timings.queue_ms = j->queued_ms + (j->t_start - j->t_recv) * 1e3;
         d.timings.ttft_ms = j->t_first ? j->queued_ms + (j->t_first - j->t_recv) * 1e3 : 0; /* 0: no token */
         d.timings.total_ms = j->queued_ms + (now - j->t_recv) * 1e3;

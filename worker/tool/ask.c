@@ -90,6 +90,8 @@ static void print_json(const answer *a, const char *id, const smq_done *d)
     json_u64(&j, d->usage.completion_tokens);
     json_key(&j, "cached_tokens");
     json_u64(&j, d->usage.cached_tokens);
+    json_key(&j, "reasoning_tokens");
+    json_u64(&j, d->usage.reasoning_tokens);
     json_obj_end(&j);
     json_key(&j, "timings");
     json_obj_begin(&j);

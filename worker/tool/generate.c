@@ -147,7 +147,7 @@ typedef struct gen_state {
     finish_reason finish;
     const char *error;
     char error_buf[256];
-    uint32_t n_prompt, n_reused;
+    uint32_t n_prompt, n_reused, n_thinking;
     double t_first;
     int in_reasoning_line; /* stderr has reasoning without a final newline */
 } gen_state;
@@ -174,6 +174,7 @@ static void on_event(void *ctx, const engine_event *ev)
     }
     g->n_prompt = ev->n_prompt;
     g->n_reused = ev->n_reused;
+    g->n_thinking = ev->n_thinking;
     if (ev->finish != FINISH_NONE) {
         g->finish = ev->finish;
         if (ev->error) {
@@ -373,6 +374,8 @@ int tool_generate(int argc, char **argv)
         json_u64(&j, g.n_prompt);
         json_key(&j, "completion_tokens");
         json_u64(&j, g.out.n);
+        json_key(&j, "reasoning_tokens");
+        json_u64(&j, g.n_thinking);
         json_obj_end(&j);
         json_key(&j, "timings");
         json_obj_begin(&j);

@@ -422,6 +422,7 @@ function validateDone(body) {
   vStr(f.get('finish', true), 'finish', 0, null, FINISH);
   const u = new Fields(f.get('usage', true), 'usage');
   for (const k of ['prompt_tokens', 'completion_tokens', 'cached_tokens']) u.uint(k, true, 0, UINT32_MAX);
+  u.uint('reasoning_tokens', false, 0, UINT32_MAX);
   const t = new Fields(f.get('timings', true), 'timings');
   for (const k of ['queue_ms', 'ttft_ms', 'total_ms', 'decode_tps']) vFloat(t.get(k, true), t.key(k), ge0);
 }

@@ -489,6 +489,8 @@ def _validate_done(body):
     u = _Fields(f.get("usage", True), "usage")
     for k in ("prompt_tokens", "completion_tokens", "cached_tokens"):
         _uint(u.get(k, True), u.key(k), 0, UINT32_MAX)
+    if u.get("reasoning_tokens") is not None:
+        _uint(u.get("reasoning_tokens"), u.key("reasoning_tokens"), 0, UINT32_MAX)
     t = _Fields(f.get("timings", True), "timings")
     for k in ("queue_ms", "ttft_ms", "total_ms", "decode_tps"):
         _ms(t.get(k, True), t.key(k))

@@ -98,28 +98,36 @@ static void options(conn *c)
 /* ---- API keys ---- */
 
 /* 1 when the gateway is open or the request carries one of its keys; else
- * answers 401 and returns 0. */
-static int authorized(conn *c)
+ * answers 401 and returns 0. A WebSocket handshake (ws) without an
+ * Authorization header may name its key as a subprotocol (ws.h). */
+static int authorized(conn *c, int ws)
 {
     if (!c->gw->keys)
         return 1;
     size_t n;
-    const char *h = http_request_header(&c->req, "authorization", &n);
-    if (!h) {
-        refuse(c, 401, "missing_api_key", "%s",
-               "no API key: send the header \"Authorization: Bearer KEY\" with a key from the gateway's --keys file");
+    const char *key = http_request_header(&c->req, "authorization", &n);
+    if (key) {
+        if (n < 7 || strncasecmp(key, "Bearer ", 7)) {
+            refuse(c, 401, "invalid_api_key", "%s", "the Authorization header must be \"Bearer KEY\"");
+            return 0;
+        }
+        key += 7;
+        n -= 7;
+        while (n && *key == ' ')
+            key++, n--;
+        while (n && key[n - 1] == ' ')
+            n--;
+    } else if (ws) {
+        key = ws_protocol_key(&c->req, &n);
+    }
+    if (!key) {
+        refuse(
+            c, 401, "missing_api_key", "%s",
+            ws ? "no API key: send the header \"Authorization: Bearer KEY\" with a key from the gateway's --keys "
+                 "file or, from a browser, offer the subprotocols \"" WS_PROTOCOL "\" and \"" WS_KEY_PROTOCOL "KEY\""
+               : "no API key: send the header \"Authorization: Bearer KEY\" with a key from the gateway's --keys file");
         return 0;
     }
-    if (n < 7 || strncasecmp(h, "Bearer ", 7)) {
-        refuse(c, 401, "invalid_api_key", "%s", "the Authorization header must be \"Bearer KEY\"");
-        return 0;
-    }
-    const char *key = h + 7;
-    n -= 7;
-    while (n && *key == ' ')
-        key++, n--;
-    while (n && key[n - 1] == ' ')
-        n--;
     if (!api_keys_check(c->gw->keys, key, n)) {
         refuse(c, 401, "invalid_api_key", "%s",
                "the API key is not valid: use one of the keys in the gateway's --keys file");
@@ -277,7 +285,7 @@ void routes_dispatch(conn *c)
         options(c);
         return;
     }
-    if (api && !authorized(c))
+    if (api && !authorized(c, path_is(path, n, "/v1/ws")))
         return;
     if (path_is(path, n, "/v1/chat/completions")) {
         c->route = ROUTE_CHAT;

@@ -397,6 +397,30 @@ static void refuse(conn *c, int status, const char *code, const char *msg, const
     conn_respond_error(c, &e);
 }
 
+/* The first entry of the request's Sec-WebSocket-Protocol list that is
+ * name (exact) or starts with it (not exact), or NULL; *n: its bytes after
+ * name. Subprotocol names are case-sensitive. */
+static const char *offered_protocol(const http_request *r, const char *name, int exact, size_t *n)
+{
+    size_t pn = strlen(name);
+    const char *v = http_request_header(r, "sec-websocket-protocol", NULL);
+    while (v && *v) {
+        v += strspn(v, " \t,");
+        size_t w = strcspn(v, " \t,");
+        if (w >= pn && !memcmp(v, name, pn) && (exact ? w == pn : w > pn)) {
+            *n = w - pn;
+            return v + pn;
+        }
+        v += w;
+    }
+    return NULL;
+}
+
+const char *ws_protocol_key(const http_request *r, size_t *n)
+{
+    return offered_protocol(r, WS_KEY_PROTOCOL, 0, n);
+}
+
 void ws_upgrade(conn *c)
 {
     size_t kn, vn;
@@ -421,6 +445,15 @@ void ws_upgrade(conn *c)
                "this origin may not open the WebSocket: start the gateway with --cors-origin ORIGIN to allow it", NULL);
         return;
     }
+    size_t pn;
+    int smolmq = offered_protocol(&c->req, WS_PROTOCOL, 1, &pn) != NULL;
+    if (!smolmq && ws_protocol_key(&c->req, &pn)) {
+        refuse(c, 400, "unsupported_subprotocol",
+               "a WebSocket that names its API key as the subprotocol " WS_KEY_PROTOCOL
+               "KEY must also offer the subprotocol " WS_PROTOCOL " (the one the gateway selects)",
+               NULL);
+        return;
+    }
     ws_session *s = calloc(1, sizeof *s);
     if (!s || wslay_event_context_server_init(&s->ctx, &callbacks, s)) {
         free(s);
@@ -439,8 +472,8 @@ void ws_upgrade(conn *c)
     base64(digest, SHA1_LEN, accept);
     snprintf(head, sizeof head,
              "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-             "Sec-WebSocket-Accept: %s\r\nServer: smolmq-gateway\r\n\r\n",
-             accept);
+             "Sec-WebSocket-Accept: %s\r\n%sServer: smolmq-gateway\r\n\r\n",
+             accept, smolmq ? "Sec-WebSocket-Protocol: " WS_PROTOCOL "\r\n" : "");
     c->ws = s;
     c->gw->metrics.ws_sessions++;
     conn_upgrade(c, head);

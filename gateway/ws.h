@@ -15,6 +15,18 @@
 
 #include "http_conn.h"
 
+/* A browser cannot set Authorization on a WebSocket. It may name its API
+ * key as the subprotocol "openai-insecure-api-key.KEY" (OpenAI's convention
+ * for browser WebSockets) if it also offers "smolmq", the subprotocol the
+ * handshake then selects: a browser drops a socket whose handshake selects
+ * none of those it offered. */
+#define WS_PROTOCOL     "smolmq"
+#define WS_KEY_PROTOCOL "openai-insecure-api-key."
+
+/* The API key a WebSocket handshake names in Sec-WebSocket-Protocol (*n
+ * bytes), or NULL. */
+const char *ws_protocol_key(const http_request *r, size_t *n);
+
 /* GET /v1/ws on c: the handshake (101), or an HTTP error. */
 void ws_upgrade(conn *c);
 /* Bytes that came on an upgraded connection. */

@@ -513,6 +513,38 @@ def test_api_keys_and_cors():
         check(status == 403 and "access-control-allow-origin" not in h, f"a foreign preflight: {status} {h}")
         status, h, _ = get(p, "/v1/models", {"Origin": "http://allowed.example", "Authorization": "Bearer sk-first"})
         check(h.get("access-control-allow-origin") == "http://allowed.example", f"{h}")
+        # WebSockets: the key in Authorization, or (what a browser can do) as the subprotocol
+        # openai-insecure-api-key.KEY beside smolmq, which the handshake selects.
+        async def ws_chat(**kw):
+            async with websockets.connect(f"ws://127.0.0.1:{p}/v1/ws", **kw) as ws:
+                await ws.send(json.dumps({"type": "chat", "id": "k", "messages": user("hi"), "max_tokens": 2}))
+                return ws.subprotocol, (await ws_collect(ws, ["k"]))["k"][-1]["type"]
+        got = asyncio.run(ws_chat(subprotocols=["smolmq", "openai-insecure-api-key.sk-second"]))
+        check(got == ("smolmq", "done"), f"the key as a subprotocol: {got}")
+        got = asyncio.run(ws_chat(extra_headers={"Authorization": "Bearer sk-first"}))
+        check(got == (None, "done"), f"the key in Authorization: {got}")
+
+        def handshake(protocols, upgraded=False):
+            # "close" beside "Upgrade": a refusal ends the connection, so that its body is read whole.
+            out = raw(p, b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade%s\r\n"
+                         b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" %
+                         (b"" if upgraded else b", close") +
+                         (b"Sec-WebSocket-Protocol: %s\r\n" % protocols.encode() if protocols else b"") + b"\r\n",
+                      wait_close=not upgraded)
+            head, _, body = out.partition(b"\r\n\r\n")
+            return head.split(b" ")[1].decode(), head, body
+        status, _, body = handshake(None)
+        check(status == "401" and b"missing_api_key" in body and b"openai-insecure-api-key.KEY" in body, f"{body}")
+        status, _, body = handshake("smolmq, openai-insecure-api-key.sk-wrong")
+        check(status == "401" and b"invalid_api_key" in body, f"a wrong key as a subprotocol: {status} {body}")
+        status, _, body = handshake("openai-insecure-api-key.sk-first")
+        check(status == "400" and b"unsupported_subprotocol" in body and b"smolmq" in body,
+              f"a key without smolmq: {status} {body}")
+        status, head, _ = handshake("chat, openai-insecure-api-key.sk-first,smolmq", upgraded=True)
+        check(status == "101" and b"Sec-WebSocket-Protocol: smolmq\r\n" in head + b"\r\n" and b"sk-first" not in head,
+              f"smolmq selected, the key not echoed: {head}")
+        status, head, _ = handshake("SMOLMQ, openai-insecure-api-key.sk-first")
+        check(status == "400", f"subprotocols are case-sensitive: {head}")
     with Stack(workers=0) as s:
         check("the API is open" in s.gateway_log(), "an open gateway must say so")
 

@@ -470,6 +470,44 @@ def test_second_signal_cancels():
         b2.close()
 
 
+def test_drain_bound():
+    # --drain-ms: after the first signal, running requests may finish for that long; then
+    # each still running (or waiting) ends with ERROR shutting_down and the worker leaves.
+    b2 = FakeBroker()
+    w2 = Worker(b2, "--drain-ms", "400", "--capacity", "2")
+    try:
+        _, ident, _, _ = b2.expect("READY", timeout=20)
+        for job in (1, 2):
+            b2.send(ident, b"CHAT", job, chat_body(f"long{job}", "Count to a thousand.", max_tokens=1500))
+        b2.expect("TOKEN")
+        t_sig = time.monotonic()
+        w2.proc.send_signal(signal.SIGTERM)
+        ends, seqs = {}, {1: [], 2: []}
+        while True:
+            _, _, cmd, j, body = b2.recv(10 * SLOW)
+            if cmd == "DISCONNECT":
+                break
+            if cmd in ("TOKEN", "DONE", "ERROR"):
+                check(j not in ends, f"{cmd} for job {j} after its end")
+                seqs[j].append(body["seq"])
+                if cmd != "TOKEN":
+                    ends[j] = (cmd, body, time.monotonic() - t_sig)
+        took = time.monotonic() - t_sig
+        for job in (1, 2):
+            cmd, body, at = ends.get(job, (None, None, 0))
+            check(cmd == "ERROR" and body["code"] == "shutting_down" and body["id"] == f"long{job}" and
+                  "400 ms" in body["message"], f"job {job} ended with {cmd} {body}")
+            check(0.35 < at < 0.4 + 2 * SLOW, f"job {job} ended {at:.2f} s after SIGTERM (bound 0.4 s)")
+            first = seqs[job][0] if seqs[job] else 0
+            check(seqs[job] == list(range(first, first + len(seqs[job]))), f"job {job}: seq {seqs[job]}")
+        check(w2.proc.wait(timeout=5 * SLOW) == 0, f"exit status {w2.proc.returncode}")
+        check("drain bound (--drain-ms 400) passed: ending 2 running requests" in w2.stderr(), w2.stderr())
+        check(took < 0.4 + 3 * SLOW, f"left {took:.2f} s after SIGTERM")
+    finally:
+        w2.kill()
+        b2.close()
+
+
 def test_chunked_prefill_matches_generate():
     # Heartbeats every 10 ms with liveness 2 bound a step to a few ms (the
     # slack is liveness - 1 intervals): the prompt is read in many steps,

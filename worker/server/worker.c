@@ -77,6 +77,7 @@ struct worker {
     job *jobs;
     uint32_t n_jobs, n_live; /* all jobs in the engine; those not silent */
     int signals;             /* SIGTERM/SIGINT received */
+    double drain_until;      /* the first signal's bound (cfg.drain_ms) on running requests; 0: none */
     uint64_t seeds;          /* seeds handed out (for requests without one) */
     double step_started;
     smq_buf body;     /* the message being encoded */
@@ -508,9 +509,16 @@ static void on_signal(worker *w)
 {
     w->signals++;
     if (w->signals == 1) {
-        say("stopping: finishing %" PRIu32 " running request%s (a second signal cancels them)", w->n_live,
-            w->n_live == 1 ? "" : "s");
+        if (w->cfg.drain_ms)
+            say("stopping: finishing %" PRIu32 " running request%s for at most %" PRIu32
+                " ms (a second signal cancels them)",
+                w->n_live, w->n_live == 1 ? "" : "s", w->cfg.drain_ms);
+        else
+            say("stopping: finishing %" PRIu32 " running request%s (a second signal cancels them)", w->n_live,
+                w->n_live == 1 ? "" : "s");
         send_heartbeat(w); /* capacity 0 at once */
+        if (w->cfg.drain_ms)
+            w->drain_until = tool_now() + w->cfg.drain_ms / 1e3;
     } else if (w->signals == 2) {
         say("cancelling %" PRIu32 " request%s (a third signal leaves at once)", w->n_live, w->n_live == 1 ? "" : "s");
         for (job *j = w->jobs; j; j = j->next)
@@ -530,6 +538,23 @@ static void take_signals(worker *w)
     while ((n = read(w->cfg.signal_fd, buf, sizeof buf)) > 0)
         for (ssize_t i = 0; i < n; i++)
             on_signal(w);
+}
+
+/* Draining past --drain-ms: each request still running ends with ERROR
+ * shutting_down, and the engine drops it at its next step (silent). */
+static void end_drain(worker *w)
+{
+    say("the drain bound (--drain-ms %" PRIu32 ") passed: ending %" PRIu32 " running request%s", w->cfg.drain_ms,
+        w->n_live, w->n_live == 1 ? "" : "s");
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             "this worker is shutting down, and its drain bound (%" PRIu32 " ms) passed before the request finished",
+             w->cfg.drain_ms);
+    for (job *j = w->jobs; j; j = j->next)
+        if (!j->silent)
+            send_error(w, j->job_id, job_id_str(j), j->next_seq++, SMQ_E_SHUTTING_DOWN, msg);
+    cancel_all_silently(w);
+    w->drain_until = 0;
 }
 
 /* One engine step, its prompt tokens bounded so that it stays well inside
@@ -577,6 +602,8 @@ int worker_run(worker *w, smq_err *err)
     send_ready(w);
     for (;;) {
         take_signals(w);
+        if (w->signals == 1 && w->drain_until && w->n_live && tool_now() >= w->drain_until)
+            end_drain(w);
         if (w->signals >= 3 || (w->signals && !w->n_jobs))
             break;
         /* Busy: only look. Idle: sleep until a frame, a signal, or the next

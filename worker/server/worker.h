@@ -34,6 +34,7 @@ typedef struct worker_config {
     uint32_t capacity;        /* requests at once; 0: the default (worker.c) */
     uint32_t heartbeat_ms;    /* 0: SMQ_HEARTBEAT_MS */
     uint32_t liveness;        /* 0: SMQ_LIVENESS */
+    uint32_t drain_ms;        /* the first signal's bound on running requests; 0: none */
     const char *broker_key;   /* CURVE: the broker's public key (Z85); NULL: plain TCP */
     const char *key_file;     /* CURVE: our certificate; NULL with broker_key: a fresh key pair */
     int signal_fd;            /* read end of a pipe that gets one byte per SIGTERM/SIGINT; -1: none */
@@ -56,7 +57,8 @@ void worker_destroy(worker **self);
 void worker_describe(const worker *w, char *out, size_t n);
 
 /* Connects to the broker and serves until told to stop: the first signal on
- * signal_fd drains (no new requests; running ones finish), the second
+ * signal_fd drains (no new requests; running ones finish, for at most
+ * cfg.drain_ms, after which each ends with ERROR shutting_down), the second
  * cancels what runs (their DONE frames are still sent), the third leaves at
  * once; then DISCONNECT. Returns the exit status: 0, or 1 when the socket
  * cannot be set up (err says why). */

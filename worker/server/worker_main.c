@@ -2,7 +2,7 @@
  *
  *   smolmq-worker --model PATH [--broker ENDPOINT] [--model-name NAME] [--name NAME]
  *       [--capacity N] [--backend cpu|cuda|auto] [--gpu N] [--threads N] [--ctx-size N] [--rope-scaling S]
- *       [--kv-tokens N] [--heartbeat-ms N] [--liveness N] [--broker-key Z85 [--key-file FILE]]
+ *       [--kv-tokens N] [--heartbeat-ms N] [--liveness N] [--drain-ms N] [--broker-key Z85 [--key-file FILE]]
  *
  * Exit status: 0 after a clean stop (SIGTERM/SIGINT), 1 on an error it
  * reports (a bad model file, a key, a socket), 2 on a usage error.
@@ -37,6 +37,8 @@ static const char *usage_text =
     "  --kv-tokens N         the KV pool shared by all requests (default max(context, capacity x 4096))\n"
     "  --heartbeat-ms N      heartbeat interval (default 1000)\n"
     "  --liveness N          heartbeats missed before the broker counts as lost (default 3)\n"
+    "  --drain-ms N          on SIGTERM: let running requests finish this long, then end them with\n"
+    "                        ERROR shutting_down (default 10000; 0: no bound)\n"
     "  --broker-key Z85      CURVE: the broker's public key\n"
     "  --key-file FILE       CURVE: this worker's certificate (default: a fresh key pair)\n";
 
@@ -110,7 +112,7 @@ static void on_progress(void *ctx, const char *stage, uint64_t done, uint64_t to
 
 /* ---- flags ---- */
 
-enum { N_CAPACITY, N_GPU, N_THREADS, N_CTX, N_KV, N_HEARTBEAT, N_LIVENESS, N_COUNT };
+enum { N_CAPACITY, N_GPU, N_THREADS, N_CTX, N_KV, N_HEARTBEAT, N_LIVENESS, N_DRAIN, N_COUNT };
 static const struct {
     const char *flag;
     double lo, hi;
@@ -122,6 +124,7 @@ static const struct {
     [N_KV] = { "--kv-tokens", 32, 1 << 28 },
     [N_HEARTBEAT] = { "--heartbeat-ms", 10, 3600000 },
     [N_LIVENESS] = { "--liveness", 1, 1000 },
+    [N_DRAIN] = { "--drain-ms", 0, 86400000 },
 };
 
 int main(int argc, char **argv)
@@ -131,6 +134,7 @@ int main(int argc, char **argv)
     const char *env = getenv("SMQ_BROKER_WORKERS");
     cfg.broker = env && *env ? env : "tcp://127.0.0.1:5556";
     double num[N_COUNT] = { 0 };
+    num[N_DRAIN] = 10000;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -180,6 +184,7 @@ int main(int argc, char **argv)
     cfg.kv_tokens = (uint32_t)num[N_KV];
     cfg.heartbeat_ms = (uint32_t)num[N_HEARTBEAT];
     cfg.liveness = (uint32_t)num[N_LIVENESS];
+    cfg.drain_ms = (uint32_t)num[N_DRAIN];
     if (cfg.ctx_size && cfg.kv_tokens && cfg.kv_tokens < cfg.ctx_size)
         return usage("--kv-tokens %u is less than --ctx-size %u: the pool must hold one whole context", cfg.kv_tokens,
                      cfg.ctx_size);

@@ -286,7 +286,7 @@ def test_logits_and_generate_cli():
     g = json.loads(run("generate", "--model", TINY, "--ids", "9906", "--max-tokens", "8", "--temperature", "0",
                        "--exact", "--json").stdout)
     check(g["ids"] == exact[0]["greedy"][:8], f"greedy {g['ids']} != {exact[0]['greedy'][:8]}")
-    check(g["finish_reason"] == "length" and g["usage"] == {"prompt_tokens": 1, "completion_tokens": 8}, str(g))
+    check(g["finish_reason"] == "length" and g["usage"] == {"prompt_tokens": 1, "completion_tokens": 8, "reasoning_tokens": 0}, str(g))
     # a text prompt goes through the chat template; the answer streams to stdout
     p = run("generate", "--model", TINY, "--prompt", "Hi", "--max-tokens", "4", "--no-think", "--seed", "3")
     check("[length: 4 tokens" in p.stderr, p.stderr)

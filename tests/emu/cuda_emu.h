@@ -85,6 +85,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g);
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t *x, cudaGraph_t g, unsigned long long flags EMU_DV(0));
 cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s);
 cudaError_t cudaGraphDestroy(cudaGraph_t g);
+cudaError_t cudaGraphGetNodes(cudaGraph_t g, cudaGraphNode_t *nodes, size_t *n);
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t x);
 cudaError_t emu_func_attributes(struct cudaFuncAttributes *a);
 /* Whether [p, p + n) lies inside one device allocation. */

@@ -759,6 +759,16 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s)
     return cudaSuccess;
 }
 
+/* Counts a graph's nodes (one per captured kernel, copy or set); the nodes
+ * themselves are not there to hand out. */
+cudaError_t cudaGraphGetNodes(cudaGraph_t g, cudaGraphNode_t *nodes, size_t *n)
+{
+    if (!g || !n || nodes)
+        return last_error = cudaErrorInvalidValue;
+    *n = g->ops.size();
+    return cudaSuccess;
+}
+
 cudaError_t cudaGraphDestroy(cudaGraph_t g)
 {
     delete g;

@@ -611,6 +611,48 @@ static void test_fused_norm(void)
     decode_same_without("SMQ_CUDA_FUSE", NULL, "the fused norms and merges (SMQ_CUDA_FUSE=0)");
 }
 
+/* How many launches a one-token decode step is (the nodes of its graph),
+ * with the fusions and without them (SMQ_CUDA_FUSE=0): launch gaps are much
+ * of a small model's decode time, so the count must not creep up. At a
+ * short context (one attention split, no merges): the embedding, layer 0's
+ * norm, 5 a layer (QKV+RoPE+KV store, attention, attn_output+residual+the
+ * next norm, gate/up+SwiGLU, ffn_down+residual+the next norm), the head's
+ * norm and product. Without the fusions the two norms of a layer are
+ * launches of their own. */
+static void test_step_launches(void)
+{
+    if (!have_gpu) {
+        test_skip("no CUDA device");
+        return;
+    }
+    uint32_t want[2] = { 5 * mdl->hp.n_layer + 4, 7 * mdl->hp.n_layer + 3 }, got[2] = { 0, 0 };
+    for (int v = 0; v < 2; v++) {
+        if (v)
+            setenv("SMQ_CUDA_FUSE", "0", 1);
+        backend *b = new_backend(&cuda_backend_ops, PAGES);
+        if (v)
+            unsetenv("SMQ_CUDA_FUSE");
+        if (!b)
+            return;
+        uint32_t pg[PAGES];
+        for (uint32_t p = 0; p < PAGES; p++)
+            pg[p] = p;
+        int32_t prompt[4] = { 9906, 1917, 198, 9906 };
+        float *lg = malloc(N_VOCAB * 4);
+        fwd_seq p = { prompt, 3, 0, pg, PAGES, 0, lg, 0 };
+        fwd_seq d = { prompt + 3, 1, 3, pg, PAGES, 0, lg, 0 };
+        CHECK(cuda_backend_step_nodes(b) == 0);
+        if (!forward(b, &p, 1) && !forward(b, &d, 1))
+            got[v] = cuda_backend_step_nodes(b);
+        free(lg);
+        b->ops->destroy(&b);
+    }
+    CHECK_MSG(got[0] == want[0], "a one-token step is %u launches, expected %u", got[0], want[0]);
+    CHECK_MSG(got[1] == want[1], "with SMQ_CUDA_FUSE=0: %u launches, expected %u", got[1], want[1]);
+    printf("  a one-token decode step of %u layers: %u launches (%u without the fusions)\n", mdl->hp.n_layer, got[0],
+           got[1]);
+}
+
 /* Programmatic dependent launch (launch.cuh: each kernel starts while the
  * one before it ends, prefetching its weights) against ordinary launches:
  * a kernel that read its input before its predecessor had written it would
@@ -850,6 +892,7 @@ int main(void)
     TEST_RUN(test_routes);
     TEST_RUN(test_decode_batch);
     TEST_RUN(test_fused_norm);
+    TEST_RUN(test_step_launches);
     TEST_RUN(test_overlapped_launches);
     TEST_RUN(test_device_pick);
     TEST_RUN(test_bad_batches);

@@ -249,6 +249,9 @@ int tool_bench(int argc, char **argv)
     printf("prefill %" PRIu32 " tokens: %.1f tok/s (time to first token %.0f ms)\n", plen, plen / ttft, ttft * 1e3);
     printf("decode batch %" PRIu32 ", %" PRIu32 " tokens each%s: %.2f tok/s; roofline %.2f tok/s; ratio %.2f\n", batch,
            gen, sample ? " (sampled: temperature 0.6, top-p 0.95)" : "", dec_tps, roof, roof > 0 ? dec_tps / roof : 0);
+    uint32_t nodes = on_gpu ? tool_gpu_step_nodes(b) : 0;
+    if (nodes)
+        printf("decode step of one token: one CUDA graph of %" PRIu32 " nodes (kernel launches, copies)\n", nodes);
 out:
     free(prompt);
     engine_destroy(&e);

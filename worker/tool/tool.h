@@ -42,6 +42,10 @@ const struct backend_ops *tool_pick_backend(const char *verb, const char *name, 
                                             uint32_t n_pages, uint32_t page_size);
 /* GB/s of reading GPU gpu's memory, measured now; 0 without the CUDA backend. */
 double tool_gpu_read_bandwidth(int gpu);
+/* Nodes (launches, copies) of b's one-token decode step graph; 0 when b is
+ * not the CUDA backend or has captured none. */
+struct backend;
+uint32_t tool_gpu_step_nodes(const struct backend *b);
 
 /* Seconds on the monotonic clock, for timings. */
 double tool_now(void);

@@ -70,6 +70,16 @@ const backend_ops *tool_pick_backend(const char *verb, const char *name, int gpu
 #endif
 }
 
+uint32_t tool_gpu_step_nodes(const struct backend *b)
+{
+#ifdef SMQ_CUDA
+    return b && b->ops == &cuda_backend_ops ? cuda_backend_step_nodes(b) : 0;
+#else
+    (void)b;
+    return 0;
+#endif
+}
+
 double tool_gpu_read_bandwidth(int gpu)
 {
 #ifdef SMQ_CUDA

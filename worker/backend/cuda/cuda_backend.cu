@@ -128,12 +128,13 @@ typedef struct cuda_backend {
     uint32_t n_groups, cap_groups;
     /* batch-1 decode graphs, by split-K width (log2) */
     cudaGraphExec_t graph[GRAPH_WIDTHS];
-    int use_graphs;  /* 0 with SMQ_CUDA_GRAPHS=0 in the environment, to compare */
-    int fuse;        /* the residual products norm and quantize their rows themselves (cuda_q16_matmul_norm),
-                        attention's last split merges (no merge kernel); 0 with SMQ_CUDA_FUSE=0, to compare */
-    uint32_t *count; /* [cap_rows * n_head_kv] their counters, zero between launches */
-    int sample;      /* picks run on the device (fwd_sample); 0 with SMQ_CUDA_SAMPLE=0: the host samples */
-    int no_room;     /* this step's picks found no room for the sampler's buffers: the host samples them */
+    uint32_t graph_nodes; /* of the last one captured: the launches (and copies) of a one-token step */
+    int use_graphs;       /* 0 with SMQ_CUDA_GRAPHS=0 in the environment, to compare */
+    int fuse;             /* the residual products norm and quantize their rows themselves (cuda_q16_matmul_norm),
+                             attention's last split merges (no merge kernel); 0 with SMQ_CUDA_FUSE=0, to compare */
+    uint32_t *count;      /* [cap_rows * n_head_kv] their counters, zero between launches */
+    int sample;           /* picks run on the device (fwd_sample); 0 with SMQ_CUDA_SAMPLE=0: the host samples */
+    int no_room;          /* this step's picks found no room for the sampler's buffers: the host samples them */
     int told_no_room;
     /* prompts' products (gemm.h); NULL without cuBLAS or with SMQ_CUDA_GEMM=0 */
     cuda_gemm *gemm;
@@ -954,6 +955,10 @@ static int capture_step(cuda_backend *b, const step_meta *sm, cudaGraphExec_t *e
             cudaGraphDestroy(g);
         return rc ? -1 : smq_err_set(err, "cuda backend: capturing the decode step: %s", cudaGetErrorString(e));
     }
+    size_t nodes = 0;
+    if (cudaGraphGetNodes(g, NULL, &nodes) == cudaSuccess)
+        b->graph_nodes = (uint32_t)nodes;
+    cudaGetLastError();
     e = cudaGraphInstantiate(exec, g, 0);
     cudaGraphDestroy(g);
     if (e != cudaSuccess) {
@@ -1175,6 +1180,11 @@ extern "C" int cuda_backend_poison(backend *base, int kv, smq_err *err)
         CUDA_CHECK(cudaMemsetAsync(b->kv, 0xFF, b->kv_bytes, b->stream));
     CUDA_CHECK(cudaStreamSynchronize(b->stream));
     return 0;
+}
+
+extern "C" uint32_t cuda_backend_step_nodes(const backend *base)
+{
+    return ((const cuda_backend *)base)->graph_nodes;
 }
 
 extern "C" void cuda_set_pdl(int on)

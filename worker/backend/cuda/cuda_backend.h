@@ -32,6 +32,11 @@ int cuda_backend_probe(const model *m, const backend_config *cfg, char *desc, si
  * cached position is lost). Returns 0, or -1 with err. */
 int cuda_backend_poison(backend *b, int kv, smq_err *err);
 
+/* Nodes of the last one-token decode step captured as a CUDA graph: its
+ * kernel launches and any copies or sets (0: none captured yet, or graphs
+ * off with SMQ_CUDA_GRAPHS=0). */
+uint32_t cuda_backend_step_nodes(const backend *b);
+
 /* For tests: on 0, the kernels launched from now on in this process are
  * ordinary launches, as under SMQ_CUDA_PDL=0 (a backend's captured graphs
  * keep what they were captured with); on 1, programmatic dependent launch

@@ -112,17 +112,27 @@ EMU_CXXFLAGS := -std=c++17 -O2 -g -ffp-contract=off -Wall -Wextra -Werror -Wno-u
 	-Wno-sign-compare -Wno-unused-variable $(SANFLAGS) \
 	-include tests/emu/cuda_emu.h -Itests/emu -I$(CUDA_HOME)/include $(INCLUDES) -Itests \
 	-DSMQ_CUDA_LIBDIR='"$(CUDA_HOME)/lib64"'
+# The loads and stores of the files that launch kernels with programmatic
+# dependent launch call emu.cpp's hooks, which check launch.cuh's contract
+# (cuda_emu.h); other files, the tests' own code and the emulation's hot
+# spots (EMU_UNHOOKED) are left alone, for speed.
+EMU_ACCESS_HOOKS := -fsanitize=kernel-address --param asan-instrumentation-with-call-threshold=0 \
+	--param asan-stack=0 --param asan-globals=0
+EMU_HOOKED := $(patsubst %.cu,$(EMU)/obj/%.o,$(shell grep -l pdl_launch $(CUDA_SRC))) $(EMU)/obj/tests/emu/emu_test.o
 EMU_OBJ := $(patsubst %.cu,$(EMU)/obj/%.o,$(CUDA_SRC)) $(EMU)/obj/tests/emu/emu.o
 EMU_CUBLAS := $(EMU)/libcublas_emu.so
 EMU_TESTS := $(patsubst $(BUILD)/tests/%,$(EMU)/tests/%,$(GPU_TESTS)) $(EMU)/tests/emu_test
 EMU_BIN := $(EMU)/bin/smolmq
 # make test runs them all (some 2 minutes), but for the emulated backend's
-# five slowest tests (4.5 minutes more; make test-emu runs them): the prompt
-# routes, chunks and greedy decode are also checked by the others at less
-# cost (goldens through cuBLAS and the tensor cores, batches, prefix reuse),
-# the fused norm and the device's picks by the kernels' own tests.
+# six slowest tests (make test-emu runs them): the prompt routes, chunks and
+# greedy decode are also checked by the others at less cost (goldens through
+# cuBLAS and the tensor cores, batches, prefix reuse), the fused norm and the
+# device's picks by the kernels' own tests; the overlapped launches' contract
+# is checked in every test (the emulation launches with PDL), and what the
+# test adds, the same bits without PDL, is trivially true where kernels run
+# one after another.
 EMU_SLOW := $(subst $(space),$(comma),$(addprefix emu:cuda_backend_gpu/,test_greedy_decode test_chunked_prefill \
-	test_routes test_fused_norm test_device_pick))
+	test_routes test_fused_norm test_device_pick test_overlapped_launches))
 # The tool's backend choice (tool_backend.c) is compiled with -DSMQ_CUDA=1 into
 # its own object where the binary has the CUDA backend. The setting is kept in
 # a file rewritten (at parse time) only when CUDA= changes, which relinks the
@@ -263,7 +273,8 @@ $(BUILD)/obj/tests/gpu/%.cu.o: tests/gpu/%.cu | deps
 
 $(EMU)/obj/%.o: %.cu | deps
 	@mkdir -p $(dir $@)
-	$(CXX) $(EMU_CXXFLAGS) -x c++ -MMD -MP -c $< -o $@
+	$(CXX) $(EMU_CXXFLAGS) $(HOOKS) -x c++ -MMD -MP -c $< -o $@
+$(EMU_HOOKED): HOOKS := $(EMU_ACCESS_HOOKS)
 
 $(EMU)/obj/%.o: %.cpp | deps
 	@mkdir -p $(dir $@)

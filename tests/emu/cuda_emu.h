@@ -106,7 +106,7 @@ cudaError_t emu_enqueue_host(cudaStream_t s, void (*fn)(const void *), const voi
 
 template <typename F> static inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes *a, F *)
 {
-    return emu_func_attributes(a); /* ptxVersion 0: no sm_90 instructions here */
+    return emu_func_attributes(a); /* ptxVersion 90: programmatic dependent launch (checked) */
 }
 
 /* The real headers annotate for nvcc; here they are plain C++. */
@@ -152,6 +152,17 @@ void emu_set_order(int reverse);
 /* Whether pred is true in any lane: one exchange. */
 int emu_warp_any(int pred);
 int emu_lane(void);
+/* launch.cuh's grid_wait() and grid_release(): a kernel launched with
+ * programmatic dependent launch may touch no allocation (device or pinned
+ * memory) before its thread has called grid_wait(), nor call
+ * grid_release() before it. The kernels' files are compiled with
+ * -fsanitize=kernel-address, whose load and store hooks (emu.cpp) abort on
+ * such an access, naming it. */
+void emu_grid_wait(void);
+void emu_grid_release(void);
+/* The emulation's own code that touches only registers (fragments, warp
+ * slots): not hooked, for speed. */
+#define EMU_UNHOOKED __attribute__((no_sanitize_address))
 
 static inline void __syncwarp(unsigned mask = 0xffffffffu)
 {
@@ -307,7 +318,7 @@ EMU_MIN_MAX(unsigned long long)
  * a launch would) block shapes past 1024 threads and more dynamic shared
  * memory than the kernel's limit (cudaFuncSetAttribute). */
 cudaError_t emu_launch(const void *kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t s,
-                       std::function<void()> body);
+                       std::function<void()> body, bool pdl = false);
 cudaError_t emu_func_set_attribute(const void *kernel, enum cudaFuncAttribute attr, int value);
 /* The running block's dynamic shared memory (SMQ_DYNAMIC_SMEM). */
 void *emu_dynamic_smem(void);
@@ -319,8 +330,12 @@ static inline cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t *config, v
     /* the arguments converted to the parameters' types and kept by value,
      * as a launch copies them */
     std::tuple<typename std::decay<ExpTypes>::type...> kept(static_cast<ExpTypes>(args)...);
+    bool pdl = false; /* programmatic dependent launch asked for */
+    for (unsigned i = 0; i < config->numAttrs; i++)
+        pdl |= config->attrs[i].id == cudaLaunchAttributeProgrammaticStreamSerialization &&
+               config->attrs[i].val.programmaticStreamSerializationAllowed;
     return emu_launch((const void *)kernel, config->gridDim, config->blockDim, config->dynamicSmemBytes, config->stream,
-                      [kernel, kept]() { std::apply(kernel, kept); });
+                      [kernel, kept]() { std::apply(kernel, kept); }, pdl);
 }
 
 template <typename T> static inline cudaError_t cudaFuncSetAttribute(T *kernel, enum cudaFuncAttribute attr, int value)

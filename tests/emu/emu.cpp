@@ -12,6 +12,7 @@
  */
 #include "cuda_emu.h"
 
+#include <dlfcn.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +68,7 @@ struct emu_thread {
     int state;
     uint64_t wait_gen;
     void *sp;
+    int pre_wait; /* launched with PDL and not yet past grid_wait() */
 };
 
 uint3 threadIdx, blockIdx;
@@ -78,6 +80,7 @@ static void *sched_sp;
 static char *stacks;
 static const std::function<void()> *body;
 static int n_threads, n_live, block_arrived;
+static bool grid_pdl; /* the running grid was launched with programmatic dependent launch */
 static uint64_t block_gen;
 static int warp_live[EMU_MAX_THREADS / 32], warp_arrived[EMU_MAX_THREADS / 32];
 static uint64_t warp_gen[EMU_MAX_THREADS / 32];
@@ -254,6 +257,7 @@ int emu_warp_any(int pred)
 extern "C" void emu_fiber_main(emu_thread *t)
 {
     (*body)();
+    t->pre_wait = 0;
     t->state = T_DONE;
     n_live--;
     warp_live[t->warp]--;
@@ -284,6 +288,7 @@ static void run_block(void)
         t->lane = i % 32;
         t->warp = i / 32;
         t->state = T_READY;
+        t->pre_wait = grid_pdl;
         /* the stack's top (16-byte aligned) holds the trampoline's address
          * over 6 registers (r12 = t): after the switch's ret the stack
          * pointer is the top, and the trampoline's call enters
@@ -417,7 +422,8 @@ static void run_grid(dim3 grid, dim3 block, const std::function<void()> &fn)
             }
 }
 
-cudaError_t emu_launch(const void *kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t s, std::function<void()> fn)
+cudaError_t emu_launch(const void *kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t s, std::function<void()> fn,
+                       bool pdl)
 {
     /* what a launch refuses: checked when it is made (or captured) */
     unsigned long long n = (unsigned long long)block.x * block.y * block.z;
@@ -432,7 +438,7 @@ cudaError_t emu_launch(const void *kernel, dim3 grid, dim3 block, size_t smem, c
                 smem);
         return last_error = cudaErrorInvalidValue;
     }
-    return enqueue(s, [grid, block, smem, fn]() {
+    return enqueue(s, [grid, block, smem, fn, pdl]() {
         if (smem > dyn_smem_cap) {
             free(dyn_smem);
             dyn_smem = (unsigned char *)aligned_alloc(128, (smem + 127) / 128 * 128);
@@ -443,7 +449,9 @@ cudaError_t emu_launch(const void *kernel, dim3 grid, dim3 block, size_t smem, c
             dyn_smem_cap = smem;
         }
         dyn_smem_bytes = smem;
+        grid_pdl = pdl;
         run_grid(grid, block, fn);
+        grid_pdl = false;
         dyn_smem_bytes = 0;
     });
 }
@@ -476,6 +484,75 @@ int emu_device_range(const void *p, size_t n)
     size_t len = it->second.bytes;
     return a >= it->first && n <= len && a - it->first <= len - n;
 }
+
+/* ---- programmatic dependent launch: launch.cuh's contract ---- */
+
+void emu_grid_wait(void)
+{
+    if (cur)
+        cur->pre_wait = 0;
+}
+
+static void pdl_breach(const char *what, const void *pc)
+{
+    Dl_info info = {};
+    bool known = pc && dladdr(pc, &info) && info.dli_fname;
+    uintptr_t off = known ? (uintptr_t)pc - (uintptr_t)info.dli_fbase : (uintptr_t)pc;
+    fprintf(stderr,
+            "cuda emulation: thread (%u,%u,%u) of block (%u,%u,%u), launched with programmatic dependent launch, %s "
+            "before grid_wait() (launch.cuh's contract); where: addr2line -f -C -e %s 0x%lx\n",
+            threadIdx.x, threadIdx.y, threadIdx.z, blockIdx.x, blockIdx.y, blockIdx.z, what,
+            known ? info.dli_fname : "(the program)", (unsigned long)off);
+    abort();
+}
+
+void emu_grid_release(void)
+{
+    if (cur && cur->pre_wait)
+        pdl_breach("called grid_release()", __builtin_return_address(0));
+}
+
+/* An access by instrumented code (-fsanitize=kernel-address: the kernels'
+ * files): before grid_wait(), none may reach an allocation. The first test
+ * is all that most accesses cost. */
+static inline void pdl_access(uintptr_t a, size_t n, bool store, const void *pc)
+{
+    if (__builtin_expect(!cur || !cur->pre_wait, 1))
+        return;
+    if (a - (uintptr_t)stacks < (uintptr_t)EMU_MAX_THREADS * EMU_STACK)
+        return; /* a thread's own stack: its locals */
+    auto it = allocations.upper_bound(a);
+    if (it == allocations.begin() || a - (--it)->first >= it->second.bytes)
+        return; /* the stack, static shared memory, the host's own memory */
+    char what[96];
+    snprintf(what, sizeof what, "%s %zu bytes at %p (an allocation's byte %zu)", store ? "wrote" : "read", n, (void *)a,
+             (size_t)(a - it->first));
+    pdl_breach(what, pc);
+}
+
+#define EMU_ACCESS_HOOKS(n)                                                                                            \
+    extern "C" void __asan_load##n##_noabort(uintptr_t a)                                                              \
+    {                                                                                                                  \
+        pdl_access(a, n, false, __builtin_return_address(0));                                                          \
+    }                                                                                                                  \
+    extern "C" void __asan_store##n##_noabort(uintptr_t a)                                                             \
+    {                                                                                                                  \
+        pdl_access(a, n, true, __builtin_return_address(0));                                                           \
+    }
+EMU_ACCESS_HOOKS(1)
+EMU_ACCESS_HOOKS(2)
+EMU_ACCESS_HOOKS(4)
+EMU_ACCESS_HOOKS(8)
+EMU_ACCESS_HOOKS(16)
+extern "C" void __asan_loadN_noabort(uintptr_t a, size_t n)
+{
+    pdl_access(a, n, false, __builtin_return_address(0));
+}
+extern "C" void __asan_storeN_noabort(uintptr_t a, size_t n)
+{
+    pdl_access(a, n, true, __builtin_return_address(0));
+}
+extern "C" void __asan_handle_no_return(void) {}
 
 cudaError_t emu_enqueue_host(cudaStream_t s, void (*fn)(const void *), const void *arg, size_t bytes)
 {
@@ -644,17 +721,20 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int d)
     return cudaSuccess;
 }
 
+/* Compute capability 9.0, so that the kernels are launched with
+ * programmatic dependent launch and its contract is checked; other
+ * attributes 0. */
 cudaError_t cudaDeviceGetAttribute(int *v, enum cudaDeviceAttr attr, int d)
 {
-    (void)attr;
     (void)d;
-    *v = 0; /* compute capability 0: nothing of sm_90 */
+    *v = attr == cudaDevAttrComputeCapabilityMajor ? 9 : 0;
     return cudaSuccess;
 }
 
 cudaError_t emu_func_attributes(struct cudaFuncAttributes *a)
 {
     memset(a, 0, sizeof *a);
+    a->ptxVersion = a->binaryVersion = 90;
     return cudaSuccess;
 }
 

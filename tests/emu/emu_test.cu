@@ -277,6 +277,7 @@ static void check_aborts(void (*fn)(void), const char *want)
     waitpid(pid, &st, 0);
     CHECK_MSG(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT, "expected an abort (%s); status %d", want, st);
     CHECK_CONTAINS(buf, want);
+    printf("  reported: %.*s\n", (int)strcspn(buf, "\n"), buf);
 }
 
 /* lanes 0-15 wait at the block's barrier, lanes 16-31 of the same warp
@@ -318,6 +319,70 @@ static void run_misaligned_wmma(void)
     launch_plain(misaligned_wmma_kernel, 1, 32, 0, 0, (const __half *)a);
 }
 
+/* Programmatic dependent launch (launch.cuh): a kernel that keeps the
+ * contract, and three that break it. mode 0: prefetch, wait, release,
+ * then read and write; 1: read before grid_wait(); 2: write before it;
+ * 3: grid_release() before grid_wait(). */
+__global__ static void pdl_kernel(const float *in, float *out, int mode)
+{
+    if (threadIdx.x == 5 && mode == 1 && in[0] > 1e30f)
+        return;
+    if (threadIdx.x == 5 && mode == 2)
+        out[1] = 1.f;
+    if (mode == 3)
+        grid_release();
+    prefetch_l2(in, 64, threadIdx.x % 32);
+    grid_wait();
+    grid_release();
+    out[threadIdx.x] = in[threadIdx.x] + 1.f;
+}
+
+static void run_pdl(int mode)
+{
+    float *in = NULL, *out = NULL, h[32];
+    cudaMalloc((void **)&in, sizeof h);
+    cudaMalloc((void **)&out, sizeof h);
+    cudaMemset(in, 0, sizeof h);
+    CHECK(pdl_on());
+    CHECK(pdl_launch(pdl_kernel, 1, 32, 0, 0, (const float *)in, out, mode) == cudaSuccess);
+    cudaMemcpy(h, out, sizeof h, cudaMemcpyDeviceToHost);
+    for (int i = 0; i < 32; i++)
+        CHECK(h[i] == 1.f);
+    cudaFree(in);
+    cudaFree(out);
+}
+
+static void run_pdl_read_early(void)
+{
+    run_pdl(1);
+}
+
+static void run_pdl_write_early(void)
+{
+    run_pdl(2);
+}
+
+static void run_pdl_release_early(void)
+{
+    run_pdl(3);
+}
+
+static void test_pdl_contract(void)
+{
+    run_pdl(0);
+    /* the same kernel launched ordinarily may read where it likes */
+    float *in = NULL, *out = NULL;
+    cudaMalloc((void **)&in, 32 * sizeof(float));
+    cudaMalloc((void **)&out, 32 * sizeof(float));
+    CHECK(launch_plain(pdl_kernel, 1, 32, 0, 0, (const float *)in, out, 1) == cudaSuccess &&
+          cudaDeviceSynchronize() == cudaSuccess);
+    cudaFree(in);
+    cudaFree(out);
+    check_aborts(run_pdl_read_early, "read 4 bytes at");
+    check_aborts(run_pdl_write_early, "wrote 4 bytes at");
+    check_aborts(run_pdl_release_early, "called grid_release() before grid_wait()");
+}
+
 static void test_reports(void)
 {
     check_aborts(run_divergent, "deadlock in block (0,0,0)");
@@ -335,5 +400,6 @@ int main(void)
     TEST_RUN(test_dynamic_shared_memory);
     TEST_RUN(test_cublas);
     TEST_RUN(test_reports);
+    TEST_RUN(test_pdl_contract);
     return test_done();
 }

@@ -115,7 +115,7 @@ static inline void fill_fragment(fragment<Use, 16, 16, 16, T, L> &f, const T &v)
 
 /* An fp16 value as float, by table (mma_sync's operands: the emulation's
  * hot spot). */
-static inline float emu_h2f(__half h)
+EMU_UNHOOKED static inline float emu_h2f(__half h)
 {
     static float *table;
     if (!table) {
@@ -138,7 +138,7 @@ static inline float emu_h2f(__half h)
  * takes from the warp's operands the rows of a and columns of b its own
  * elements of d need. */
 template <typename LA, typename LB>
-static inline void
+EMU_UNHOOKED static inline void
 mma_sync(fragment<accumulator, 16, 16, 16, float> &d, const fragment<matrix_a, 16, 16, 16, __half, LA> &a,
          const fragment<matrix_b, 16, 16, 16, __half, LB> &b, const fragment<accumulator, 16, 16, 16, float> &c)
 {

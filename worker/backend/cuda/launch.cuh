@@ -24,6 +24,9 @@
  * the next one's blocks fill the SMs this one leaves idle and fetch their
  * weights, and no chain of waiting blocks piles up.
  *
+ * The host emulation (tests/emu) checks these rules on every load and store
+ * of the backend's kernels, and aborts naming the source line of a breach.
+ *
  * Without PDL (SMQ_CUDA_PDL=0, a device before sm_90) grid_wait() and
  * grid_release() do nothing and the launches are ordinary. The prefetch
  * alone (SMQ_CUDA_PREFETCH=0 turns it off) still puts a block's whole
@@ -45,6 +48,8 @@ __device__ static inline void grid_wait()
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
+#elif defined(SMQ_CUDA_EMU)
+    emu_grid_wait(); /* the emulation checks the contract below */
 #endif
 }
 
@@ -54,6 +59,8 @@ __device__ static inline void grid_release()
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#elif defined(SMQ_CUDA_EMU)
+    emu_grid_release();
 #endif
 }
 

@@ -27,9 +27,13 @@ else
         *) cmd="$prog" ;;
         esac
         out=$(mktemp)
+        t0=$(date +%s%N)
         timeout "$TIMEOUT" $cmd >"$out" 2>"$out.err"
         rc=$?
+        t1=$(date +%s%N)
         cat "$out"
+        # Each program's wall time, for keeping the suite's time in view.
+        echo "-- $prog: $(( (t1 - t0) / 1000000 )) ms"
         # Failure details go to stderr; show them (indented) only on failure.
         if [ $rc -ne 0 ]; then
             sed 's/^/    /' "$out.err" | tail -n 60

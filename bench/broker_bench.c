@@ -10,6 +10,7 @@
  *   broker: client DEALER -> smolmq-broker -> the source as a worker DEALER.
  * Throughput: STREAMS concurrent requests; latency: one request of one
  * token at a time, median and 99th percentile of 2000 round trips. */
+#include <dirent.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -28,6 +29,33 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Seconds the threads of process pid (0: this one) have run on a CPU, from
+ * the scheduler's account (/proc/PID/task/TID/schedstat, nanoseconds): what
+ * a side costs, whatever else this shared machine is doing. */
+static double cpu_s(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, pid ? "/proc/%d/task" : "/proc/self/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return 0;
+    double ns = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.')
+            continue;
+        char f[sizeof path + sizeof e->d_name + 16];
+        unsigned long long run = 0;
+        snprintf(f, sizeof f, "%s/%s/schedstat", path, e->d_name);
+        FILE *fp = fopen(f, "r");
+        if (fp && fscanf(fp, "%llu", &run) == 1)
+            ns += (double)run;
+        if (fp)
+            fclose(fp);
+    }
+    closedir(d);
+    return ns * 1e-9;
 }
 
 static void die(const char *what)
@@ -280,7 +308,10 @@ int main(int argc, char **argv)
     usleep(100000);
     void *c = client_socket(ctx, direct.endpoint);
     throughput(c, streams, 1000); /* warm up */
+    double cpu0 = cpu_s(0);
     double direct_fps = throughput(c, streams, tokens), d50, d99;
+    /* the pair's CPU per frame: the source's send and the client's receive */
+    double direct_cpu = (cpu_s(0) - cpu0) / ((double)streams * tokens);
     latency(c, 2000, &d50, &d99);
     zmq_close(c);
     direct.stop = 1;
@@ -303,7 +334,10 @@ int main(int argc, char **argv)
     usleep(300000);
     c = client_socket(ctx, cep);
     throughput(c, streams, 1000);
+    cpu0 = cpu_s(pid);
     double broker_fps = throughput(c, streams, tokens), b50, b99;
+    /* the broker's alone: a receive, its bookkeeping and a send */
+    double broker_cpu = (cpu_s(pid) - cpu0) / ((double)streams * tokens);
     latency(c, 2000, &b50, &b99);
     zmq_close(c);
     worker.stop = 1;
@@ -318,5 +352,7 @@ int main(int argc, char **argv)
     printf(
         "  round trip us    direct p50 %6.1f p99 %6.1f   broker p50 %6.1f p99 %6.1f   added p50 %.1f us (ratio %.2f)\n",
         d50, d99, b50, b99, b50 - d50, b50 / d50);
+    printf("  CPU us a frame   direct pair (source + client) %.2f   the broker alone %.2f   ratio %.2f\n",
+           direct_cpu * 1e6, broker_cpu * 1e6, broker_cpu / direct_cpu);
     return 0;
 }

@@ -387,6 +387,9 @@ def test_malformed_frames_get_errors():
                                                 "temperature": 9})], "bad_request"),
             ([b"SMQ/1", b"TOKEN", msgpack.packb({"id": "z", "seq": 0})], "bad_frame"),
             ([b"SMQ/1", b"CHAT", b"\xdd\xff\xff\xff\xff"], "bad_frame"),
+            ([b""], "bad_frame"),
+            # more frames than the broker keeps (8 after the routing id)
+            ([b"SMQ/1", b"CHAT"] + [b"\x80"] * 10, "bad_frame"),
         ]
         for frames, code in bad:
             s.send_multipart(frames)

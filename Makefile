@@ -162,7 +162,7 @@ endif
 
 .SECONDARY:
 
-.PHONY: all deps build bench bench-gpu tests test test-unit test-gpu test-emu fuzz fuzz-build run clean format gpu-bundle \
+.PHONY: all deps build bench bench-gpu tests test test-unit test-gpu test-emu fuzz fuzz-build $(addprefix fuzz-run-,$(FUZZ_TARGETS)) run clean format gpu-bundle \
 	gpu-bundle-parts
 
 all: deps build
@@ -407,15 +407,16 @@ build/fuzz/gateway_fuzz: tests/fuzz/gateway_fuzz.c gateway/openai_request.c gate
 	clang $(FUZZ_CFLAGS) $< gateway/openai_request.c gateway/http_request.c $(PROTO_SRC) $(COMMON_NET_SRC) \
 		-ljansson -lhttp_parser -lmsgpackc -lm -o $@
 
-fuzz: fuzz-build
-	@for t in $(FUZZ_TARGETS); do \
-		mkdir -p build/fuzz/corpus/$$t build/fuzz/crashes/$$t; \
-		echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
-		build/fuzz/$${t}_fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-			-artifact_prefix=build/fuzz/crashes/$$t/ build/fuzz/corpus/$$t tests/fuzz/corpus/$$t \
-			2>build/fuzz/$$t.log || { tail -n 40 build/fuzz/$$t.log; echo "fuzz: $$t FAILED (log: build/fuzz/$$t.log)"; exit 1; }; \
-		grep -E '^stat::number_of_executed_units|^#[0-9]+.*DONE' build/fuzz/$$t.log | tail -n 2; \
-	done
+# One rule a target, so that `make -j2 fuzz` runs two at once (each fuzzer
+# uses one core); each prints its lines when it ends.
+fuzz: $(addprefix fuzz-run-,$(FUZZ_TARGETS))
+
+fuzz-run-%: fuzz-build
+	@mkdir -p build/fuzz/corpus/$* build/fuzz/crashes/$*
+	@build/fuzz/$*_fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		-artifact_prefix=build/fuzz/crashes/$*/ build/fuzz/corpus/$* tests/fuzz/corpus/$* \
+		2>build/fuzz/$*.log || { tail -n 40 build/fuzz/$*.log; echo "fuzz: $* FAILED (log: build/fuzz/$*.log)"; exit 1; }
+	@echo "fuzz: $* for $(FUZZ_SECONDS) s: $$(grep -E '^stat::number_of_executed_units|^#[0-9]+.*DONE' build/fuzz/$*.log | tail -n 2 | tr '\n' ' ')"
 
 # Benchmarks: each prints its figure beside a reference measured in the same run.
 BENCH_BIN := $(BUILD)/bench/tokenize_bench $(BUILD)/bench/qdot_bench $(BUILD)/bench/broker_bench

@@ -1,6 +1,8 @@
 """nettest.py - what the network tests (worker, cluster, gateway, gateway
 clients) share: assertions, free ports, `npm ci`, and the runner that prints
 the PASS/FAIL/SKIP lines tests/run.sh counts."""
+import fcntl
+import hashlib
 import os
 import socket
 import subprocess
@@ -27,10 +29,15 @@ def free_port():
 
 
 def npm_ci(folder):
-    """Installs a folder's pinned npm packages unless they are there."""
-    if not os.path.isdir(os.path.join(folder, "node_modules")):
-        p = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, capture_output=True, text=True)
-        check(p.returncode == 0, f"npm ci in {folder} failed: {p.stderr.strip()[-500:]}")
+    """Installs a folder's pinned npm packages unless they are there. Under a
+    lock: two suites run side by side (.ci/run) must not install at once."""
+    folder = os.path.abspath(folder)
+    lock = os.path.join("/tmp", "smolmq-npm-" + hashlib.sha1(folder.encode()).hexdigest()[:12] + ".lock")
+    with open(lock, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        if not os.path.isdir(os.path.join(folder, "node_modules")):
+            p = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, capture_output=True, text=True)
+            check(p.returncode == 0, f"npm ci in {folder} failed: {p.stderr.strip()[-500:]}")
 
 
 def run_tests(prefix, namespace, on_fail=None):

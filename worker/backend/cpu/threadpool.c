@@ -4,10 +4,17 @@
  * A decode step runs hundreds of short loops, one per matrix product, so the
  * hand-off between loops must cost microseconds, not a sleep and a wake-up:
  * between loops a worker spins for a while watching for the next one, and
- * only then sleeps on the condition variable. */
+ * only then sleeps on the condition variable.
+ *
+ * Every spin gives its core away now and then (sched_yield: under a
+ * microsecond when nothing else wants the core). On a machine with more
+ * runnable threads than cores (two workers on one host, or anything else
+ * busy) the thread being waited for may be the one not running, and a spin
+ * that never yields holds the core it needs for a whole time slice. */
 #include "threadpool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -18,7 +25,17 @@
 #define cpu_relax() ((void)0)
 #endif
 
-#define SPIN_ROUNDS 200000 /* ~ a few hundred microseconds of pause */
+#define SPIN_ROUNDS 200000 /* some milliseconds of pause */
+#define YIELD_EVERY 256    /* pauses between yields: some microseconds */
+
+/* One round of a spin: a pause, or every YIELD_EVERY rounds a yield. */
+static void spin_round(unsigned i)
+{
+    if (i % YIELD_EVERY == YIELD_EVERY - 1)
+        sched_yield();
+    else
+        cpu_relax();
+}
 
 struct threadpool {
     int n_threads;
@@ -53,11 +70,11 @@ static void take_tasks(threadpool *p, int thread)
 /* Waits until the generation moves past seen (or the pool stops). */
 static unsigned long wait_loop(threadpool *p, unsigned long seen)
 {
-    for (int i = 0; i < SPIN_ROUNDS; i++) {
+    for (unsigned i = 0; i < SPIN_ROUNDS; i++) {
         unsigned long g = atomic_load(&p->generation);
         if (g != seen || atomic_load(&p->stopping))
             return g;
-        cpu_relax();
+        spin_round(i);
     }
     pthread_mutex_lock(&p->mu);
     p->sleeping++;
@@ -154,6 +171,6 @@ void pool_run(threadpool *p, pool_fn fn, void *ctx, int n_tasks)
         pthread_cond_broadcast(&p->start);
     pthread_mutex_unlock(&p->mu);
     take_tasks(p, 0);
-    while (atomic_load(&p->running) > 0)
-        cpu_relax();
+    for (unsigned i = 0; atomic_load(&p->running) > 0; i++)
+        spin_round(i);
 }

@@ -627,8 +627,8 @@ static void on_stats(broker *b, const peer *from)
 }
 
 /* One message from a ROUTER, its parts received straight into zmq_msg_t:
- * czmq's zmsg_recv allocates a message, a list and a frame object per part,
- * a tenth of the broker's time at full load. part[0] is the sender's
+ * czmq's zmsg_recv allocates a message, a list and a frame object per part
+ * (docs/BENCHMARKS.md, broker). part[0] is the sender's
  * routing id; the frames after it are read in place until in_close. */
 #define IN_PARTS 9
 typedef struct inbound {
@@ -1087,7 +1087,9 @@ const char *broker_workers_endpoint(const broker *b)
 }
 
 /* zloop handlers. Each reader takes a bounded batch, so that neither side
- * starves the other; what is left wakes zmq_poll again. */
+ * starves the other; what is left wakes zmq_poll again. A batch ends when a
+ * receive without waiting finds nothing: asking ZMQ_EVENTS before each
+ * message instead cost about as much as the message itself. */
 static int on_front(zloop_t *loop, zsock_t *s, void *arg)
 {
     (void)loop;

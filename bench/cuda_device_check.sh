@@ -19,6 +19,11 @@ LOG=${1:-/tmp/cuda_check.log}
 if [ -x bin/smolmq ] && [ ! -d build ]; then BIN=bin TESTS=tests; else BIN=build/bin TESTS=build/tests; fi
 START=$(date +%s)
 BUDGET=${SMQ_CHECK_BUDGET_S:-570}
+case "$BUDGET" in '' | *[!0-9]*)
+    echo "cuda_device_check: SMQ_CHECK_BUDGET_S wants whole seconds, not \"$BUDGET\"" >&2
+    exit 2
+    ;;
+esac
 : >"$LOG"
 exec 3>&1 # the pass's own output, whatever a step's is redirected to
 say() { echo "$*" | tee -a "$LOG"; }

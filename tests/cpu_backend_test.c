@@ -3,12 +3,16 @@
  * this CPU has; batches and chunked prefill against single runs; model
  * validation errors. */
 #include <math.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "backend.h"
 #include "cpu_ops.h"
 #include "gguf_writer.h"
 #include "qdot.h"
+#include "threadpool.h"
 #include "json.h"
 #include "goldens.h"
 #include "test.h"
@@ -549,6 +553,47 @@ static void test_read_sum(void)
     simd_use(best);
 }
 
+static atomic_int pool_counts[2];
+
+static void count_task(void *ctx, int task, int thread)
+{
+    (void)ctx;
+    (void)thread;
+    atomic_fetch_add(&pool_counts[task], 1);
+}
+
+/* The pool's two threads on one core, as when a host has more runnable
+ * threads than cores: each hand-off must give the core to the thread it
+ * waits for. A spin that never yields held it for a time slice at every
+ * loop's join (some milliseconds: 2000 loops took seconds). */
+static void test_pool_on_one_core(void)
+{
+    cpu_set_t was, one;
+    CHECK(sched_getaffinity(0, sizeof was, &was) == 0);
+    int cpu = sched_getcpu();
+    CPU_ZERO(&one);
+    CPU_SET(cpu < 0 ? 0 : cpu, &one);
+    if (sched_setaffinity(0, sizeof one, &one) != 0) {
+        test_skip("cannot pin this thread to one CPU");
+        return;
+    }
+    threadpool *p = pool_new(2); /* its thread inherits the one CPU */
+    CHECK(p && pool_threads(p) == 2);
+    enum { LOOPS = 2000 };
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; p && i < LOOPS; i++)
+        pool_run(p, count_task, NULL, 2);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    printf("  %d loops of 2 tasks, 2 threads on one CPU: %.3f s\n", LOOPS, s);
+    CHECK(atomic_load(&pool_counts[0]) == LOOPS && atomic_load(&pool_counts[1]) == LOOPS);
+    CHECK_MSG(s < 1.5, "%d hand-offs on one CPU took %.2f s: a spin keeps the core from the thread it waits for", LOOPS,
+              s);
+    pool_destroy(&p);
+    sched_setaffinity(0, sizeof was, &was);
+}
+
 /* A 4200-token prompt prefilled whole and in uneven chunks gives the same
  * logits (the KV cache and positions hold across pages and steps). */
 static void test_long_context(void)
@@ -697,6 +742,7 @@ int main(void)
     TEST_RUN(test_attend_rows);
     TEST_RUN(test_swiglu);
     TEST_RUN(test_read_sum);
+    TEST_RUN(test_pool_on_one_core);
     TEST_RUN(test_long_context);
     TEST_RUN(test_bad_batches);
     TEST_RUN(test_model_errors);

@@ -479,10 +479,16 @@ def test_drain_bound():
         _, ident, _, _ = b2.expect("READY", timeout=20)
         for job in (1, 2):
             b2.send(ident, b"CHAT", job, chat_body(f"long{job}", "Count to a thousand.", max_tokens=1500))
-        b2.expect("TOKEN")
+        # Signal only once both jobs stream: a CHAT the worker reads after the
+        # signal is refused as new work (test_sigterm_finishes_running_jobs),
+        # and on a busy host the second CHAT can arrive after the first token.
+        ends, seqs = {}, {1: [], 2: []}
+        while not (seqs[1] and seqs[2]):
+            _, _, cmd, j, body = b2.recv(10)
+            check(cmd == "TOKEN", f"{cmd} {body} before SIGTERM")
+            seqs[j].append(body["seq"])
         t_sig = time.monotonic()
         w2.proc.send_signal(signal.SIGTERM)
-        ends, seqs = {}, {1: [], 2: []}
         while True:
             _, _, cmd, j, body = b2.recv(10 * SLOW)
             if cmd == "DISCONNECT":

@@ -1,22 +1,33 @@
-/* broker_bench.c - what the broker costs: token frames per second and the
- * latency it adds, beside a direct DEALER<->ROUTER pair in the same run.
+/* broker_bench.c - what the broker and the gateway cost: token frames per
+ * second and the latency each adds, beside a direct DEALER<->ROUTER pair in
+ * the same run.
  *
- *   broker_bench BROKER_BINARY [STREAMS] [TOKENS]
+ *   broker_bench BROKER_BINARY [STREAMS] [TOKENS] [GATEWAY_BINARY]
  *
  * A synthetic token source (a thread in this process, used only here)
  * answers each CHAT with TOKENS token frames as fast as it can encode them,
- * then DONE. It is measured twice with the same client code:
+ * then DONE. It is measured with the same client code:
  *   direct: client DEALER -> the source's ROUTER (the floor: ZeroMQ itself);
- *   broker: client DEALER -> smolmq-broker -> the source as a worker DEALER.
+ *   broker: client DEALER -> smolmq-broker -> the source as a worker DEALER;
+ * and, given GATEWAY_BINARY, as a person's client sees it:
+ *   gateway: HTTP clients streaming chat completions (SSE) -> smolmq-gateway
+ *            -> the same broker and source.
  * Throughput: STREAMS concurrent requests; latency: one request of one
- * token at a time, median and 99th percentile of 2000 round trips. */
+ * token at a time, median and 99th percentile of 2000 round trips (500 for
+ * the gateway, each on a new connection as curl makes one). */
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -56,6 +67,19 @@ static double cpu_s(pid_t pid)
     }
     closedir(d);
     return ns * 1e-9;
+}
+
+/* The broker and gateway started here: killed at any exit, dying included. */
+static pid_t children[2];
+
+static void kill_children(void)
+{
+    for (int i = 0; i < 2; i++)
+        if (children[i] > 0) {
+            kill(children[i], SIGKILL);
+            waitpid(children[i], NULL, 0);
+            children[i] = 0;
+        }
 }
 
 static void die(const char *what)
@@ -280,18 +304,176 @@ static void *client_socket(void *ctx, const char *ep)
     return s;
 }
 
+/* A port nothing listens on now: the kernel's pick for port 0. */
 static int free_port(void)
 {
-    static int next;
-    if (!next)
-        next = 20000 + (int)(getpid() % 20000);
-    return next++;
+    struct sockaddr_in a = { .sin_family = AF_INET };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &len)) {
+        perror("broker_bench: a free port");
+        exit(1);
+    }
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* ---- the HTTP client: streamed chat completions through the gateway ---- */
+
+/* What one response has shown so far. The token source's every token is
+ * " word", so a token is one `"content":" word"` in the stream; the text
+ * kept from the last read lets a pattern that straddles two reads count. */
+typedef struct sse_stream {
+    int fd;
+    uint64_t tokens;
+    int status, done; /* the HTTP status; "data: [DONE]" seen */
+    char tail[32];
+    size_t tail_len;
+    char first[400]; /* the response's start, for an error message */
+} sse_stream;
+
+#define TOKEN_PATTERN "\"content\":\" word\""
+#define DONE_PATTERN  "data: [DONE]"
+
+static size_t count_in(const char *p, size_t n, const char *pat)
+{
+    size_t k = strlen(pat), c = 0;
+    for (const char *q = p; n >= k && (q = memmem(q, n - (size_t)(q - p), pat, k)); q += k)
+        c++;
+    return c;
+}
+
+/* Reads what the socket has; -1 at its end (or on an error). */
+static int sse_read(sse_stream *st)
+{
+    char buf[65536 + sizeof st->tail];
+    memcpy(buf, st->tail, st->tail_len);
+    ssize_t got = recv(st->fd, buf + st->tail_len, 65536, MSG_DONTWAIT);
+    if (got < 0 && (errno == EAGAIN || errno == EINTR))
+        return 0;
+    if (got <= 0)
+        return -1;
+    size_t n = st->tail_len + (size_t)got;
+    if (!st->first[0]) {
+        size_t k = n < sizeof st->first - 1 ? n : sizeof st->first - 1;
+        memcpy(st->first, buf, k);
+        st->first[k] = 0;
+        if (n >= 12 && !memcmp(buf, "HTTP/1.1 ", 9))
+            st->status = atoi(buf + 9);
+    }
+    /* the tail is shorter than either pattern, so nothing counts twice */
+    st->tokens += count_in(buf, n, TOKEN_PATTERN);
+    st->done |= count_in(buf, n, DONE_PATTERN) > 0;
+    st->tail_len = n < sizeof TOKEN_PATTERN - 2 ? n : sizeof TOKEN_PATTERN - 2;
+    memcpy(st->tail, buf + n - st->tail_len, st->tail_len);
+    return 0;
+}
+
+/* A connection that has sent a streamed request for `tokens` tokens. */
+static int sse_open(int port, uint32_t tokens, sse_stream *st)
+{
+    char body[256], req[512];
+    int bl = snprintf(body, sizeof body,
+                      "{\"model\":\"bench\",\"stream\":true,\"max_tokens\":%u,"
+                      "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+                      tokens);
+    int rl = snprintf(req, sizeof req,
+                      "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      "Connection: close\r\nContent-Length: %d\r\n\r\n%s",
+                      bl, body);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0);
+    *st = (sse_stream){ .fd = fd };
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) || send(fd, req, (size_t)rl, 0) != rl) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads the streams to their ends; dies unless each was a 200 with all its
+ * tokens and [DONE]. */
+static void sse_finish(sse_stream *st, int n, uint32_t tokens)
+{
+    struct pollfd pf[1000];
+    for (int open = n; open;) {
+        int k = 0;
+        for (int i = 0; i < n; i++)
+            if (st[i].fd >= 0)
+                pf[k++] = (struct pollfd){ .fd = st[i].fd, .events = POLLIN };
+        if (poll(pf, (nfds_t)k, 10000) <= 0) {
+            fprintf(stderr, "broker_bench: the gateway sent nothing for 10 s\n");
+            exit(1);
+        }
+        for (int i = 0; i < n; i++)
+            if (st[i].fd >= 0 && sse_read(&st[i]) < 0) {
+                close(st[i].fd);
+                st[i].fd = -1;
+                open--;
+            }
+    }
+    for (int i = 0; i < n; i++)
+        if (st[i].status != 200 || st[i].tokens != tokens || !st[i].done) {
+            fprintf(stderr,
+                    "broker_bench: a stream through the gateway: HTTP %d, %" PRIu64
+                    " of %u tokens, %s; it began:\n%s\n",
+                    st[i].status, st[i].tokens, tokens, st[i].done ? "[DONE]" : "no [DONE]", st[i].first);
+            exit(1);
+        }
+}
+
+static double sse_throughput(int port, int streams, uint32_t tokens)
+{
+    sse_stream st[1000];
+    double t0 = now_s();
+    for (int i = 0; i < streams; i++)
+        if (sse_open(port, tokens, &st[i]))
+            die("connect to the gateway");
+    sse_finish(st, streams, tokens);
+    return (double)streams * tokens / (now_s() - t0);
+}
+
+static void sse_latency(int port, int n, double *p50, double *p99)
+{
+    double *t = malloc((size_t)n * sizeof *t);
+    for (int i = 0; i < n; i++) {
+        sse_stream st;
+        double t0 = now_s();
+        if (sse_open(port, 1, &st))
+            die("connect to the gateway");
+        sse_finish(&st, 1, 1);
+        t[i] = (now_s() - t0) * 1e6;
+    }
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    *p50 = t[n / 2];
+    *p99 = t[n * 99 / 100];
+    free(t);
+}
+
+/* Waits until something listens on the port (the gateway has started). */
+static int wait_listening(int port)
+{
+    for (int i = 0; i < 100; i++) {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int fd = socket(AF_INET, SOCK_STREAM, 0), ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        if (fd >= 0)
+            close(fd);
+        if (ok)
+            return 0;
+        usleep(50000);
+    }
+    return -1;
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: broker_bench BROKER_BINARY [STREAMS] [TOKENS]\n");
+        fprintf(stderr, "usage: broker_bench BROKER_BINARY [STREAMS] [TOKENS] [GATEWAY_BINARY]\n");
         return 2;
     }
     int streams = argc > 2 ? atoi(argv[2]) : 8;
@@ -321,7 +503,8 @@ int main(int argc, char **argv)
     char cep[64], wep[64];
     snprintf(cep, sizeof cep, "tcp://127.0.0.1:%d", free_port());
     snprintf(wep, sizeof wep, "tcp://127.0.0.1:%d", free_port());
-    pid_t pid = fork();
+    atexit(kill_children);
+    pid_t pid = children[0] = fork();
     if (pid == 0) {
         /* Long heartbeats: the client here does not send any while it reads. */
         execl(argv[1], argv[1], "--clients", cep, "--workers", wep, "--heartbeat-ms", "10000", (char *)NULL);
@@ -340,10 +523,35 @@ int main(int argc, char **argv)
     double broker_cpu = (cpu_s(pid) - cpu0) / ((double)streams * tokens);
     latency(c, 2000, &b50, &b99);
     zmq_close(c);
+
+    /* through the gateway, to the same broker and source */
+    const char *gateway = argc > 4 ? argv[4] : NULL;
+    double gw_tps = 0, gw_cpu = 0, gw_broker_cpu = 0, client_cpu = 0, g50 = 0, g99 = 0;
+    if (gateway) {
+        int port = free_port();
+        char listen[32];
+        snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+        pid_t gw = children[1] = fork();
+        if (gw == 0) {
+            execl(gateway, gateway, "--listen", listen, "--broker", cep, (char *)NULL);
+            perror(gateway);
+            _exit(127);
+        }
+        if (wait_listening(port))
+            return fprintf(stderr, "broker_bench: %s does not listen on %s\n", gateway, listen), 1;
+        sse_throughput(port, streams, 1000);
+        double g0 = cpu_s(gw), b0 = cpu_s(pid), c0 = cpu_s(0);
+        gw_tps = sse_throughput(port, streams, tokens);
+        double all = (double)streams * tokens;
+        gw_cpu = (cpu_s(gw) - g0) / all;
+        gw_broker_cpu = (cpu_s(pid) - b0) / all;
+        client_cpu = (cpu_s(0) - c0) / all; /* the HTTP clients and the source */
+        sse_latency(port, 500, &g50, &g99);
+    }
+
+    kill_children();
     worker.stop = 1;
     pthread_join(th, NULL);
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
     zmq_ctx_term(ctx);
 
     printf("broker_bench: %d streams x %u token frames; one-token round trips x 2000\n", streams, tokens);
@@ -354,5 +562,17 @@ int main(int argc, char **argv)
         d50, d99, b50, b99, b50 - d50, b50 / d50);
     printf("  CPU us a frame   direct pair (source + client) %.2f   the broker alone %.2f   ratio %.2f\n",
            direct_cpu * 1e6, broker_cpu * 1e6, broker_cpu / direct_cpu);
+    if (gateway) {
+        printf("gateway: %d streamed chat completions (SSE) x %u tokens; one-token requests x 500, each on a new "
+               "connection\n",
+               streams, tokens);
+        printf("  tokens/s         through the gateway %9.0f   against the broker's frames/s ratio %.2f\n", gw_tps,
+               gw_tps / broker_fps);
+        printf("  round trip us    p50 %6.1f p99 %6.1f   added to the broker's p50 %.1f us (ratio %.2f)\n", g50, g99,
+               g50 - b50, g50 / b50);
+        printf("  CPU us a token   the gateway %.2f   the broker %.2f   HTTP clients + source %.2f   gateway/broker "
+               "ratio %.2f\n",
+               gw_cpu * 1e6, gw_broker_cpu * 1e6, client_cpu * 1e6, gw_cpu / gw_broker_cpu);
+    }
     return 0;
 }

@@ -101,7 +101,8 @@ WORKER_BIN := $(BUILD)/bin/smolmq-worker
 GATEWAY_BIN := $(BUILD)/bin/smolmq-gateway
 UNIT_TESTS := $(BUILD)/tests/gguf_test $(BUILD)/tests/quant_test $(BUILD)/tests/tokenizer_test \
 	$(BUILD)/tests/json_test $(BUILD)/tests/chat_template_test $(BUILD)/tests/cpu_backend_test \
-	$(BUILD)/tests/engine_test $(BUILD)/tests/sampler_test $(BUILD)/tests/proto_test $(BUILD)/tests/sha1_test
+	$(BUILD)/tests/engine_test $(BUILD)/tests/sampler_test $(BUILD)/tests/proto_test $(BUILD)/tests/sha1_test \
+	$(BUILD)/tests/openai_response_test
 GPU_TESTS := $(BUILD)/tests/quant_gpu_test $(BUILD)/tests/matvec_gpu_test $(BUILD)/tests/attention_gpu_test \
 	$(BUILD)/tests/sample_gpu_test \
 	$(BUILD)/tests/cuda_backend_gpu_test
@@ -244,6 +245,12 @@ $(BUILD)/tests/proto_test: $(BUILD)/obj/tests/proto_test.o $(PROTO_OBJ) $(CORE_O
 $(BUILD)/tests/sha1_test: $(BUILD)/obj/tests/sha1_test.o $(BUILD)/obj/gateway/sha1.o $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# Not CORE_OBJ: common/json.c's names clash with jansson's (COMMON_NET_SRC).
+$(BUILD)/tests/openai_response_test: $(BUILD)/obj/tests/openai_response_test.o \
+		$(call obj,gateway/openai_response.c $(COMMON_NET_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -ljansson -lm -o $@
 
 $(BUILD)/obj/tests/%.o: tests/%.c | deps
 	@mkdir -p $(dir $@)
@@ -447,10 +454,10 @@ else
 	@echo "bench-gpu: built without CUDA: nothing to run"
 endif
 
-bench: all $(BENCH_BIN) $(BROKER_BIN)
+bench: all $(BENCH_BIN) $(BROKER_BIN) $(GATEWAY_BIN)
 	taskset -c 0 $(BUILD)/bench/tokenize_bench tests/data/models/smollm3-tiny-q4_k_m.gguf
 	taskset -c 0 $(BUILD)/bench/qdot_bench 64
-	$(BUILD)/bench/broker_bench $(BROKER_BIN)
+	$(BUILD)/bench/broker_bench $(BROKER_BIN) 8 20000 $(GATEWAY_BIN)
 	SMQ_BIN=$(BIN) sh bench/synth_bench.sh
 
 # `make run`: a local cluster (broker, WORKERS workers, gateway) until Ctrl-C;

@@ -443,24 +443,28 @@ static void on_message(broker_link *l, rmsg *m)
     }
 }
 
-/* Reads while ZMQ_EVENTS says a message waits, up to a budget per turn of
- * the loop (the idle handle brings us back for the rest). */
+/* Reads up to a budget per turn of the loop (the idle handle brings us
+ * back for the rest). ZeroMQ's fd is edge-triggered: we may only wait on it
+ * again once ZMQ_EVENTS says nothing waits. That is asked once a receive
+ * finds nothing, not before every message, which cost about as much as the
+ * message itself (as in the broker, docs/BENCHMARKS.md). */
 static void drain(broker_link *l)
 {
     for (int budget = DRAIN_BUDGET;; budget--) {
-        uint32_t events = 0;
-        size_t sz = sizeof events;
-        if (zmq_getsockopt(l->sock, ZMQ_EVENTS, &events, &sz) || !(events & ZMQ_POLLIN))
-            return;
         if (budget == 0) {
             uv_idle_start(&l->idle, on_idle);
             return;
         }
         rmsg m;
-        if (!recv_msg(l, &m))
+        if (recv_msg(l, &m)) {
+            on_message(l, &m);
+            rmsg_close(&m);
+            continue;
+        }
+        uint32_t events = 0;
+        size_t sz = sizeof events;
+        if (zmq_getsockopt(l->sock, ZMQ_EVENTS, &events, &sz) || !(events & ZMQ_POLLIN))
             return;
-        on_message(l, &m);
-        rmsg_close(&m);
     }
 }
 

@@ -125,6 +125,9 @@ static void end_everything(gateway *gw)
     gw->n_listeners = 0;
     while (gw->conns)
         conn_close(gw->conns); /* removes itself from the list */
+    conn_flush_all(gw);        /* drops the closed ones' references */
+    uv_close((uv_handle_t *)&gw->flush_prepare, NULL);
+    uv_close((uv_handle_t *)&gw->flush_check, NULL);
     uv_timer_stop(&gw->drain_timer);
     uv_close((uv_handle_t *)&gw->drain_timer, NULL);
     uv_close((uv_handle_t *)&gw->sigterm, NULL);
@@ -170,6 +173,16 @@ static void on_signal(uv_signal_t *h, int signum)
 }
 
 /* ---- lifecycle ---- */
+
+static void on_flush_prepare(uv_prepare_t *h)
+{
+    conn_flush_all(h->data);
+}
+
+static void on_flush_check(uv_check_t *h)
+{
+    conn_flush_all(h->data);
+}
 
 static void on_first_stats(void *ctx, const smq_stats *s, const char *why)
 {
@@ -221,6 +234,14 @@ gateway *gateway_new(uv_loop_t *loop, const gw_config *cfg, smq_err *err)
     gw->sigterm.data = gw->sigint.data = gw->drain_timer.data = gw;
     uv_signal_start(&gw->sigterm, on_signal, SIGTERM);
     uv_signal_start(&gw->sigint, on_signal, SIGINT);
+    /* Not references of the loop: they run while something else keeps it. */
+    uv_prepare_init(loop, &gw->flush_prepare);
+    uv_check_init(loop, &gw->flush_check);
+    gw->flush_prepare.data = gw->flush_check.data = gw;
+    uv_prepare_start(&gw->flush_prepare, on_flush_prepare);
+    uv_check_start(&gw->flush_check, on_flush_check);
+    uv_unref((uv_handle_t *)&gw->flush_prepare);
+    uv_unref((uv_handle_t *)&gw->flush_check);
     return gw;
 }
 

@@ -65,6 +65,11 @@ typedef struct gateway {
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer;
     conn *conns; /* every open connection, to close them all on the way out */
+    /* Connections with queued output (conn_queue), written after the loop's
+     * I/O callbacks (check) and before it waits (prepare). */
+    conn *to_flush;
+    uv_prepare_t flush_prepare;
+    uv_check_t flush_check;
     int draining;
     char date[40]; /* the Date header, rewritten once a second */
     uint64_t date_at;

@@ -51,6 +51,7 @@ void conn_unref(conn *c)
         return;
     http_request_free(&c->req);
     sbuf_free(&c->in);
+    sbuf_free(&c->out);
     free(c);
 }
 
@@ -59,10 +60,15 @@ static void on_closed(uv_handle_t *h)
     conn_unref(h->data);
 }
 
+static void flush(conn *c);
+
 void conn_close(conn *c)
 {
     if (c->state == C_CLOSED)
         return;
+    flush(c); /* what was queued before the close goes first, as if written */
+    if (c->state == C_CLOSED)
+        return; /* the write failed, and closed it */
     c->state = C_CLOSED;
     if (c->chat)
         chat_http_abandon(c);
@@ -94,10 +100,8 @@ static void on_write(uv_write_t *w, int status)
         conn_close(c); /* the client is gone (EPIPE, ECONNRESET) */
 }
 
-void conn_write(conn *c, const void *data, size_t len)
+static void write_now(conn *c, const void *data, size_t len)
 {
-    if (c->state == C_CLOSED || len == 0)
-        return;
     if (c->tcp.write_queue_size > BACKLOG_MAX) {
         gw_log("a client reads too slowly (%zu bytes unread): closing its connection", c->tcp.write_queue_size);
         conn_close(c);
@@ -116,9 +120,63 @@ void conn_write(conn *c, const void *data, size_t len)
     }
 }
 
+/* Streamed output is queued and written once per turn of the loop: all
+ * the tokens one wake-up brings from the broker go out in one write a
+ * connection. A write a token was half the gateway's CPU at 8 streams
+ * (bench/broker_bench.c, docs/BENCHMARKS.md). The loop writes the queues
+ * after its I/O callbacks and before it waits, so nothing queued waits for
+ * an event, and a lone token goes out in the turn it came. */
+void conn_queue(conn *c, const void *data, size_t len)
+{
+    if (c->state == C_CLOSED || len == 0)
+        return;
+    if (sbuf_append(&c->out, data, len)) {
+        conn_close(c);
+        return;
+    }
+    if (!c->flush_listed) {
+        c->flush_listed = 1;
+        c->flush_next = c->gw->to_flush;
+        c->gw->to_flush = c;
+        conn_ref(c);
+    }
+}
+
+static void flush(conn *c)
+{
+    size_t len = c->out.len;
+    if (len == 0 || c->state == C_CLOSED)
+        return;
+    c->out.len = 0; /* before the write: a failed one closes, which flushes */
+    write_now(c, c->out.data, len);
+}
+
+void conn_write(conn *c, const void *data, size_t len)
+{
+    if (c->state == C_CLOSED || len == 0)
+        return;
+    if (c->out.len == 0) {
+        write_now(c, data, len);
+        return;
+    }
+    conn_queue(c, data, len);
+    flush(c);
+}
+
+void conn_flush_all(gateway *gw)
+{
+    while (gw->to_flush) {
+        conn *c = gw->to_flush;
+        gw->to_flush = c->flush_next;
+        c->flush_listed = 0;
+        flush(c);
+        conn_unref(c);
+    }
+}
+
 size_t conn_backlog(const conn *c)
 {
-    return c->tcp.write_queue_size;
+    return c->tcp.write_queue_size + c->out.len;
 }
 
 /* ---- reading ---- */
@@ -291,21 +349,13 @@ void conn_stream_write(conn *c, const void *data, size_t len)
 {
     if (c->state != C_BUSY || !c->streaming || len == 0)
         return;
-    if (!c->chunked) {
-        conn_write(c, data, len);
-        return;
+    if (c->chunked) {
+        char size[24];
+        conn_queue(c, size, (size_t)snprintf(size, sizeof size, "%zx\r\n", len));
     }
-    sbuf b = { 0 };
-    char size[24];
-    snprintf(size, sizeof size, "%zx\r\n", len);
-    sbuf_puts(&b, size);
-    sbuf_append(&b, data, len);
-    sbuf_puts(&b, "\r\n");
-    if (b.oom)
-        conn_close(c);
-    else
-        conn_write(c, b.data, b.len);
-    sbuf_free(&b);
+    conn_queue(c, data, len);
+    if (c->chunked)
+        conn_queue(c, "\r\n", 2);
 }
 
 void conn_stream_end(conn *c)
@@ -456,6 +506,9 @@ static void on_shutdown(uv_shutdown_t *r, int status)
  * does not read gets the idle timeout to change its mind. */
 static void linger(conn *c)
 {
+    flush(c); /* the shutdown comes after the last queued byte */
+    if (c->state == C_CLOSED)
+        return;
     c->state = C_LINGER;
     start_reading(c);
     arm(c, T_LINGER, (uint64_t)c->gw->cfg.idle_timeout_ms);

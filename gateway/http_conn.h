@@ -23,6 +23,7 @@
 #include "gateway.h"
 #include "http_request.h"
 #include "openai_request.h"
+#include "sbuf.h"
 
 typedef enum conn_state { C_READING, C_BUSY, C_WS, C_LINGER, C_CLOSED } conn_state;
 
@@ -51,6 +52,9 @@ struct conn {
     uint64_t started; /* ms, when the request was complete */
     struct http_chat *chat;
     struct ws_session *ws;
+    sbuf out;         /* queued output (conn_queue), not yet written */
+    conn *flush_next; /* in gw->to_flush, which holds a reference, while listed */
+    int flush_listed;
 };
 
 /* Accepts a connection on a listener (server->data is the gateway). */
@@ -74,9 +78,15 @@ void conn_upgrade(conn *c, const char *head);
  * frame waits that long for the peer's; an idle one closes); 0: not. */
 void conn_close_after(conn *c, uint64_t ms);
 
-/* Bytes straight onto the socket (the WebSocket's frames). */
+/* Bytes onto the socket now, after whatever was queued. */
 void conn_write(conn *c, const void *data, size_t len);
-/* Bytes written and not yet taken by the kernel. */
+/* Bytes onto the socket at the end of this turn of the loop (a stream's
+ * tokens, the WebSocket's frames): what one wake-up brings goes out in one
+ * write. */
+void conn_queue(conn *c, const void *data, size_t len);
+/* Writes every connection's queued bytes (the loop's prepare and check). */
+void conn_flush_all(gateway *gw);
+/* Bytes queued or written and not yet taken by the kernel. */
 size_t conn_backlog(const conn *c);
 
 /* Closes at once (a chat in progress is cancelled). */

@@ -3,6 +3,8 @@
  * the output reads like OpenAI's own. */
 #include "openai_response.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 static int on_dump(const char *buf, size_t size, void *data)
@@ -49,6 +51,58 @@ json_t *openai_usage(const smq_usage *u)
                      (json_int_t)u->reasoning_tokens);
 }
 
+/* JSON strings written by hand, as jansson writes them (compact, UTF-8
+ * kept, only '"', '\\' and controls escaped): the chunk of every token is
+ * built here without a tree of allocations, which was two thirds of the
+ * gateway's CPU per token (docs/BENCHMARKS.md). openai_response_test
+ * holds every output to jansson's for the same values. */
+int json_put_str(sbuf *out, const char *p, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    sbuf_putc(out, '"');
+    size_t run = 0; /* bytes before i that need no escape */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        sbuf_append(out, p + run, i - run);
+        run = i + 1;
+        char e[6] = { '\\', 0 };
+        size_t len = 2;
+        switch (c) {
+        case '"':
+            e[1] = '"';
+            break;
+        case '\\':
+            e[1] = '\\';
+            break;
+        case '\b':
+            e[1] = 'b';
+            break;
+        case '\f':
+            e[1] = 'f';
+            break;
+        case '\n':
+            e[1] = 'n';
+            break;
+        case '\r':
+            e[1] = 'r';
+            break;
+        case '\t':
+            e[1] = 't';
+            break;
+        default:
+            memcpy(e + 1, "u00", 3);
+            e[4] = hex[c >> 4];
+            e[5] = hex[c & 15];
+            len = 6;
+        }
+        sbuf_append(out, e, len);
+    }
+    sbuf_append(out, p + run, n - run);
+    return sbuf_putc(out, '"');
+}
+
 static json_t *chunk(const openai_meta *m, json_t *choices)
 {
     json_t *c = json_pack("{s:s, s:s, s:I, s:s, s:n, s:o}", "id", m->id, "object", "chat.completion.chunk", "created",
@@ -68,16 +122,39 @@ static int event(json_t *json, sbuf *out)
 int openai_chunk_event(const openai_meta *m, const char *role, smq_str reasoning, smq_str content, const char *finish,
                        sbuf *out)
 {
-    json_t *delta = json_object();
-    if (role)
-        json_object_set_new(delta, "role", json_str(role));
-    if (reasoning.p)
-        json_object_set_new(delta, "reasoning_content", json_stringn(reasoning.p, reasoning.n));
-    if (content.p)
-        json_object_set_new(delta, "content", json_stringn(content.p, content.n));
-    json_t *choice = json_pack("{s:i, s:o, s:n, s:o}", "index", 0, "delta", delta, "logprobs", "finish_reason",
-                               finish ? json_str(finish) : json_null());
-    return event(chunk(m, json_pack("[o]", choice)), out);
+    char created[24];
+    sbuf_puts(out, "data: {\"id\":");
+    json_put_str(out, m->id, strlen(m->id));
+    snprintf(created, sizeof created, "%" PRId64, m->created);
+    sbuf_puts(out, ",\"object\":\"chat.completion.chunk\",\"created\":");
+    sbuf_puts(out, created);
+    sbuf_puts(out, ",\"model\":");
+    json_put_str(out, m->model, strlen(m->model));
+    sbuf_puts(out, ",\"system_fingerprint\":null,\"choices\":[{\"index\":0,\"delta\":{");
+    const char *sep = "";
+    if (role) {
+        sbuf_puts(out, "\"role\":");
+        json_put_str(out, role, strlen(role));
+        sep = ",";
+    }
+    if (reasoning.p) {
+        sbuf_puts(out, sep);
+        sbuf_puts(out, "\"reasoning_content\":");
+        json_put_str(out, reasoning.p, reasoning.n);
+        sep = ",";
+    }
+    if (content.p) {
+        sbuf_puts(out, sep);
+        sbuf_puts(out, "\"content\":");
+        json_put_str(out, content.p, content.n);
+    }
+    sbuf_puts(out, "},\"logprobs\":null,\"finish_reason\":");
+    if (finish)
+        json_put_str(out, finish, strlen(finish));
+    else
+        sbuf_puts(out, "null");
+    sbuf_puts(out, m->usage_null ? "}],\"usage\":null}\n\n" : "}]}\n\n");
+    return out->oom ? -1 : 0;
 }
 
 int openai_usage_event(const openai_meta *m, const smq_usage *u, sbuf *out)

@@ -55,6 +55,10 @@ int openai_models_json(const smq_stats *s, sbuf *out);
  * jansson's functions (the Makefile says so); keep it that way. */
 json_t *json_str(const char *s);
 
+/* Appends the JSON string of p[0..n) (valid UTF-8) as jansson would write
+ * it; 0, or -1 when memory runs out. */
+int json_put_str(sbuf *out, const char *p, size_t n);
+
 /* Appends json (compact) to out and drops the reference. */
 int json_put(json_t *json, sbuf *out);
 

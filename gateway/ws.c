@@ -82,6 +82,17 @@ static void watch_idle(ws_session *s)
 }
 
 /* Queues json (its reference taken) as a text message, and sends it. */
+/* One text message of b's bytes (a JSON object). */
+static void send_text(ws_session *s, sbuf *b)
+{
+    if (!s->dead && !b->oom) {
+        struct wslay_event_msg m = { WSLAY_TEXT_FRAME, (const uint8_t *)b->data, b->len };
+        wslay_event_queue_msg(s->ctx, &m); /* copies the message */
+        flush(s);
+    }
+    sbuf_free(b);
+}
+
 static void send_json(ws_session *s, json_t *json)
 {
     sbuf b = { 0 };
@@ -93,10 +104,7 @@ static void send_json(ws_session *s, json_t *json)
         sbuf_free(&b);
         return;
     }
-    struct wslay_event_msg m = { WSLAY_TEXT_FRAME, (const uint8_t *)b.data, b.len };
-    wslay_event_queue_msg(s->ctx, &m); /* copies the message */
-    sbuf_free(&b);
-    flush(s);
+    send_text(s, &b);
 }
 
 /* Fails the connection with a close code and a reason (< 123 bytes). */
@@ -136,6 +144,21 @@ static void chat_remove(ws_chat *wc)
     watch_idle(s);
 }
 
+/* {"type":"delta","id":ID,FIELD:TEXT}, written by hand as the SSE chunks
+ * are (json_put_str): one a token. */
+static void send_delta(ws_session *s, const char *id, const char *field, smq_str text)
+{
+    sbuf b = { 0 };
+    sbuf_puts(&b, "{\"type\":\"delta\",\"id\":");
+    json_put_str(&b, id, strlen(id));
+    sbuf_putc(&b, ',');
+    json_put_str(&b, field, strlen(field));
+    sbuf_putc(&b, ':');
+    json_put_str(&b, text.p, text.n);
+    sbuf_putc(&b, '}');
+    send_text(s, &b);
+}
+
 static void ws_on_delta(void *ctx, chat *ch, smq_str reasoning, smq_str content)
 {
     (void)ch;
@@ -143,11 +166,9 @@ static void ws_on_delta(void *ctx, chat *ch, smq_str reasoning, smq_str content)
     ws_session *s = wc->s;
     s->depth++;
     if (reasoning.p)
-        send_json(s, json_pack("{s:s, s:s, s:s%}", "type", "delta", "id", wc->id, "reasoning", reasoning.p,
-                               (size_t)reasoning.n));
+        send_delta(s, wc->id, "reasoning", reasoning);
     if (content.p && !s->dead)
-        send_json(
-            s, json_pack("{s:s, s:s, s:s%}", "type", "delta", "id", wc->id, "content", content.p, (size_t)content.n));
+        send_delta(s, wc->id, "content", content);
     leave(s);
 }
 
@@ -287,7 +308,7 @@ static ssize_t on_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
         wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
         return -1;
     }
-    conn_write(s->c, data, len);
+    conn_queue(s->c, data, len);
     return (ssize_t)len;
 }
 

@@ -33,7 +33,6 @@ WORKER = os.path.join(BUILD, "bin", "smolmq-worker")
 SMOLMQ = os.path.join(BUILD, "bin", "smolmq")
 DATA = os.environ.get("SMQ_TEST_DATA", "tests/data")
 TINY = os.path.join(DATA, "models/smollm3-tiny-q4_k_m.gguf")
-HB_MS = 200  # the workers' heartbeat interval here (fast, so that liveness tests are quick)
 LIVENESS = 3
 CTX = 2048
 # Run against another build's worker (make test-emu: the CUDA backend on the
@@ -41,6 +40,11 @@ CTX = 2048
 # than the CPU's its steps are (every wait is that many times longer).
 BACKEND = os.environ.get("SMQ_TEST_BACKEND", "cpu")
 SLOW = float(os.environ.get("SMQ_TEST_SLOWER", "1"))
+# The workers' heartbeat interval here: fast, so that liveness tests are
+# quick, and as much slower as the steps. The interval bounds a step's
+# prompt tokens (step_budget.h): unscaled, the emulated worker's steps of
+# 0.7 s would read a prompt one token a step.
+HB_MS = round(200 * SLOW)
 
 
 
@@ -234,7 +238,8 @@ def test_ready_fields():
     for prompt, seed, max_tokens, _, flags in PROMPTS:
         REFS.append(generate(prompt, seed, max_tokens, *flags))
     B = FakeBroker()
-    W = Worker(B, "--capacity", "2", "--ctx-size", str(CTX))
+    # The default drain bound (10 s), as much longer as the steps are slower.
+    W = Worker(B, "--capacity", "2", "--ctx-size", str(CTX), "--drain-ms", str(round(10000 * SLOW)))
     _, ident, job, ready = B.expect("READY", timeout=20)
     IDENT = ident
     check(job is None, "READY has no job id frame")

@@ -417,11 +417,11 @@ build/fuzz/proto_fuzz: tests/fuzz/proto_fuzz.c $(PROTO_SRC) $(COMMON_SRC) $(wild
 
 # The gateway's request parsing (gateway/openai_request.c: JSON body -> CHAT) and
 # HTTP request framing (gateway/http_request.c), without the event loop.
-build/fuzz/gateway_fuzz: tests/fuzz/gateway_fuzz.c gateway/openai_request.c gateway/http_request.c $(PROTO_SRC) \
-		$(COMMON_NET_SRC) $(wildcard common/*.h proto/*.h gateway/*.h)
+build/fuzz/gateway_fuzz: tests/fuzz/gateway_fuzz.c gateway/openai_request.c gateway/http_request.c \
+		gateway/openai_response.c $(PROTO_SRC) $(COMMON_NET_SRC) $(wildcard common/*.h proto/*.h gateway/*.h)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) $< gateway/openai_request.c gateway/http_request.c $(PROTO_SRC) $(COMMON_NET_SRC) \
-		-ljansson -lhttp_parser -lmsgpackc -lm -o $@
+	clang $(FUZZ_CFLAGS) $< gateway/openai_request.c gateway/http_request.c gateway/openai_response.c $(PROTO_SRC) \
+		$(COMMON_NET_SRC) -ljansson -lhttp_parser -lmsgpackc -lm -o $@
 
 # One rule a target, so that `make -j2 fuzz` runs two at once (each fuzzer
 # uses one core); each prints its lines when it ends.

@@ -13,7 +13,9 @@
  *   - as a chat completions body (openai_request). It fails with a 4xx and
  *     a message in valid UTF-8, or gives a CHAT that the broker's own
  *     decoder takes: encoded with smq_chat_encode, smq_chat_decode must
- *     accept it and find the same messages, stop strings and limits.
+ *     accept it and find the same messages, stop strings and limits; and
+ *     each message's text, written back as the gateway writes text into
+ *     its answers (json_put_str), must read (jansson) as the same bytes.
  * Seeds: tests/fuzz/corpus/gateway (raw HTTP requests and JSON bodies).
  */
 #include <stdint.h>
@@ -22,12 +24,28 @@
 
 #include "http_request.h"
 #include "openai_request.h"
+#include "openai_response.h"
 #include "proto.h"
 #include "utf8.h"
 
 static int same_str(smq_str a, smq_str b)
 {
     return a.n == b.n && (a.n == 0 || !memcmp(a.p, b.p, a.n));
+}
+
+/* Text written as a JSON string by hand reads back as itself. */
+static void check_written(smq_str s)
+{
+    sbuf b = { 0 };
+    sbuf_putc(&b, '[');
+    if (json_put_str(&b, s.p, s.n) || sbuf_putc(&b, ']'))
+        abort();
+    json_error_t jerr;
+    json_t *a = json_loadb(b.data, b.len, JSON_ALLOW_NUL, &jerr), *v = json_array_get(a, 0);
+    if (!json_is_string(v) || json_string_length(v) != s.n || (s.n && memcmp(json_string_value(v), s.p, s.n)))
+        abort();
+    json_decref(a);
+    sbuf_free(&b);
 }
 
 static void check_body(const uint8_t *data, size_t size)
@@ -54,10 +72,12 @@ static void check_body(const uint8_t *data, size_t size)
     if (back.n_messages != r.chat.n_messages || back.n_stop != r.chat.n_stop || back.thinking != r.chat.thinking ||
         back.max_tokens != r.chat.max_tokens || !same_str(back.model, r.chat.model))
         abort();
-    for (uint32_t i = 0; i < back.n_messages; i++)
+    for (uint32_t i = 0; i < back.n_messages; i++) {
         if (!same_str(back.messages[i].role, r.chat.messages[i].role) ||
             !same_str(back.messages[i].content, r.chat.messages[i].content))
             abort();
+        check_written(back.messages[i].content);
+    }
     for (uint32_t i = 0; i < back.n_stop; i++)
         if (!same_str(back.stop[i], r.chat.stop[i]))
             abort();

@@ -342,12 +342,12 @@ test-unit: all
 	@SMQ_PYTHON=$(PICK_PYTHON) SMQ_BIN=$(BIN) SMQ_BUILD=$(BUILD) SMQ_TEST_QUICK=1 sh tests/run.sh $(UNIT_TESTS) tests/smolmq_test.py $(NET_TESTS)
 
 # The GPU tests on the host emulation of the device (tests/emu), every one:
-# no GPU needed, some 22 minutes on a 2-core machine (the backend's test
-# alone about 20, past tests/run.sh's 15-minute default limit: hence an hour).
+# no GPU needed, some 20 minutes on a 2-core machine (the backend's test
+# alone 17, past tests/run.sh's 15-minute default limit: hence an hour).
 # With the network libraries (NET=1) also the worker's tests, its chats
 # served by the emulated CUDA backend (every wait and the heartbeat interval
-# 20 times longer; heartbeat timing is not checked): about 17 minutes, its
-# worker and tool built without the PDL contract's hooks (EMU_PLAIN_OBJ).
+# 20 times longer; heartbeat timing is not checked): 16 minutes, its worker
+# and tool built without the PDL contract's hooks (EMU_PLAIN_OBJ).
 ifeq ($(NET),1)
 EMU_SERVE := $(EMU_BIN) $(EMU_WORKER)
 EMU_SERVE_TESTS := tests/worker_test.py

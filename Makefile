@@ -469,8 +469,11 @@ bench: all $(BENCH_BIN) $(BROKER_BIN) $(GATEWAY_BIN)
 
 # `make run`: a local cluster (broker, WORKERS workers, gateway) until Ctrl-C;
 # the built-in tiny model unless MODEL=/path/model.gguf (deploy/run.sh).
+# exec: run.sh is make's own child, so that a SIGTERM to make alone (which
+# make passes to its children) stops the cluster; through an intermediate
+# shell it went no further, and the cluster ran on without make.
 run: all
-	@MODEL="$(MODEL)" WORKERS="$(WORKERS)" bash deploy/run.sh $(BUILD)
+	@MODEL="$(MODEL)" WORKERS="$(WORKERS)" exec bash deploy/run.sh $(BUILD)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.cu')

@@ -330,7 +330,8 @@ typedef struct sse_stream {
     int status, done; /* the HTTP status; "data: [DONE]" seen */
     char tail[32];
     size_t tail_len;
-    char first[400]; /* the response's start, for an error message */
+    char first[400]; /* the response's start: its status, and an error message */
+    size_t first_len;
 } sse_stream;
 
 #define TOKEN_PATTERN "\"content\":\" word\""
@@ -354,15 +355,16 @@ static int sse_read(sse_stream *st)
         return 0;
     if (got <= 0)
         return -1;
-    size_t n = st->tail_len + (size_t)got;
-    if (!st->first[0]) {
-        size_t k = n < sizeof st->first - 1 ? n : sizeof st->first - 1;
-        memcpy(st->first, buf, k);
-        st->first[k] = 0;
-        if (n >= 12 && !memcmp(buf, "HTTP/1.1 ", 9))
-            st->status = atoi(buf + 9);
+    size_t n = st->tail_len + (size_t)got, room = sizeof st->first - 1 - st->first_len;
+    if (room) { /* the status line may come in more than one read */
+        size_t k = (size_t)got < room ? (size_t)got : room;
+        memcpy(st->first + st->first_len, buf + st->tail_len, k);
+        st->first[st->first_len += k] = 0;
+        if (!st->status && st->first_len >= 12 && !memcmp(st->first, "HTTP/1.1 ", 9))
+            st->status = atoi(st->first + 9);
     }
-    /* the tail is shorter than either pattern, so nothing counts twice */
+    /* The tail is shorter than the token pattern, so no token counts
+     * twice; [DONE] is only a flag. */
     st->tokens += count_in(buf, n, TOKEN_PATTERN);
     st->done |= count_in(buf, n, DONE_PATTERN) > 0;
     st->tail_len = n < sizeof TOKEN_PATTERN - 2 ? n : sizeof TOKEN_PATTERN - 2;

@@ -58,7 +58,7 @@ json_t *openai_usage(const smq_usage *u)
  * holds every output to jansson's for the same values. */
 int json_put_str(sbuf *out, const char *p, size_t n)
 {
-    static const char hex[] = "0123456789ABCDEF";
+    static const char hex[] = "0123456789ABCDEF", from[] = "\"\\\b\f\n\r\t", to[] = "\"\\bfnrt";
     sbuf_putc(out, '"');
     size_t run = 0; /* bytes before i that need no escape */
     for (size_t i = 0; i < n; i++) {
@@ -67,37 +67,9 @@ int json_put_str(sbuf *out, const char *p, size_t n)
             continue;
         sbuf_append(out, p + run, i - run);
         run = i + 1;
-        char e[6] = { '\\', 0 };
-        size_t len = 2;
-        switch (c) {
-        case '"':
-            e[1] = '"';
-            break;
-        case '\\':
-            e[1] = '\\';
-            break;
-        case '\b':
-            e[1] = 'b';
-            break;
-        case '\f':
-            e[1] = 'f';
-            break;
-        case '\n':
-            e[1] = 'n';
-            break;
-        case '\r':
-            e[1] = 'r';
-            break;
-        case '\t':
-            e[1] = 't';
-            break;
-        default:
-            memcpy(e + 1, "u00", 3);
-            e[4] = hex[c >> 4];
-            e[5] = hex[c & 15];
-            len = 6;
-        }
-        sbuf_append(out, e, len);
+        const char *k = memchr(from, c, sizeof from - 1); /* a two-character escape */
+        char e[6] = { '\\', k ? to[k - from] : 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+        sbuf_append(out, e, k ? 2 : 6);
     }
     sbuf_append(out, p + run, n - run);
     return sbuf_putc(out, '"');

@@ -81,8 +81,7 @@ static void watch_idle(ws_session *s)
         conn_close_after(s->c, s->n_chats ? 0 : (uint64_t)s->c->gw->cfg.idle_timeout_ms);
 }
 
-/* Queues json (its reference taken) as a text message, and sends it. */
-/* One text message of b's bytes (a JSON object). */
+/* Queues b's bytes (a JSON object) as a text message, sends it, and frees b. */
 static void send_text(ws_session *s, sbuf *b)
 {
     if (!s->dead && !b->oom) {
@@ -93,6 +92,7 @@ static void send_text(ws_session *s, sbuf *b)
     sbuf_free(b);
 }
 
+/* The same for json (its reference taken). */
 static void send_json(ws_session *s, json_t *json)
 {
     sbuf b = { 0 };

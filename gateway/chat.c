@@ -19,6 +19,7 @@ struct chat {
     const chat_sink *sink;
     void *ctx;
     int busy, dead, has_model;
+    int asked_model; /* the request named its model (else the broker picks) */
     char id[96], model[SMQ_NAME_MAX + 1];
     openai_meta meta;
     uint64_t t0, t_last; /* ns */
@@ -54,6 +55,15 @@ static void release(chat *ch)
 
 /* ---- the broker's errors, in OpenAI's terms ---- */
 
+/* Whether one of the broker's workers serves model. */
+static int serves(const smq_stats *s, const char *model)
+{
+    for (uint32_t i = 0; i < s->n_workers; i++)
+        if (s->workers[i].model.n == strlen(model) && !memcmp(s->workers[i].model.p, model, s->workers[i].model.n))
+            return 1;
+    return 0;
+}
+
 /* The models the broker's workers serve: "a, b" (each once). */
 static void model_list(const smq_stats *s, char *out, size_t cap)
 {
@@ -82,11 +92,20 @@ static void map_error(const chat *ch, const smq_error *be, int local, const smq_
                          "requests at once",
                          mn, m);
         e->retry_after = 1;
-    } else if (str_is(c, SMQ_E_UNKNOWN_MODEL) && s && s->n_workers) {
+    } else if (str_is(c, SMQ_E_UNKNOWN_MODEL) && s && s->n_workers && ch->asked_model && !serves(s, ch->model)) {
         char models[400];
         model_list(s, models, sizeof models);
         openai_error_set(e, 404, "invalid_request_error", "model_not_found", "model",
                          "the model \"%s\" is not served here: use one of %s, or leave model out", ch->model, models);
+    } else if (str_is(c, SMQ_E_UNKNOWN_MODEL) && s && s->n_workers) {
+        /* The broker had no worker for it when it answered, and has one
+         * now: its workers are (re)registering, e.g. after it restarted. */
+        openai_error_set(e, 503, T, "no_workers", NULL,
+                         "no worker served %s%s%s when the request came (workers are registering with the broker): "
+                         "retry",
+                         ch->asked_model ? "\"" : "any model", ch->asked_model ? ch->model : "",
+                         ch->asked_model ? "\"" : "");
+        e->retry_after = 1;
     } else if (str_is(c, SMQ_E_UNKNOWN_MODEL)) {
         openai_error_set(e, 503, T, "no_workers", NULL,
                          "no worker serves any model yet (%s): retry once a worker has registered with the broker",
@@ -192,12 +211,13 @@ static void on_event(void *ctx, const broker_event *ev)
         ch->req = NULL;
         const smq_error *be = ev->error;
         if (str_is(be->code, SMQ_E_UNKNOWN_MODEL) && ch->sink) {
-            /* 404 or 503: that depends on whether the broker serves any
-             * model, which its STATS say. */
+            /* 404 or 503: that depends on whether the broker serves the
+             * model, or any, which its STATS say; fresh ones, as cached
+             * ones may be from before the broker restarted. */
             size_t n = be->message.n < sizeof ch->err_text ? be->message.n : sizeof ch->err_text - 1;
             memcpy(ch->err_text, be->message.p, n);
             ch->err = (smq_error){ { NULL, 0 }, 0, { SMQ_E_UNKNOWN_MODEL, 13 }, { ch->err_text, (uint32_t)n } };
-            broker_link_stats(ch->gw->link, ch->gw->cfg.stats_cache_ms, on_stats_for_error, ch);
+            broker_link_stats(ch->gw->link, 0, on_stats_for_error, ch);
             return;
         }
         openai_error e;
@@ -217,6 +237,7 @@ static void pick_model(chat *ch, const openai_request *r)
 {
     const smq_stats *s = broker_link_last_stats(ch->gw->link);
     smq_str m = r->chat.model;
+    ch->asked_model = m.p != NULL;
     if (!m.p && s && s->n_workers)
         m = s->workers[0].model;
     ch->has_model = m.p != NULL;

@@ -857,6 +857,13 @@ def test_fake_broker_errors():
                                                "model": "asked-model"})
                     check_error(status, body, st, want)
                     check(h.get("retry-after") == retry, f"{code}: Retry-After {h.get('retry-after')}")
+            # unknown_model for a model the broker's STATS list, or for none
+            # named: its workers are registering (a restarted broker), a 503
+            # to retry; the STATS asked then, not cached ones, decide.
+            for named in ({"model": "fake-model"}, {}):
+                status, h, body = chat(p, {"messages": user("code:unknown_model"), **named})
+                check_error(status, body, 503, "no_workers", words=["registering", "retry"])
+                check(h.get("retry-after") == "1", f"{named}: Retry-After {h.get('retry-after')}")
             # No worker serves anything: unknown_model is a 503.
             fb.stats = {**fb.stats, "workers": [], "queues": []}
             time.sleep(0.6)

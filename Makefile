@@ -9,6 +9,8 @@
 #   make SAN=1 ...    the same with AddressSanitizer + UndefinedBehaviorSanitizer (in build/san)
 #   make CUDA=0 ...   CPU only, even where nvcc is present
 #   make deps         install the Debian packages the build and tests need (only missing ones)
+#   make programs     the four programs only (smolmq, smolmq-broker, -worker, -gateway)
+#   make install      the programs, the built-in model and the systemd units under PREFIX
 
 SAN ?= 0
 CUDA ?= auto
@@ -163,7 +165,7 @@ endif
 
 .SECONDARY:
 
-.PHONY: all deps build bench bench-gpu tests test test-unit test-gpu test-emu fuzz fuzz-build $(addprefix fuzz-run-,$(FUZZ_TARGETS)) run clean format gpu-bundle \
+.PHONY: all deps build programs install bench bench-gpu tests test test-unit test-gpu test-emu fuzz fuzz-build $(addprefix fuzz-run-,$(FUZZ_TARGETS)) run clean format gpu-bundle \
 	gpu-bundle-parts
 
 all: deps build
@@ -174,6 +176,35 @@ ifneq ($(DEPS_DONE),1)
 endif
 
 build: $(BIN) $(BROKER_BIN) $(WORKER_BIN) $(GATEWAY_BIN) $(ALL_TESTS_BIN) $(GPU_BENCH_BIN) $(EMU_TOOL)
+
+programs: $(BIN) $(BROKER_BIN) $(WORKER_BIN) $(GATEWAY_BIN)
+
+# The built-in model: random weights, the real tokenizer (make run, the units
+# and the container image serve it when no MODEL is named).
+TINY_MODEL := $(BUILD)/models/smolmq-tiny.gguf
+$(TINY_MODEL): $(BIN)
+	@mkdir -p $(dir $@)
+	$(BIN) synth --preset tiny --seed 1 --out $@ >/dev/null
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: the programs into PREFIX/bin,
+# the built-in model and an example settings file into PREFIX/share/smolmq,
+# the systemd units (deploy/systemd, their paths under PREFIX) into
+# PREFIX/lib/systemd/system and their user into PREFIX/lib/sysusers.d
+# (created at once when installing into the running system's /usr/local or /usr).
+PREFIX ?= /usr/local
+install: programs $(TINY_MODEL)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/smolmq $(DESTDIR)$(PREFIX)/lib/systemd/system \
+		$(DESTDIR)$(PREFIX)/lib/sysusers.d
+	install -m 755 $(BIN) $(BROKER_BIN) $(WORKER_BIN) $(GATEWAY_BIN) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(TINY_MODEL) deploy/systemd/smolmq.env $(DESTDIR)$(PREFIX)/share/smolmq/
+	for u in deploy/systemd/*.service; do \
+		sed 's|/usr/local/|$(PREFIX)/|g' $$u > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u) || exit 1; \
+	done
+	install -m 644 deploy/systemd/smolmq.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/smolmq.conf
+	@# Into the running system (no DESTDIR, a system prefix): the user now.
+	@if [ -z "$(DESTDIR)" ] && { [ "$(PREFIX)" = /usr/local ] || [ "$(PREFIX)" = /usr ]; } && \
+		[ -d /run/systemd/system ]; then \
+		systemd-sysusers $(PREFIX)/lib/sysusers.d/smolmq.conf && systemctl daemon-reload; fi
 
 # Every compile waits for `deps` (order-only), so that `make -j` on a fresh
 # machine installs the compilers before it uses them.
@@ -335,8 +366,11 @@ $(EMU_WORKER): $(call obj,$(WORKER_SRV_SRC) $(CURVE_SRC)) $(BUILD)/obj/worker/to
 NET_TESTS := tests/worker_test.py tests/cluster_test.py tests/ask_fake_broker_test.py \
 	proto/clients/python/test_client.py tests/gateway_test.py tests/gateway_clients_test.py
 PICK_PYTHON = $$(for p in python3 /usr/bin/python3; do $$p -c 'import zmq, msgpack, websockets' 2>/dev/null && { echo $$p; break; }; done)
+# deploy/'s files, run as what they describe (not under SAN: they install
+# and run the plain build's programs).
+DEPLOY_TESTS := tests/deploy_test.py
 test: all
-	@SMQ_PYTHON=$(PICK_PYTHON) SMQ_BIN=$(BIN) SMQ_BUILD=$(BUILD) SMQ_TEST_SKIP=$(EMU_SLOW) sh tests/run.sh $(ALL_TESTS_BIN) tests/smolmq_test.py $(NET_TESTS)
+	@SMQ_PYTHON=$(PICK_PYTHON) SMQ_BIN=$(BIN) SMQ_BUILD=$(BUILD) SMQ_TEST_SKIP=$(EMU_SLOW) sh tests/run.sh $(ALL_TESTS_BIN) tests/smolmq_test.py $(NET_TESTS) $(DEPLOY_TESTS)
 
 test-unit: all
 	@SMQ_PYTHON=$(PICK_PYTHON) SMQ_BIN=$(BIN) SMQ_BUILD=$(BUILD) SMQ_TEST_QUICK=1 sh tests/run.sh $(UNIT_TESTS) tests/smolmq_test.py $(NET_TESTS)

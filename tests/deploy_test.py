@@ -22,6 +22,7 @@ build`): test_image_in_docker builds the image and runs compose.yaml;
 test_units_under_systemd_in_docker runs the units under systemd as PID 1 of
 a container. Prints PASS/FAIL/SKIP lines.
 """
+import base64
 import json
 import os
 import re
@@ -117,6 +118,11 @@ class Running:
         self.envs.append(env or {})
         self.procs.append((name, subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env=e)))
         self.logs.append((name, log, argv))
+
+    def log(self, name):
+        (f,) = [f for n, f, _ in self.logs if n == name]
+        f.seek(0)
+        return f.read()
 
     def tail(self):
         out = []
@@ -422,8 +428,9 @@ def test_compose_runs():
 
 
 def kustomize(folder):
-    """The manifests of a kustomization: rendered by kubectl's kustomize, or,
-    without kubectl, the base's files as they are (no overlays)."""
+    """The manifests of a kustomization (a folder of deploy/k8s, or a path):
+    rendered by kubectl's kustomize, or, without kubectl, the base's files as
+    they are (no overlays)."""
     path = os.path.join(DEPLOY, "k8s", folder)
     if shutil.which("kubectl"):
         p = subprocess.run(["kubectl", "kustomize", path], capture_output=True, text=True)
@@ -442,6 +449,7 @@ def check_k8s(docs):
     containers by name."""
     deps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
     svcs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    secrets = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "Secret"}
     pvcs = {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
     check(set(deps) == {"smolmq-broker", "smolmq-worker", "smolmq-gateway"}, f"Deployments {sorted(deps)}")
     uid = dockerfile_uid()
@@ -463,6 +471,10 @@ def check_k8s(docs):
                 check(pr["port"] in ports, f"{name}: {probe} on port {pr['port']}, not one of {ports}")
                 if "httpGet" in c[probe]:
                     check(pr["path"] in ("/healthz", "/readyz"), f"{name}: {probe} path {pr['path']}")
+        ann = d["spec"]["template"]["metadata"].get("annotations", {})
+        if "prometheus.io/port" in ann:
+            check(int(ann["prometheus.io/port"]) in ports.values() and ann.get("prometheus.io/path") == "/metrics",
+                  f"{name}: scraped at {ann}, its ports are {ports}")
         listen = flag_value(argv, "--listen")
         if listen:
             check(listen.startswith("*:") and int(listen.split(":")[1]) in ports.values(),
@@ -475,6 +487,30 @@ def check_k8s(docs):
         for v in spec.get("volumes", []):
             if "persistentVolumeClaim" in v:
                 check(v["persistentVolumeClaim"]["claimName"] in pvcs, f"{name}: claim {v} not in the manifests")
+        # Secrets: those named exist with the keys named; a file an argument
+        # names under a secret's mount is one of its items.
+        vols = {v["name"]: v for v in spec.get("volumes", [])}
+        for m in c.get("volumeMounts", []):
+            check(m["name"] in vols, f"{name}: mounts {m['name']}, no such volume")
+            sv = vols[m["name"]].get("secret")
+            if not sv:
+                continue
+            check(sv["secretName"] in secrets, f"{name}: Secret {sv['secretName']} not in the manifests")
+            items = sv.get("items") or [{"key": k, "path": k} for k in secrets[sv["secretName"]]]
+            for it in items:
+                check(it["key"] in secrets[sv["secretName"]], f"{name}: Secret {sv['secretName']} has no {it['key']}")
+            for a in argv:
+                if a.startswith(m["mountPath"] + "/"):
+                    check(a[len(m["mountPath"]) + 1:] in [it["path"] for it in items],
+                          f"{name}: {a} is not one of the files of its Secret's mount")
+        for e in c.get("env", []):
+            ref = e.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                check(ref["key"] in secrets.get(ref["name"], {}), f"{name}: env {e['name']}: no Secret key {ref}")
+        names = {e["name"] for e in c.get("env", [])}
+        for a in argv:
+            for var in re.findall(r"\$\((\w+)\)", a):
+                check(var in names, f"{name}: {a} names $({var}), which the container's env does not set")
         out[name] = (argv, c)
     for name, s in svcs.items():
         sel = s["spec"]["selector"]
@@ -510,6 +546,72 @@ def test_k8s_runs():
         run.chat(f"http://127.0.0.1:{hport}", retries=5)
         print(f"    a chat through the same gateway {time.time() - t0:.1f} s after the broker was killed and "
               "started again", flush=True)
+        run.stop()
+
+
+def pod_argv(argv, c, docs):
+    """A container's command line as the kubelet makes it: $(VAR) from its
+    env (values, or Secrets' keys)."""
+    secrets = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "Secret"}
+    env = {}
+    for e in c.get("env", []):
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        env[e["name"]] = base64.b64decode(secrets[ref["name"]][ref["key"]]).decode() if ref else e["value"]
+    return [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in argv]
+
+
+def test_k8s_curve_runs():
+    """deploy/k8s/curve on the base, with the Secret its keys.sh prints: the
+    pods' command lines (their key files from the Secret, the broker's key
+    from its env) run here, a chat goes through over CURVE, and a gateway
+    whose key is not on the broker's allow-list gets no answer."""
+    if not shutil.which("kubectl"):
+        raise Skip("no kubectl to render the component")
+    install()
+    broker_bin = os.path.join(PREFIX, "bin", "smolmq-broker")
+    p = subprocess.run(["sh", os.path.join(DEPLOY, "k8s", "curve", "keys.sh")], capture_output=True, text=True,
+                       env={**os.environ, "SMQ_BROKER_BIN": broker_bin})
+    check(p.returncode == 0, f"keys.sh: {p.stderr}")
+    overlay = os.path.join(TMP, "k8s-curve")
+    os.makedirs(overlay, exist_ok=True)
+    with open(os.path.join(overlay, "secret.yaml"), "w") as f:
+        f.write(p.stdout)
+    k8s = os.path.relpath(os.path.join(DEPLOY, "k8s"), overlay)
+    with open(os.path.join(overlay, "kustomization.yaml"), "w") as f:
+        f.write(f"resources: [{k8s}/base, secret.yaml]\ncomponents: [{k8s}/curve]\n")
+    docs = kustomize(overlay)
+    pods = check_k8s(docs)
+    (secret,) = [d["data"] for d in docs if d["kind"] == "Secret"]
+    keys = os.path.join(TMP, "curve-files")
+    os.makedirs(keys, exist_ok=True)
+    for k, v in secret.items():
+        with open(os.path.join(keys, k), "wb") as f:
+            f.write(base64.b64decode(v))
+    cport, wport, hport, sport = free_port(), free_port(), free_port(), free_port()
+    mapping = {"tcp://smolmq-broker:5555": f"tcp://127.0.0.1:{cport}",
+               "tcp://smolmq-broker:5556": f"tcp://127.0.0.1:{wport}", "*:8080": f"127.0.0.1:{hport}",
+               IMAGE_PREFIX + "/": PREFIX + "/", "/etc/smolmq/curve/": keys + "/"}
+    with Running("k8s-curve") as run:
+        for name in ("smolmq-broker", "smolmq-worker", "smolmq-gateway"):
+            argv, c = pods[name]
+            argv = [remap(a, mapping) for a in pod_argv(argv, c, docs)]
+            env = {"SMQ_BROKER_CLIENTS": f"tcp://127.0.0.1:{cport}",
+                   "SMQ_BROKER_WORKERS": f"tcp://127.0.0.1:{wport}"} if name == "smolmq-broker" else {}
+            run.start(name, argv, env)
+        check(run.chat(f"http://127.0.0.1:{hport}") == "smolmq-tiny", "no chat over CURVE")
+        check("(CURVE)" in run.log("smolmq-broker"), f"the broker does not say CURVE\n{run.tail()}")
+        # The same gateway with a key of its own, not on the allow-list.
+        stranger = os.path.join(TMP, "stranger.cert")
+        subprocess.run([broker_bin, "--keygen", stranger], capture_output=True, check=True)
+        argv = [remap(a, {**mapping, keys + "/gateway.cert": stranger, f"127.0.0.1:{hport}": f"127.0.0.1:{sport}"})
+                for a in pod_argv(pods["smolmq-gateway"][0], pods["smolmq-gateway"][1], docs)]
+        run.start("stranger-gateway", argv)
+        time.sleep(1.5)
+        try:
+            status = get(f"http://127.0.0.1:{sport}/readyz", timeout=5)[0]
+        except urllib.error.HTTPError as e:
+            status = e.code
+        check(status == 503, f"a gateway with a key the broker does not know: /readyz {status}\n{run.tail()}")
         run.stop()
 
 

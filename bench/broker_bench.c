@@ -11,10 +11,13 @@
  *   broker: client DEALER -> smolmq-broker -> the source as a worker DEALER;
  * and, given GATEWAY_BINARY, as a person's client sees it:
  *   gateway: HTTP clients streaming chat completions (SSE) -> smolmq-gateway
- *            -> the same broker and source.
+ *            -> the same broker and source;
+ *   websocket: the same over the gateway's WebSocket chat (/v1/ws), one
+ *            socket per stream, as the web chat talks.
  * Throughput: STREAMS concurrent requests; latency: one request of one
  * token at a time, median and 99th percentile of 2000 round trips (500 for
- * the gateway, each on a new connection as curl makes one). */
+ * the gateway: over HTTP each on a new connection as curl makes one, over
+ * the WebSocket one socket for all, as a browser keeps its socket). */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -322,20 +325,23 @@ static int free_port(void)
 /* ---- the HTTP client: streamed chat completions through the gateway ---- */
 
 /* What one response has shown so far. The token source's every token is
- * " word", so a token is one `"content":" word"` in the stream; the text
- * kept from the last read lets a pattern that straddles two reads count. */
+ * " word", so a token is one `"content":" word"` in the stream (an SSE
+ * chunk's delta, or a WebSocket delta message); the text kept from the last
+ * read lets a pattern that straddles two reads count. */
 typedef struct sse_stream {
     int fd;
+    int ws; /* a WebSocket chat: status 101, ends with its "done" message */
     uint64_t tokens;
-    int status, done; /* the HTTP status; "data: [DONE]" seen */
+    int status, done; /* the HTTP status; the end (SSE "data: [DONE]", WebSocket "done") seen */
     char tail[32];
     size_t tail_len;
     char first[400]; /* the response's start: its status, and an error message */
     size_t first_len;
 } sse_stream;
 
-#define TOKEN_PATTERN "\"content\":\" word\""
-#define DONE_PATTERN  "data: [DONE]"
+#define TOKEN_PATTERN   "\"content\":\" word\""
+#define DONE_PATTERN    "data: [DONE]"
+#define WS_DONE_PATTERN "\"type\":\"done\""
 
 static size_t count_in(const char *p, size_t n, const char *pat)
 {
@@ -366,10 +372,23 @@ static int sse_read(sse_stream *st)
     /* The tail is shorter than the token pattern, so no token counts
      * twice; [DONE] is only a flag. */
     st->tokens += count_in(buf, n, TOKEN_PATTERN);
-    st->done |= count_in(buf, n, DONE_PATTERN) > 0;
+    st->done |= count_in(buf, n, st->ws ? WS_DONE_PATTERN : DONE_PATTERN) > 0;
     st->tail_len = n < sizeof TOKEN_PATTERN - 2 ? n : sizeof TOKEN_PATTERN - 2;
     memcpy(st->tail, buf + n - st->tail_len, st->tail_len);
     return 0;
+}
+
+static int tcp_connect(int port)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd >= 0 &&
+        (connect(fd, (struct sockaddr *)&a, sizeof a) || setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one))) {
+        close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 /* A connection that has sent a streamed request for `tokens` tokens. */
@@ -384,12 +403,9 @@ static int sse_open(int port, uint32_t tokens, sse_stream *st)
                       "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                       "Connection: close\r\nContent-Length: %d\r\n\r\n%s",
                       bl, body);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0);
+    int fd = tcp_connect(port);
     *st = (sse_stream){ .fd = fd };
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) ||
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) || send(fd, req, (size_t)rl, 0) != rl) {
+    if (fd < 0 || send(fd, req, (size_t)rl, 0) != rl) {
         if (fd >= 0)
             close(fd);
         return -1;
@@ -397,11 +413,76 @@ static int sse_open(int port, uint32_t tokens, sse_stream *st)
     return 0;
 }
 
-/* Reads the streams to their ends; dies unless each was a 200 with all its
- * tokens and [DONE]. */
+/* ---- the WebSocket client: the gateway's /v1/ws chat ---- */
+
+/* A WebSocket open on the gateway (the handshake's answer read), or -1. */
+static int ws_connect(int port)
+{
+    static const char req[] = "GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                              "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                              "Sec-WebSocket-Version: 13\r\n\r\n";
+    int fd = tcp_connect(port);
+    if (fd < 0 || send(fd, req, sizeof req - 1, 0) != (ssize_t)sizeof req - 1)
+        goto fail;
+    /* The server says nothing more until it is sent a chat: the answer is
+     * exactly the 101 and its headers. */
+    char buf[1024];
+    size_t n = 0;
+    while (n < sizeof buf - 1 && !memmem(buf, n, "\r\n\r\n", 4)) {
+        struct pollfd pf = { .fd = fd, .events = POLLIN };
+        ssize_t got = poll(&pf, 1, 10000) == 1 ? recv(fd, buf + n, sizeof buf - 1 - n, 0) : -1;
+        if (got <= 0)
+            goto fail;
+        n += (size_t)got;
+    }
+    buf[n] = 0;
+    if (strncmp(buf, "HTTP/1.1 101", 12)) {
+        fprintf(stderr, "broker_bench: the gateway refused the WebSocket:\n%s\n", buf);
+        exit(1);
+    }
+    return fd;
+fail:
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+/* Sends one chat for `tokens` tokens on the socket (a masked text frame,
+ * as a client must send) and starts st reading its answer. */
+static int ws_chat(int fd, uint32_t tokens, sse_stream *st)
+{
+    char body[256], frame[300];
+    int bl = snprintf(body, sizeof body,
+                      "{\"type\":\"chat\",\"id\":\"c\",\"model\":\"bench\",\"max_tokens\":%u,"
+                      "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+                      tokens);
+    static const uint8_t mask[4] = { 0x12, 0x34, 0x56, 0x78 };
+    size_t h = 0;
+    frame[h++] = (char)0x81; /* FIN, text */
+    if (bl < 126) {
+        frame[h++] = (char)(0x80 | bl);
+    } else {
+        frame[h++] = (char)(0x80 | 126);
+        frame[h++] = (char)(bl >> 8);
+        frame[h++] = (char)bl;
+    }
+    memcpy(frame + h, mask, 4);
+    h += 4;
+    for (int i = 0; i < bl; i++)
+        frame[h + (size_t)i] = (char)(body[i] ^ mask[i % 4]);
+    *st = (sse_stream){ .fd = fd, .ws = 1, .status = 101 };
+    return send(fd, frame, h + (size_t)bl, 0) == (ssize_t)(h + (size_t)bl) ? 0 : -1;
+}
+
+/* Reads the streams to their ends (an SSE response's close, a WebSocket
+ * chat's "done": its socket stays open, and st[i].fd is left as it was);
+ * dies unless each was a 200 (101) with all its tokens and its end. */
 static void sse_finish(sse_stream *st, int n, uint32_t tokens)
 {
     struct pollfd pf[1000];
+    int fds[1000];
+    for (int i = 0; i < n; i++)
+        fds[i] = st[i].fd;
     for (int open = n; open;) {
         int k = 0;
         for (int i = 0; i < n; i++)
@@ -411,15 +492,22 @@ static void sse_finish(sse_stream *st, int n, uint32_t tokens)
             fprintf(stderr, "broker_bench: the gateway sent nothing for 10 s\n");
             exit(1);
         }
-        for (int i = 0; i < n; i++)
-            if (st[i].fd >= 0 && sse_read(&st[i]) < 0) {
-                close(st[i].fd);
+        for (int i = 0; i < n; i++) {
+            if (st[i].fd < 0)
+                continue;
+            int end = sse_read(&st[i]) < 0;
+            if (end || (st[i].ws && st[i].done)) {
+                if (!st[i].ws)
+                    close(st[i].fd);
                 st[i].fd = -1;
                 open--;
             }
+        }
     }
     for (int i = 0; i < n; i++)
-        if (st[i].status != 200 || st[i].tokens != tokens || !st[i].done) {
+        st[i].fd = st[i].ws ? fds[i] : -1;
+    for (int i = 0; i < n; i++)
+        if (st[i].status != (st[i].ws ? 101 : 200) || st[i].tokens != tokens || !st[i].done) {
             fprintf(stderr,
                     "broker_bench: a stream through the gateway: HTTP %d, %" PRIu64
                     " of %u tokens, %s; it began:\n%s\n",
@@ -450,6 +538,47 @@ static void sse_latency(int port, int n, double *p50, double *p99)
         sse_finish(&st, 1, 1);
         t[i] = (now_s() - t0) * 1e6;
     }
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    *p50 = t[n / 2];
+    *p99 = t[n * 99 / 100];
+    free(t);
+}
+
+/* STREAMS WebSockets, one chat of `tokens` tokens on each at once. */
+static double ws_throughput(int port, int streams, uint32_t tokens)
+{
+    sse_stream st[1000];
+    int fd[1000];
+    for (int i = 0; i < streams; i++)
+        if ((fd[i] = ws_connect(port)) < 0)
+            die("a WebSocket to the gateway");
+    double t0 = now_s();
+    for (int i = 0; i < streams; i++)
+        if (ws_chat(fd[i], tokens, &st[i]))
+            die("send a chat on the WebSocket");
+    sse_finish(st, streams, tokens);
+    double t = now_s() - t0;
+    for (int i = 0; i < streams; i++)
+        close(fd[i]);
+    return (double)streams * tokens / t;
+}
+
+/* One-token chats one after another on one WebSocket. */
+static void ws_latency(int port, int n, double *p50, double *p99)
+{
+    double *t = malloc((size_t)n * sizeof *t);
+    int fd = ws_connect(port);
+    if (fd < 0)
+        die("a WebSocket to the gateway");
+    for (int i = 0; i < n; i++) {
+        sse_stream st;
+        double t0 = now_s();
+        if (ws_chat(fd, 1, &st))
+            die("send a chat on the WebSocket");
+        sse_finish(&st, 1, 1);
+        t[i] = (now_s() - t0) * 1e6;
+    }
+    close(fd);
     qsort(t, (size_t)n, sizeof *t, cmp_double);
     *p50 = t[n / 2];
     *p99 = t[n * 99 / 100];
@@ -529,6 +658,7 @@ int main(int argc, char **argv)
     /* through the gateway, to the same broker and source */
     const char *gateway = argc > 4 ? argv[4] : NULL;
     double gw_tps = 0, gw_cpu = 0, gw_broker_cpu = 0, client_cpu = 0, g50 = 0, g99 = 0;
+    double ws_tps = 0, ws_cpu = 0, ws_broker_cpu = 0, w50 = 0, w99 = 0;
     if (gateway) {
         int port = free_port();
         char listen[32];
@@ -549,6 +679,12 @@ int main(int argc, char **argv)
         gw_broker_cpu = (cpu_s(pid) - b0) / all;
         client_cpu = (cpu_s(0) - c0) / all; /* the HTTP clients and the source */
         sse_latency(port, 500, &g50, &g99);
+        ws_throughput(port, streams, 1000);
+        g0 = cpu_s(gw), b0 = cpu_s(pid);
+        ws_tps = ws_throughput(port, streams, tokens);
+        ws_cpu = (cpu_s(gw) - g0) / all;
+        ws_broker_cpu = (cpu_s(pid) - b0) / all;
+        ws_latency(port, 500, &w50, &w99);
     }
 
     kill_children();
@@ -575,6 +711,14 @@ int main(int argc, char **argv)
         printf("  CPU us a token   the gateway %.2f   the broker %.2f   HTTP clients + source %.2f   gateway/broker "
                "ratio %.2f\n",
                gw_cpu * 1e6, gw_broker_cpu * 1e6, client_cpu * 1e6, gw_cpu / gw_broker_cpu);
+        printf("websocket: %d sockets, a chat of %u tokens on each at once; one-token chats x 500 on one socket\n",
+               streams, tokens);
+        printf("  tokens/s         through the gateway %9.0f   against the broker's frames/s ratio %.2f\n", ws_tps,
+               ws_tps / broker_fps);
+        printf("  round trip us    p50 %6.1f p99 %6.1f   added to the broker's p50 %.1f us (ratio %.2f)\n", w50, w99,
+               w50 - b50, w50 / b50);
+        printf("  CPU us a token   the gateway %.2f   the broker %.2f   gateway/broker ratio %.2f\n", ws_cpu * 1e6,
+               ws_broker_cpu * 1e6, ws_cpu / ws_broker_cpu);
     }
     return 0;
 }

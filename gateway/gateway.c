@@ -188,7 +188,7 @@ static void on_first_stats(void *ctx, const smq_stats *s, const char *why)
 {
     (void)ctx;
     if (s)
-        gw_log("the broker answers: %u workers", s->n_workers);
+        gw_log("the broker answers: %u worker%s", s->n_workers, s->n_workers == 1 ? "" : "s");
     else
         gw_log("the broker does not answer yet (%s)", why);
 }

@@ -341,7 +341,8 @@ void conn_stream_start(conn *c, int status, const char *content_type, const char
         c->keep_alive = 0; /* HTTP/1.0: the body ends with the connection */
     put_head(c, &b, status, content_type, c->chunked ? "Transfer-Encoding: chunked\r\n" : "", headers);
     c->streaming = 1;
-    conn_write(c, b.data, b.len);
+    /* Queued: it goes out with the first chunks, in one write. */
+    conn_queue(c, b.data, b.len);
     sbuf_free(&b);
 }
 

@@ -65,8 +65,9 @@ void conn_accept(uv_stream_t *server);
 void conn_respond(conn *c, int status, const char *content_type, const char *headers, const void *body, size_t len);
 /* An error in OpenAI's JSON shape, with Retry-After when e says so. */
 void conn_respond_error(conn *c, const openai_error *e);
-/* A streamed response: headers now, the body in pieces (chunked on
- * HTTP/1.1; on HTTP/1.0 until the connection closes), then the end. */
+/* A streamed response: headers (queued, to go out with the first piece in
+ * one write), the body in pieces (chunked on HTTP/1.1; on HTTP/1.0 until
+ * the connection closes), then the end. */
 void conn_stream_start(conn *c, int status, const char *content_type, const char *headers);
 void conn_stream_write(conn *c, const void *data, size_t len);
 void conn_stream_end(conn *c);

@@ -62,7 +62,7 @@ NVCCFLAGS := -std=c++17 -O3 -g -Werror all-warnings -Xcompiler -Wall,-Wextra,-We
 # Static CUDA runtime: the binaries run on a bare GPU host with only the driver.
 CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
 
-COMMON_SRC := common/err.c common/utf8.c common/sbuf.c common/json.c common/json_repr.c
+COMMON_SRC := common/err.c common/utf8.c common/sbuf.c common/json.c common/json_repr.c common/sd_notify.c
 MODEL_SRC := worker/model/gguf.c worker/model/gguf_writer.c worker/model/quant.c worker/model/tokenizer.c worker/model/detok.c \
 	worker/model/chat_template.c worker/model/model.c
 BACKEND_SRC := worker/backend/backend.c worker/backend/rope.c worker/backend/cpu/cpu_backend.c worker/backend/cpu/cpu_ops.c worker/backend/cpu/threadpool.c \
@@ -84,7 +84,7 @@ CLIENT_SRC := proto/client.c
 CURVE_SRC := proto/curve_cert.c
 # What the gateway takes from common/: not json.c, whose json_string() and
 # json_integer() would shadow jansson's functions of the same names.
-COMMON_NET_SRC := common/err.c common/utf8.c common/sbuf.c
+COMMON_NET_SRC := common/err.c common/utf8.c common/sbuf.c common/sd_notify.c
 BROKER_SRC := $(wildcard broker/*.c)
 WORKER_SRV_SRC := $(wildcard worker/server/*.c)
 GATEWAY_SRC := $(wildcard gateway/*.c)
@@ -104,7 +104,7 @@ GATEWAY_BIN := $(BUILD)/bin/smolmq-gateway
 UNIT_TESTS := $(BUILD)/tests/gguf_test $(BUILD)/tests/quant_test $(BUILD)/tests/tokenizer_test \
 	$(BUILD)/tests/json_test $(BUILD)/tests/chat_template_test $(BUILD)/tests/cpu_backend_test \
 	$(BUILD)/tests/engine_test $(BUILD)/tests/sampler_test $(BUILD)/tests/proto_test $(BUILD)/tests/sha1_test \
-	$(BUILD)/tests/openai_response_test
+	$(BUILD)/tests/openai_response_test $(BUILD)/tests/sd_notify_test
 GPU_TESTS := $(BUILD)/tests/quant_gpu_test $(BUILD)/tests/matvec_gpu_test $(BUILD)/tests/attention_gpu_test \
 	$(BUILD)/tests/sample_gpu_test \
 	$(BUILD)/tests/cuda_backend_gpu_test
@@ -276,6 +276,10 @@ $(BUILD)/tests/proto_test: $(BUILD)/obj/tests/proto_test.o $(PROTO_OBJ) $(CORE_O
 $(BUILD)/tests/sha1_test: $(BUILD)/obj/tests/sha1_test.o $(BUILD)/obj/gateway/sha1.o $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/sd_notify_test: $(BUILD)/obj/tests/sd_notify_test.o $(BUILD)/obj/common/sd_notify.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@
 
 # Not CORE_OBJ: common/json.c's names clash with jansson's (COMMON_NET_SRC).
 $(BUILD)/tests/openai_response_test: $(BUILD)/obj/tests/openai_response_test.o \

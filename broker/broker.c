@@ -22,6 +22,7 @@
 #include "broker.h"
 #include "curve.h"
 #include "proto.h"
+#include "sd_notify.h"
 
 #define RETRY_MAX    3      /* dispatches of one request (PROTOCOL.md §5) */
 #define AFFINITY_MAX 100000 /* remembered affinity keys; past it the table starts over */
@@ -81,6 +82,8 @@ struct broker {
     int64_t started, next_heartbeat;
     int draining, finished;
     int64_t drain_deadline;
+    uint64_t watchdog_ms; /* systemd's WatchdogSec= / 2 (sd_notify.h), 0: none */
+    int64_t next_watchdog;
     smq_stats_totals totals;
     smq_buf buf; /* scratch for encoding bodies */
 };
@@ -932,8 +935,13 @@ static int on_tick(broker *b)
         zlist_destroy(&gone);
         smq_buf_free(&hb);
     }
+    if (b->watchdog_ms && now >= b->next_watchdog) {
+        b->next_watchdog = now + (int64_t)b->watchdog_ms;
+        smq_notify("WATCHDOG=1");
+    }
     if (stop_signal && !b->draining) {
         b->draining = 1;
+        smq_notify("STOPPING=1");
         b->drain_deadline = now + b->cfg.drain_ms;
         fprintf(stderr, "smolmq-broker: draining: %zu requests open, up to %u ms\n", zhashx_size(b->jobs),
                 b->cfg.drain_ms);
@@ -1142,6 +1150,10 @@ int broker_run(broker *b)
         zloop_reader(loop, curve_zap_sock(b->curve), on_zap, b);
     zloop_timer(loop, TICK_MS, 0, on_timer, b);
     zloop_set_nonstop(loop, true);
+    /* Bound and about to serve: systemd (Type=notify) may start the rest;
+     * its watchdog, when asked for, is fed from the tick. */
+    b->watchdog_ms = smq_watchdog_ms();
+    smq_notify("READY=1");
     /* A signal interrupts zmq_poll, and zloop_start returns; the timer's
      * next tick starts the drain, so the loop is entered again. Returning
      * without a signal means the ZeroMQ context is gone. */

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "http_conn.h"
+#include "sd_notify.h"
 
 #define DRAIN_TICK_MS 100
 
@@ -130,6 +131,8 @@ static void end_everything(gateway *gw)
     uv_close((uv_handle_t *)&gw->flush_check, NULL);
     uv_timer_stop(&gw->drain_timer);
     uv_close((uv_handle_t *)&gw->drain_timer, NULL);
+    uv_timer_stop(&gw->watchdog);
+    uv_close((uv_handle_t *)&gw->watchdog, NULL);
     uv_close((uv_handle_t *)&gw->sigterm, NULL);
     uv_close((uv_handle_t *)&gw->sigint, NULL);
     broker_link_destroy(&gw->link);
@@ -158,6 +161,7 @@ static void on_signal(uv_signal_t *h, int signum)
         return;
     }
     gw->draining = 1;
+    smq_notify("STOPPING=1");
     gw_log("signal %d: draining (up to %d ms for chats in progress)", signum, gw->cfg.drain_ms);
     for (int i = 0; i < gw->n_listeners; i++)
         uv_close((uv_handle_t *)&gw->listeners[i], NULL);
@@ -173,6 +177,13 @@ static void on_signal(uv_signal_t *h, int signum)
 }
 
 /* ---- lifecycle ---- */
+
+/* The loop turns: systemd's watchdog (WatchdogSec=) is fed. */
+static void on_watchdog(uv_timer_t *t)
+{
+    (void)t;
+    smq_notify("WATCHDOG=1");
+}
 
 static void on_flush_prepare(uv_prepare_t *h)
 {
@@ -242,6 +253,14 @@ gateway *gateway_new(uv_loop_t *loop, const gw_config *cfg, smq_err *err)
     uv_check_start(&gw->flush_check, on_flush_check);
     uv_unref((uv_handle_t *)&gw->flush_prepare);
     uv_unref((uv_handle_t *)&gw->flush_check);
+    uv_timer_init(loop, &gw->watchdog);
+    uint64_t wd = smq_watchdog_ms();
+    if (wd) {
+        uv_timer_start(&gw->watchdog, on_watchdog, wd, wd);
+        uv_unref((uv_handle_t *)&gw->watchdog);
+    }
+    /* Listening: systemd (Type=notify) may start what comes after. */
+    smq_notify("READY=1");
     return gw;
 }
 

@@ -64,7 +64,8 @@ typedef struct gateway {
     int n_listeners;
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer;
-    conn *conns; /* every open connection, to close them all on the way out */
+    uv_timer_t watchdog; /* WATCHDOG=1 to systemd (sd_notify.h), when it asks */
+    conn *conns;         /* every open connection, to close them all on the way out */
     /* Connections with queued output (conn_queue), written after the loop's
      * I/O callbacks (check) and before it waits (prepare). */
     conn *to_flush;

@@ -109,15 +109,35 @@ class Running:
     def __init__(self, what):
         self.what = what
         self.procs, self.logs, self.envs = [], [], []
+        self.sockets, self.notes = {}, {}
 
-    def start(self, name, argv, env=None):
+    def start(self, name, argv, env=None, notify_every_us=0):
+        """notify_every_us: as systemd runs a unit of Type=notify with that
+        WatchdogSec=, a socket in $NOTIFY_SOCKET (notices() reads it)."""
         argv = [os.path.join(PREFIX, "bin", argv[0]) if "/" not in argv[0] else argv[0], *argv[1:]]
         log = open(os.path.join(TMP, f"{self.what}-{name}.log"), "w+")
-        e = {k: v for k, v in os.environ.items() if not k.startswith("SMQ_")}
+        e = {k: v for k, v in os.environ.items() if not k.startswith("SMQ_") and k not in ("NOTIFY_SOCKET",
+                                                                                            "WATCHDOG_USEC")}
         e.update(env or {})
+        if notify_every_us:
+            path = os.path.join(TMP, f"notify-{self.what}-{len(self.procs)}")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(path)
+            sock.setblocking(False)
+            self.sockets[name] = sock
+            e.update(NOTIFY_SOCKET=path, WATCHDOG_USEC=str(notify_every_us))
         self.envs.append(env or {})
         self.procs.append((name, subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env=e)))
         self.logs.append((name, log, argv))
+
+    def notices(self, name):
+        """What the process has told its $NOTIFY_SOCKET so far, in order."""
+        got = self.notes.setdefault(name, [])
+        while True:
+            try:
+                got.append(self.sockets[name].recv(4096).decode())
+            except BlockingIOError:
+                return got
 
     def log(self, name):
         (f,) = [f for n, f, _ in self.logs if n == name]
@@ -194,6 +214,8 @@ class Running:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        for sock in self.sockets.values():
+            sock.close()
 
 
 def remap(value, mapping):
@@ -256,8 +278,7 @@ def unit_command(path, instance, env_file):
             argv += env.get(m.group(1), "").split()
         else:
             argv.append(re.sub(r"\$\{(\w+)\}", lambda m: env.get(m.group(1), ""), word))
-    grace = dict(settings).get("TimeoutStopSec")
-    return argv, {k: v for k, v in env.items() if k.startswith("SMQ_")}, int(grace) if grace else 90
+    return argv, {k: v for k, v in env.items() if k.startswith("SMQ_")}, dict(settings)
 
 
 UNITS = ("smolmq-broker.service", "smolmq-worker@.service", "smolmq-gateway.service")
@@ -277,15 +298,25 @@ def test_units_run():
                 f"SMQ_GATEWAY_ARGS=--listen 127.0.0.1:{hport}\n")
     with Running("systemd") as run:
         for unit in UNITS:
-            argv, env, grace = unit_command(os.path.join(units, unit), "0", env_file)
+            argv, env, settings = unit_command(os.path.join(units, unit), "0", env_file)
             check_argv(unit, argv)
             check(argv[0] == os.path.join(PREFIX, "bin", unit.split("@")[0].split(".")[0]),
                   f"{unit}: ExecStart runs {argv[0]} (install rewrites /usr/local to PREFIX)")
-            check_grace(unit, grace, argv)
-            run.start(unit, argv, env)
+            check_grace(unit, int(settings.get("TimeoutStopSec", "90")), argv)
+            check(settings.get("Type") == "notify" and re.fullmatch(r"\d+s", settings.get("WatchdogSec", "")),
+                  f"{unit}: Type={settings.get('Type')} WatchdogSec={settings.get('WatchdogSec')}")
+            # As systemd runs it, with a watchdog of 0.4 s instead of its own.
+            run.start(unit, argv, env, notify_every_us=400000)
         model = run.chat(f"http://127.0.0.1:{hport}")
         check(model == "smolmq-tiny", f"the units serve {model}, not the built-in model")
+        time.sleep(0.5)
+        for unit in UNITS:
+            got = run.notices(unit)
+            check(got[:1] == ["READY=1"] and "WATCHDOG=1" in got, f"{unit} told systemd {got}")
         run.stop()
+        for unit in UNITS:
+            got = run.notices(unit)
+            check("STOPPING=1" in got, f"{unit} did not say STOPPING=1 on SIGTERM: {got}")
 
 
 def test_units_verify():
@@ -697,9 +728,11 @@ CMD ["/sbin/init"]
 def test_units_under_systemd_in_docker():
     """The units under a real systemd (PID 1 of a Debian 12 container, the
     programs installed into it by `make install DESTDIR=`): enabled and
-    started as deploy/README.md says, a chat, then CURVE turned on through
-    smolmq.env exactly as its example shows (key files root:smolmq 0640),
-    a chat again, and `systemctl stop` ending each with success."""
+    started as deploy/README.md says (Type=notify: started means READY=1
+    came), a chat, then CURVE turned on through smolmq.env exactly as its
+    example shows (key files root:smolmq 0640), a chat again, a wedged
+    worker killed and restarted by the watchdog and serving again, and
+    `systemctl stop` ending each with success."""
     if os.environ.get("SMQ_TEST_DOCKER") != "1":
         raise Skip("SMQ_TEST_DOCKER=1 runs it (a Docker daemon that can fetch debian:12 and packages)")
     ctx = os.path.join(TMP, "systemd-image")
@@ -729,16 +762,20 @@ def test_units_under_systemd_in_docker():
                                  f"its journal:\n{j}")
         return r.stdout
 
-    chat = ("for i in $(seq 50); do curl -fs http://127.0.0.1:8080/readyz >/dev/null && break; sleep 0.2; done; "
-            "curl -fsS --max-time 30 http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' "
-            "-d '{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"max_tokens\": 3}'")
+    def chat(tries=1):
+        """A shell line: the gateway ready, then a chat (tried `tries` times)."""
+        return ("for i in $(seq 50); do curl -fs http://127.0.0.1:8080/readyz >/dev/null && break; sleep 0.2; done; "
+                f"for i in $(seq {tries}); do curl -fsS --max-time 30 http://127.0.0.1:8080/v1/chat/completions "
+                "-H 'Content-Type: application/json' "
+                "-d '{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"max_tokens\": 3}' "
+                "&& exit 0; sleep 0.5; done; exit 1")
     units = "smolmq-broker smolmq-worker@0 smolmq-gateway"
     try:
         sh("for i in $(seq 50); do systemctl is-system-running 2>/dev/null | grep -qE 'running|degraded' && exit 0; "
            "sleep 0.2; done; exit 1")
         sh("systemd-sysusers /usr/local/lib/sysusers.d/smolmq.conf && systemctl daemon-reload && "
            f"systemctl enable --now {units}")
-        answer = json.loads(sh(chat))
+        answer = json.loads(sh(chat()))
         check(answer["usage"]["completion_tokens"] == 3 and answer["model"] == "smolmq-tiny", f"{answer}")
         sh("mkdir -p /etc/smolmq && cd /etc/smolmq && for c in broker worker gateway; do "
            "/usr/local/bin/smolmq-broker --keygen $c.cert >/dev/null; done; "
@@ -749,10 +786,26 @@ def test_units_under_systemd_in_docker():
            "\"SMQ_WORKER_ARGS=--broker-key $key --key-file /etc/smolmq/worker.cert\" "
            "\"SMQ_GATEWAY_ARGS=--broker-key $key --key-file /etc/smolmq/gateway.cert\" > smolmq.env; "
            f"systemctl restart {units}")
-        answer = json.loads(sh(chat))
+        answer = json.loads(sh(chat()))
         check(answer["usage"]["completion_tokens"] == 3, f"{answer}")
         log = sh("journalctl --no-pager -u smolmq-broker -u smolmq-gateway")
         check(log.count("(CURVE)") >= 2, f"CURVE not on:\n{log[-1500:]}")
+        # A wedged worker (stopped with SIGSTOP) under a 2 s watchdog: systemd
+        # kills it and starts another, which serves.
+        sh("mkdir -p /run/systemd/system/smolmq-worker@0.service.d && printf '%s\\n' '[Service]' "
+           "WatchdogSec=2s TimeoutAbortSec=2s RestartSec=1s > /run/systemd/system/smolmq-worker@0.service.d/t.conf "
+           "&& systemctl daemon-reload && systemctl restart smolmq-worker@0")
+        wedged = sh("systemctl show -p MainPID --value smolmq-worker@0").strip()
+        t0 = time.time()
+        sh(f"kill -STOP {wedged}")
+        sh(f"for i in $(seq 150); do [ \"$(systemctl show -p NRestarts --value smolmq-worker@0)\" -ge 1 ] && "
+           f"systemctl is-active -q smolmq-worker@0 && [ \"$(systemctl show -p MainPID --value smolmq-worker@0)\" "
+           f"!= {wedged} ] && exit 0; sleep 0.2; done; exit 1", timeout=60)
+        print(f"    a wedged worker replaced by systemd's watchdog in {time.time() - t0:.1f} s", flush=True)
+        log = sh("journalctl --no-pager -u smolmq-worker@0")
+        check("Watchdog timeout" in log, f"the worker was not restarted by the watchdog:\n{log[-1500:]}")
+        answer = json.loads(sh(chat(tries=40)))
+        check(answer["usage"]["completion_tokens"] == 3, f"{answer}")
         sh(f"systemctl stop {units}")
         for u in units.split():
             result = sh(f"systemctl show -p Result --value {u}").strip()

@@ -73,7 +73,7 @@ static inline char *test_env_swap(const char *name, const char *value)
 
 static inline void test_env_restore(const char *name, char *kept)
 {
-    test_env_swap(name, kept);
+    free(test_env_swap(name, kept));
     free(kept);
 }
 

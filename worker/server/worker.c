@@ -29,6 +29,7 @@
 #include "engine.h"
 #include "model.h"
 #include "proto.h"
+#include "sd_notify.h"
 #include "step_budget.h"
 #include "tokenizer.h"
 #include "../tool/tool.h"
@@ -70,8 +71,11 @@ struct worker {
     void *zctx, *sock;
     int curve;
     char public_key[CURVE_Z85_LEN + 1], secret_key[CURVE_Z85_LEN + 1];
-    double heard_at;  /* the last frame from the broker */
-    double hb_due;    /* our next HEARTBEAT */
+    double heard_at; /* the last frame from the broker */
+    double hb_due;   /* our next HEARTBEAT */
+    double wd_s;     /* systemd's watchdog (WatchdogSec= / 2, sd_notify.h), 0: none; fed by the loop, so that a
+                        step that never ends (a wedged GPU) gets the process restarted */
+    double wd_due;
     int broker_quiet; /* reconnecting after a silence (said once, until it answers) */
 
     job *jobs;
@@ -517,6 +521,7 @@ static void on_signal(worker *w)
             say("stopping: finishing %" PRIu32 " running request%s (a second signal cancels them)", w->n_live,
                 w->n_live == 1 ? "" : "s");
         send_heartbeat(w); /* capacity 0 at once */
+        smq_notify("STOPPING=1");
         if (w->cfg.drain_ms)
             w->drain_until = tool_now() + w->cfg.drain_ms / 1e3;
     } else if (w->signals == 2) {
@@ -599,7 +604,10 @@ int worker_run(worker *w, smq_err *err)
     double now = tool_now();
     w->heard_at = now;
     w->hb_due = now + interval_s(w);
+    w->wd_s = smq_watchdog_ms() / 1e3;
+    w->wd_due = now + w->wd_s;
     send_ready(w);
+    smq_notify("READY=1"); /* the model loaded: systemd (Type=notify) counts it started */
     for (;;) {
         take_signals(w);
         if (w->signals == 1 && w->drain_until && w->n_live && tool_now() >= w->drain_until)
@@ -612,8 +620,10 @@ int worker_run(worker *w, smq_err *err)
         double dead_at = w->heard_at + silence_s(w);
         long timeout = 0;
         if (!w->n_jobs) {
-            double until = (w->hb_due < dead_at ? w->hb_due : dead_at) - now;
-            timeout = until > 0 ? (long)(until * 1e3) + 1 : 0;
+            double due = w->hb_due < dead_at ? w->hb_due : dead_at;
+            if (w->wd_s && w->wd_due < due)
+                due = w->wd_due;
+            timeout = due > now ? (long)((due - now) * 1e3) + 1 : 0;
         }
         zmq_pollitem_t items[2] = { { w->sock, 0, ZMQ_POLLIN, 0 }, { NULL, w->cfg.signal_fd, ZMQ_POLLIN, 0 } };
         if (zmq_poll(items, w->cfg.signal_fd >= 0 ? 2 : 1, timeout) < 0 && errno != EINTR)
@@ -621,6 +631,10 @@ int worker_run(worker *w, smq_err *err)
         /* What waits on the socket is heard before the broker is judged. */
         drain_socket(w);
         now = tool_now();
+        if (w->wd_s && now >= w->wd_due) {
+            smq_notify("WATCHDOG=1");
+            w->wd_due = now + w->wd_s;
+        }
         if (now >= w->hb_due) {
             send_heartbeat(w);
             w->hb_due += interval_s(w);

@@ -496,12 +496,20 @@ def check_k8s(docs):
         check_argv(name, argv)
         check_grace(name, spec.get("terminationGracePeriodSeconds", 30), argv)
         ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
-        for probe in ("readinessProbe", "livenessProbe"):
-            if probe in c:
-                pr = c[probe].get("httpGet") or c[probe].get("tcpSocket")
-                check(pr["port"] in ports, f"{name}: {probe} on port {pr['port']}, not one of {ports}")
-                if "httpGet" in c[probe]:
-                    check(pr["path"] in ("/healthz", "/readyz"), f"{name}: {probe} path {pr['path']}")
+        mounts = [m["mountPath"] for m in c.get("volumeMounts", [])]
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            if probe not in c:
+                continue
+            if "exec" in c[probe]:
+                # It reads the worker's alive file, on a volume of its own.
+                alive = flag_value(argv, "--alive-file")
+                check(alive and alive in " ".join(c[probe]["exec"]["command"]) and
+                      os.path.dirname(alive) in mounts, f"{name}: {probe} {c[probe]} vs --alive-file {alive}")
+                continue
+            pr = c[probe].get("httpGet") or c[probe].get("tcpSocket")
+            check(pr["port"] in ports, f"{name}: {probe} on port {pr['port']}, not one of {ports}")
+            if "httpGet" in c[probe]:
+                check(pr["path"] in ("/healthz", "/readyz"), f"{name}: {probe} path {pr['path']}")
         ann = d["spec"]["template"]["metadata"].get("annotations", {})
         if "prometheus.io/port" in ann:
             check(int(ann["prometheus.io/port"]) in ports.values() and ann.get("prometheus.io/path") == "/metrics",
@@ -553,6 +561,30 @@ def check_k8s(docs):
     return out
 
 
+def check_worker_probes(run, c, mapping):
+    """The worker's startup and liveness probes, run here as the kubelet
+    would: both pass while it serves; stopped (SIGSTOP: a wedged step) for
+    a minute (its alive file's time set back), the liveness probe fails;
+    let go, it passes again within two seconds."""
+    def probe(which):
+        cmd = [remap(a, mapping) for a in c[which]["exec"]["command"]]
+        return subprocess.run(cmd, capture_output=True).returncode
+    check(probe("startupProbe") == 0 and probe("livenessProbe") == 0, "the worker's probes fail while it serves")
+    (p,) = [p for n, p in run.procs if n == "smolmq-worker"]
+    alive = remap(flag_value(c["args"], "--alive-file"), mapping)
+    p.send_signal(signal.SIGSTOP)
+    try:
+        t = time.time() - 61
+        os.utime(alive, (t, t))
+        check(probe("livenessProbe") != 0, "the liveness probe passes for a worker silent for a minute")
+    finally:
+        p.send_signal(signal.SIGCONT)
+    end = time.time() + 2.5
+    while probe("livenessProbe") != 0:
+        check(time.time() < end, "the liveness probe still fails 2.5 s after the worker went on")
+        time.sleep(0.1)
+
+
 def test_k8s_runs():
     """deploy/k8s/base checked (above) and its containers run with the
     Service's name pointing here: a chat, the broker's pod replaced, a chat
@@ -560,9 +592,11 @@ def test_k8s_runs():
     install()
     base = check_k8s(kustomize("base"))
     cport, wport, hport = free_port(), free_port(), free_port()
+    run_dir = os.path.join(TMP, "k8s-run-smolmq")  # the worker's emptyDir
+    os.makedirs(run_dir, exist_ok=True)
     mapping = {"tcp://smolmq-broker:5555": f"tcp://127.0.0.1:{cport}",
                "tcp://smolmq-broker:5556": f"tcp://127.0.0.1:{wport}", "*:8080": f"127.0.0.1:{hport}",
-               IMAGE_PREFIX + "/": PREFIX + "/"}
+               IMAGE_PREFIX + "/": PREFIX + "/", "/run/smolmq/": run_dir + "/"}
     with Running("k8s") as run:
         for name in ("smolmq-broker", "smolmq-worker", "smolmq-gateway"):
             argv = [remap(a, mapping) for a in base[name][0]]
@@ -570,6 +604,7 @@ def test_k8s_runs():
                    "SMQ_BROKER_WORKERS": f"tcp://127.0.0.1:{wport}"} if name == "smolmq-broker" else {}
             run.start(name, argv, env)
         check(run.chat(f"http://127.0.0.1:{hport}") == "smolmq-tiny", "the manifests serve another model")
+        check_worker_probes(run, base["smolmq-worker"][1], mapping)
         # The broker's pod replaced (deploy/README.md): the same gateway and
         # worker serve again, restarted by nobody.
         t0 = time.time()
@@ -621,7 +656,8 @@ def test_k8s_curve_runs():
     cport, wport, hport, sport = free_port(), free_port(), free_port(), free_port()
     mapping = {"tcp://smolmq-broker:5555": f"tcp://127.0.0.1:{cport}",
                "tcp://smolmq-broker:5556": f"tcp://127.0.0.1:{wport}", "*:8080": f"127.0.0.1:{hport}",
-               IMAGE_PREFIX + "/": PREFIX + "/", "/etc/smolmq/curve/": keys + "/"}
+               IMAGE_PREFIX + "/": PREFIX + "/", "/etc/smolmq/curve/": keys + "/",
+               "/run/smolmq/": keys + "/"}
     with Running("k8s-curve") as run:
         for name in ("smolmq-broker", "smolmq-worker", "smolmq-gateway"):
             argv, c = pods[name]

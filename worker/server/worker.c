@@ -14,11 +14,13 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -76,6 +78,7 @@ struct worker {
     double wd_s;     /* systemd's watchdog (WatchdogSec= / 2, sd_notify.h), 0: none; fed by the loop, so that a
                         step that never ends (a wedged GPU) gets the process restarted */
     double wd_due;
+    int told_alive;   /* the alive file could not be set (said once) */
     int broker_quiet; /* reconnecting after a silence (said once, until it answers) */
 
     job *jobs;
@@ -599,15 +602,44 @@ static void run_step(worker *w)
     }
 }
 
+/* Sets the alive file's time to now (making it if it is gone); a failure
+ * is said once: the probe that reads it will say the rest. */
+static void touch_alive(worker *w)
+{
+    const char *path = w->cfg.alive_file;
+    if (!path)
+        return;
+    if (utimensat(AT_FDCWD, path, NULL, 0) == 0)
+        return;
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        close(fd);
+        return;
+    }
+    if (!w->told_alive)
+        say("--alive-file %s: %s", path, strerror(errno));
+    w->told_alive = 1;
+}
+
+/* The loop turns: systemd's watchdog fed, the alive file's time set. */
+static void alive(worker *w)
+{
+    smq_notify("WATCHDOG=1");
+    touch_alive(w);
+}
+
 int worker_run(worker *w, smq_err *err)
 {
     double now = tool_now();
     w->heard_at = now;
     w->hb_due = now + interval_s(w);
     w->wd_s = smq_watchdog_ms() / 1e3;
+    if (w->cfg.alive_file && (!w->wd_s || w->wd_s > 1))
+        w->wd_s = 1; /* the alive file's time: to the second */
     w->wd_due = now + w->wd_s;
     send_ready(w);
     smq_notify("READY=1"); /* the model loaded: systemd (Type=notify) counts it started */
+    touch_alive(w);
     for (;;) {
         take_signals(w);
         if (w->signals == 1 && w->drain_until && w->n_live && tool_now() >= w->drain_until)
@@ -632,7 +664,7 @@ int worker_run(worker *w, smq_err *err)
         drain_socket(w);
         now = tool_now();
         if (w->wd_s && now >= w->wd_due) {
-            smq_notify("WATCHDOG=1");
+            alive(w);
             w->wd_due = now + w->wd_s;
         }
         if (now >= w->hb_due) {
@@ -650,6 +682,8 @@ int worker_run(worker *w, smq_err *err)
             run_step(w);
     }
     send_disconnect(w);
+    if (w->cfg.alive_file)
+        unlink(w->cfg.alive_file);
     int linger = LINGER_MS;
     zmq_setsockopt(w->sock, ZMQ_LINGER, &linger, sizeof linger);
     if (w->dropped)
@@ -734,6 +768,20 @@ worker *worker_new(const worker_config *cfg, smq_err *err)
                    err) ||
         check_name("--name", w->name, err))
         goto fail;
+
+    /* An alive file left by a worker that died: gone before the long load,
+     * so that a probe does not take it for this one's; and its folder must
+     * take a file. */
+    if (cfg->alive_file) {
+        unlink(cfg->alive_file);
+        int fd = open(cfg->alive_file, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            smq_err_set(err, "--alive-file %s: cannot make it: %s", cfg->alive_file, strerror(errno));
+            goto fail;
+        }
+        close(fd);
+        unlink(cfg->alive_file);
+    }
 
     /* The socket first: a bad endpoint or key fails before a long load. */
     if (cfg->broker_key) {

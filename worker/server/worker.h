@@ -38,6 +38,8 @@ typedef struct worker_config {
     const char *broker_key;   /* CURVE: the broker's public key (Z85); NULL: plain TCP */
     const char *key_file;     /* CURVE: our certificate; NULL with broker_key: a fresh key pair */
     int signal_fd;            /* read end of a pipe that gets one byte per SIGTERM/SIGINT; -1: none */
+    const char *alive_file;   /* made when the loop starts, its time set each second as it turns, removed at the
+                                 end: what a liveness probe reads (Kubernetes); NULL: none */
     /* Start-up progress: stage names what is measured ("reading weights"),
      * done of total units (bytes; total 0: no measure, just the stage);
      * stage NULL: clear the line, another message follows. */

@@ -3,6 +3,7 @@
  *   smolmq-worker --model PATH [--broker ENDPOINT] [--model-name NAME] [--name NAME]
  *       [--capacity N] [--backend cpu|cuda|auto] [--gpu N] [--threads N] [--ctx-size N] [--rope-scaling S]
  *       [--kv-tokens N] [--heartbeat-ms N] [--liveness N] [--drain-ms N] [--broker-key Z85 [--key-file FILE]]
+ *       [--alive-file PATH]
  *
  * Exit status: 0 after a clean stop (SIGTERM/SIGINT), 1 on an error it
  * reports (a bad model file, a key, a socket), 2 on a usage error.
@@ -40,7 +41,9 @@ static const char *usage_text =
     "  --drain-ms N          on SIGTERM: let running requests finish this long, then end them with\n"
     "                        ERROR shutting_down (default 10000; 0: no bound)\n"
     "  --broker-key Z85      CURVE: the broker's public key\n"
-    "  --key-file FILE       CURVE: this worker's certificate (default: a fresh key pair)\n";
+    "  --key-file FILE       CURVE: this worker's certificate (default: a fresh key pair)\n"
+    "  --alive-file PATH     made once the model is loaded, its time set every second while the loop\n"
+    "                        that runs the model turns, removed at exit: for a liveness probe\n";
 
 static int usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage(const char *fmt, ...)
@@ -167,6 +170,8 @@ int main(int argc, char **argv)
             cfg.broker_key = v;
         } else if (!strcmp(a, "--key-file")) {
             cfg.key_file = v;
+        } else if (!strcmp(a, "--alive-file")) {
+            cfg.alive_file = v;
         } else {
             return usage("unknown argument %s", a);
         }

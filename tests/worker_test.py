@@ -599,7 +599,9 @@ def test_usage_and_errors():
                              (("--model", TINY, "--rope-scaling", "ntk"), 1, 'rope scaling "ntk" is not supported'),
                              (("--model", TINY, "--broker-key", "short"), 1, "--broker-key"),
                              (("--model", os.path.join(DATA, "models/smollm3-tiny-q4_k_m.info.json")), 1, "info.json"),
-                             (("--model", TINY, "--broker", "nonsense://x"), 1, "--broker nonsense://x")]:
+                             (("--model", TINY, "--broker", "nonsense://x"), 1, "--broker nonsense://x"),
+                             (("--model", TINY, "--alive-file", "/nonexistent/alive"), 1,
+                              "--alive-file /nonexistent/alive: cannot make it")]:
         p = run(*args)
         check(p.returncode == code and want in p.stderr,
               f"smolmq-worker {' '.join(args)}: exit {p.returncode} (want {code}), stderr: {p.stderr.strip()}")

@@ -609,7 +609,7 @@ def test_k8s_runs():
         # worker serve again, restarted by nobody.
         t0 = time.time()
         run.restart("smolmq-broker")
-        run.chat(f"http://127.0.0.1:{hport}", retries=5)
+        run.chat(f"http://127.0.0.1:{hport}", retries=10)
         print(f"    a chat through the same gateway {time.time() - t0:.1f} s after the broker was killed and "
               "started again", flush=True)
         run.stop()

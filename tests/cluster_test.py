@@ -98,12 +98,14 @@ class Cluster:
             time.sleep(0.1)
         raise AssertionError(f"{n} workers did not register within {timeout} s\n{self.tail()}")
 
-    def tail(self):
+    def tail(self, n=40):
+        """The last n lines of each process's log (the broker's is --verbose:
+        every dispatch and drop, which a failure under load needs)."""
         out = []
         for name, f in self.logs:
             f.flush()
             f.seek(0)
-            lines = f.read().splitlines()[-8:]
+            lines = f.read().splitlines()[-n:]
             out.append(f"--- {name}:\n" + "\n".join(lines))
         return "\n".join(out)
 

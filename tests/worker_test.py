@@ -420,6 +420,32 @@ def test_disconnect_gets_ready_again():
     check(beats[-1]["running"] == 0, f"heartbeat {beats[-1]} after the jobs were dropped")
 
 
+def test_job_sent_again_after_disconnect():
+    """A broker that dropped this worker (silent under load), told it
+    DISCONNECT and, once it registered again, sent it the same job again:
+    the job runs again from seq 0 to its DONE. It once met the given-up copy
+    still in the engine and got 'already running', and the request hung."""
+    need_worker()
+    job = new_job()
+    B.send(IDENT, b"CHAT", job, chat_body("again", "Count to a thousand.", max_tokens=1500))
+    B.expect("TOKEN")
+    # Both before the worker's next step: the first copy is still there.
+    B.send(IDENT, b"DISCONNECT", body={"reason": "unknown worker: send READY"})
+    B.send(IDENT, b"CHAT", job, chat_body("again", "Say hi.", max_tokens=3))
+    frames = []
+    while True:
+        _, ident, cmd, j, body = B.recv(10)
+        if cmd == "READY" or (j == job and cmd == "TOKEN" and not frames and body.get("seq", 0) > 0):
+            continue  # the READY, and the first copy's last TOKENs
+        check(j == job, f"{cmd} for job {j}: {body}")
+        check(cmd != "ERROR", f"the job sent again was refused: {body}")
+        frames.append((cmd, body))
+        if cmd == "DONE":
+            break
+    check_stream(frames, "again")
+    check(frames[-1][1]["usage"]["completion_tokens"] == 3, f"{frames[-1][1]}")
+
+
 def test_sigterm_finishes_running_jobs():
     need_worker()
     job = chat(1, "draining")

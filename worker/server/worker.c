@@ -178,10 +178,14 @@ static void send_error(worker *w, uint64_t job_id, smq_str id, uint64_t seq, con
 
 /* ---- jobs ---- */
 
+/* The live job of that id. A silent one (given up at a DISCONNECT, ended
+ * by the engine at its next step) is not found: the broker may send the
+ * same job again at once, to this very worker once it registered again,
+ * and that is a new request to run, not a duplicate. */
 static job *job_find(worker *w, uint64_t job_id)
 {
     for (job *j = w->jobs; j; j = j->next)
-        if (j->job_id == job_id)
+        if (j->job_id == job_id && !j->silent)
             return j;
     return NULL;
 }
@@ -351,7 +355,7 @@ static void on_chat(worker *w, uint64_t job_id, const uint8_t *body, size_t len)
 static void on_cancel(worker *w, uint64_t job_id)
 {
     job *j = job_find(w, job_id);
-    if (j && !j->silent)
+    if (j)
         engine_cancel(w->eng, j->seq_id); /* its DONE "cancelled" comes from the engine's event */
 }
 

@@ -78,6 +78,7 @@ struct broker {
     curve *curve;
     char front_ep[256], back_ep[256];
     zhashx_t *workers, *clients, *jobs, *jobs_by_client, *queues, *affinity;
+    zhashx_t *told; /* unknown workers told DISCONNECT: routing key -> when (int64_t ms) */
     uint64_t next_job;
     int64_t started, next_heartbeat;
     int draining, finished;
@@ -730,6 +731,7 @@ static void on_ready(broker *b, const peer *from, const smq_head *h)
     worker *w = zhashx_lookup(b->workers, from->key);
     if (w) /* registered again (it reconnected): its old jobs are gone there */
         worker_drop(b, w, "registered again");
+    zhashx_delete(b->told, from->key);
     if (b->draining) {
         smq_buf_reset(&b->buf);
         smq_disconnect_encode(&b->buf, "shutting_down");
@@ -828,11 +830,20 @@ static int on_worker_msg(broker *b)
         on_ready(b, &from, &h);
     } else if (!w) {
         /* A worker this broker does not know (it restarted, or dropped the
-         * worker as silent): tell it to register again. */
-        if (h.cmd != SMQ_CMD_DISCONNECT) {
+         * worker as silent): tell it to register again, once. Its frames
+         * sent before it heard get no second DISCONNECT: that would make
+         * it register twice, and the second READY would take back (as
+         * "registered again") the requests dispatched to it after the
+         * first. Told again only if it stays silent past liveness. */
+        int64_t now = now_ms(), *at = zhashx_lookup(b->told, from.key);
+        if (h.cmd != SMQ_CMD_DISCONNECT && (!at || now - *at > (int64_t)b->cfg.heartbeat_ms * b->cfg.liveness)) {
             smq_buf_reset(&b->buf);
             smq_disconnect_encode(&b->buf, b->draining ? "shutting_down" : "unknown worker: send READY");
             send_msg(b->back, &from, SMQ_CMD_DISCONNECT, NULL, b->buf.data, b->buf.len);
+            if (!at && (at = malloc(sizeof *at)))
+                zhashx_insert(b->told, from.key, at);
+            if (at)
+                *at = now;
         }
     } else {
         switch (h.cmd) {
@@ -935,6 +946,15 @@ static int on_tick(broker *b)
         zlist_destroy(&gone);
         smq_buf_free(&hb);
     }
+    /* Unknown workers told DISCONNECT long ago and not heard since: gone. */
+    zlist_t *stale = zlist_new();
+    zlist_autofree(stale);
+    for (int64_t *at = zhashx_first(b->told); at; at = zhashx_next(b->told))
+        if (now - *at > 10 * dead)
+            zlist_append(stale, (void *)zhashx_cursor(b->told));
+    for (char *key = zlist_first(stale); key; key = zlist_next(stale))
+        zhashx_delete(b->told, key);
+    zlist_destroy(&stale);
     if (b->watchdog_ms && now >= b->next_watchdog) {
         b->next_watchdog = now + (int64_t)b->watchdog_ms;
         smq_notify("WATCHDOG=1");
@@ -1025,6 +1045,8 @@ broker *broker_new(const broker_config *cfg, smq_err *err)
     b->jobs_by_client = zhashx_new();
     b->queues = zhashx_new();
     b->affinity = zhashx_new();
+    b->told = zhashx_new();
+    zhashx_set_destructor(b->told, free_item);
     zhashx_set_destructor(b->workers, free_item);
     zhashx_set_destructor(b->clients, free_item);
     zhashx_set_destructor(b->jobs, free_item);
@@ -1076,6 +1098,7 @@ void broker_destroy(broker **self)
     zhashx_destroy(&b->workers);
     zhashx_destroy(&b->clients);
     zhashx_destroy(&b->affinity);
+    zhashx_destroy(&b->told);
     zsock_destroy(&b->front);
     zsock_destroy(&b->back);
     curve_destroy(&b->curve);

@@ -304,6 +304,51 @@ def test_stalled_worker_requests_are_redispatched():
             stalled.send_signal(signal.SIGCONT)
 
 
+def test_unknown_worker_told_once():
+    """A worker the broker dropped as silent, whose frames sent before it
+    heard arrive together, is told DISCONNECT once, not once a frame: a
+    second DISCONNECT made it register twice, and the second READY took
+    back the requests dispatched to it after the first (a CI run hung on
+    that). Told again after a liveness of silence; served after its READY."""
+    with Cluster(workers=0) as c:
+        w = raw_dealer(c.worker_ep)
+        ready = [b"SMQ/1", b"READY", msgpack.packb({"model": "told-once", "capacity": 2, "name": "raw",
+                                                   "heartbeat_ms": HB_MS})]
+        hb = [b"SMQ/1", b"HEARTBEAT", msgpack.packb({"capacity": 2, "running": 0})]
+        w.send_multipart(ready)
+        c.wait_workers(1)
+        time.sleep(4 * HB_MS / 1000)  # silent past liveness: dropped
+        check(not c.stats()["workers"], "the silent worker is still registered")
+        for _ in range(3):
+            w.send_multipart(hb)
+
+        def disconnects(within):
+            n, end = 0, time.time() + within
+            while time.time() < end:
+                if w.poll(50):
+                    frames = w.recv_multipart()
+                    n += frames[1] == b"DISCONNECT"
+            return n
+        check(disconnects(0.5) == 1, "not one DISCONNECT for three frames of an unknown worker")
+        time.sleep(4 * HB_MS / 1000)
+        w.send_multipart(hb)
+        check(disconnects(0.5) == 1, "no DISCONNECT again after a liveness of silence")
+        w.send_multipart(ready)
+        c.wait_workers(1)
+        cl = c.client()
+        rid = cl.submit(user("hi"), model="told-once", max_tokens=1)
+        end = time.time() + 5
+        while time.time() < end:
+            if w.poll(100):
+                frames = w.recv_multipart()
+                if frames[1] != b"HEARTBEAT":
+                    break
+        check(frames[1] == b"CHAT", f"the registered worker got {frames[1]!r}, not the CHAT")
+        check(msgpack.unpackb(frames[-1])["id"] == rid, f"CHAT for {frames[-1]!r}")
+        cl.close()
+        w.close()
+
+
 def test_affinity_reuses_the_workers_kv():
     """The second turn of a conversation goes to the worker that served the
     first (the affinity key), which prefills only the new text."""

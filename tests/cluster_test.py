@@ -564,9 +564,10 @@ def test_curve_allow_lists():
     worker_cert, worker_pub = keygen("worker")
     client_pub, client_sec = (k.decode() for k in zmq.curve_keypair())
     other_pub, other_sec = (k.decode() for k in zmq.curve_keypair())
+    asker_cert, asker_pub = keygen("asker")
     clients, workers = os.path.join(TMP, "clients.keys"), os.path.join(TMP, "workers.keys")
     with open(clients, "w") as f:
-        f.write(f"# the test client\n{client_pub}\n")
+        f.write(f"# the test client\n{client_pub}\n{asker_pub}\n")
     with open(workers, "w") as f:
         f.write(f"{worker_pub}  # the test worker\n")
     curve = {"server_key": broker_pub, "public_key": client_pub, "secret_key": client_sec}
@@ -578,6 +579,19 @@ def test_curve_allow_lists():
         r = ask(good, user("Secret hello"), max_tokens=3, seed=1, timeout=20)
         check(r["finish"] == "length", f"an allowed client: {r}")
         good.close()
+        # The C client (smolmq ask) with its certificate; without one (a
+        # fresh pair, not on the list) it gets no answer; a certificate
+        # without the broker's key is a usage error.
+        def ask_c(*flags):
+            return subprocess.run([TOOL, "ask", "--broker", c.client_ep, "--max-tokens", "3", "--json", *flags,
+                                   "Secret hello"], capture_output=True, text=True, timeout=30)
+        p = ask_c("--broker-key", broker_pub, "--key-file", asker_cert)
+        check(p.returncode == 0 and json.loads(p.stdout)["finish"] == "length",
+              f"smolmq ask with an allowed certificate: {p.returncode} {p.stdout} {p.stderr}")
+        p = ask_c("--broker-key", broker_pub)
+        check(p.returncode == 1, f"smolmq ask with a key off the list: {p.returncode} {p.stdout} {p.stderr}")
+        p = ask_c("--key-file", asker_cert)
+        check(p.returncode == 2 and "--broker-key" in p.stderr, f"--key-file alone: {p.returncode} {p.stderr}")
         # A key not on the clients' list gets no connection (and so no answer).
         bad = Client(c.client_ep, heartbeat_ms=HB_MS,
                      curve={"server_key": broker_pub, "public_key": other_pub, "secret_key": other_sec})

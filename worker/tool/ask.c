@@ -1,9 +1,9 @@
 /* ask.c - `smolmq ask`: one question to a smolmq broker, the answer
  * streamed back (the C client library, proto/client.h).
  *
- *   smolmq ask [--broker ENDPOINT] [--model NAME] [--no-think] [--max-tokens N]
- *       [--temperature T] [--seed S] [--system TEXT] [--show-reasoning|--hide-reasoning]
- *       [--json] "question"
+ *   smolmq ask [--broker ENDPOINT] [--broker-key Z85 [--key-file FILE]] [--model NAME]
+ *       [--no-think] [--max-tokens N] [--temperature T] [--seed S] [--system TEXT]
+ *       [--show-reasoning|--hide-reasoning] [--json] "question"
  *
  * The answer goes to stdout as it comes; the reasoning (the <think> part)
  * to stderr, dim on a terminal; then a line on stderr with the finish
@@ -11,7 +11,10 @@
  * instead. An ERROR from the broker is printed and exits 1. Ctrl-C sends
  * CANCEL and waits (5 s at most) for the request's terminal frame, then
  * exits 130; a second Ctrl-C exits at once. The broker is --broker, else
- * $SMQ_BROKER, else tcp://127.0.0.1:5555.
+ * $SMQ_BROKER, else tcp://127.0.0.1:5555. With CURVE on at the broker
+ * (PROTOCOL.md section 13), --broker-key is its public key and --key-file
+ * this client's certificate (smolmq-broker --keygen; without it a fresh
+ * pair, which a --client-keys allow-list refuses).
  */
 #include <errno.h>
 #include <signal.h>
@@ -23,13 +26,14 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "curve_cert.h"
 #include "json_out.h"
 #include "sbuf.h"
 #include "tool.h"
 
 static const char *ask_usage =
-    "ask [--broker ENDPOINT] [--model NAME] [--no-think] [--max-tokens N] [--temperature T] [--seed S] "
-    "[--system TEXT] [--show-reasoning|--hide-reasoning] [--json] \"question\"";
+    "ask [--broker ENDPOINT] [--broker-key Z85 [--key-file FILE]] [--model NAME] [--no-think] [--max-tokens N] "
+    "[--temperature T] [--seed S] [--system TEXT] [--show-reasoning|--hide-reasoning] [--json] \"question\"";
 
 #define CANCEL_WAIT_S 5.0
 
@@ -181,6 +185,7 @@ static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 int tool_ask(int argc, char **argv)
 {
     const char *broker = getenv("SMQ_BROKER"), *model = NULL, *system = NULL, *question = NULL;
+    const char *broker_key = NULL, *key_file = NULL;
     uint64_t max_tokens = 0, seed = 0;
     double temperature = -1;
     int has_seed = 0, think = 1;
@@ -220,6 +225,10 @@ int tool_ask(int argc, char **argv)
                 return tool_usage(ask_usage, "--temperature wants a number from 0 to 2, not \"%s\"", v);
         } else if (!strcmp(f, "--broker")) {
             broker = v;
+        } else if (!strcmp(f, "--broker-key")) {
+            broker_key = v;
+        } else if (!strcmp(f, "--key-file")) {
+            key_file = v;
         } else if (!strcmp(f, "--model")) {
             model = v;
         } else if (!strcmp(f, "--system")) {
@@ -234,6 +243,19 @@ int tool_ask(int argc, char **argv)
         broker = "tcp://127.0.0.1:5555";
     if (model && (!*model || strlen(model) > SMQ_NAME_MAX))
         return tool_usage(ask_usage, "--model wants a name of 1-%d bytes", SMQ_NAME_MAX);
+    if (key_file && !broker_key)
+        return tool_usage(ask_usage, "--key-file needs --broker-key (the broker's public key)");
+    if (broker_key && !curve_key_valid(broker_key))
+        return tool_usage(ask_usage, "--broker-key: not a CURVE public key (40 characters of Z85)");
+    smq_client_opts opts = { 0 };
+    char pub[CURVE_Z85_LEN + 1], sec[CURVE_Z85_LEN + 1];
+    smq_err err;
+    opts.server_key = broker_key;
+    if (key_file) {
+        if (curve_cert_load(key_file, pub, sec, &err))
+            return tool_fail("ask", "%s", err.msg);
+        opts.public_key = pub, opts.secret_key = sec;
+    }
 
     char id[64];
     snprintf(id, sizeof id, "ask-%ld-%ld", (long)getpid(), (long)time(NULL));
@@ -253,8 +275,7 @@ int tool_ask(int argc, char **argv)
     req.seed = seed;
     a.dim = isatty(2);
 
-    smq_err err;
-    smq_client *c = smq_client_new(broker, NULL, &err);
+    smq_client *c = smq_client_new(broker, &opts, &err);
     if (!c)
         return tool_fail("ask", "%s", err.msg);
     /* No SA_RESTART: Ctrl-C must cut the client's wait short. */

@@ -370,8 +370,9 @@ def dockerfile_uid():
 
 
 def interpolate(value, env):
-    """compose's ${VAR:-default} and ${VAR}."""
-    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+    """compose's ${VAR:-default} and ${VAR}, and $$ for a $."""
+    return re.sub(r"\$\$|\$\{(\w+)(?::-([^}]*))?\}",
+                  lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1)) or (m.group(2) or ""), value)
 
 
 def load_compose(name, env):
@@ -417,6 +418,11 @@ def check_compose(files, env):
             check(host == "broker", f"{where}: connects to {host}, not the broker service")
             want = {"smolmq-worker": "5556", "smolmq-gateway": "5555"}[argv[0]]
             check(port == want, f"{where}: the broker's port for {argv[0]} is {want}, not {port}")
+    for s, spec in services.items():
+        alive = flag_value(spec["command"], "--alive-file")
+        if alive:  # a worker: its health check reads that file
+            test = " ".join(spec.get("healthcheck", {}).get("test", []))
+            check(alive in test, f"{files} {s}: the health check {test!r} does not read {alive}")
     gw = services["gateway"]
     listen = flag_value(gw["command"], "--listen")
     check(listen and listen.startswith("*:"), f"gateway listens on {listen}: not reachable from outside its container")
@@ -442,8 +448,10 @@ def test_compose_runs():
     check(named["worker"]["volumes"] == ["/srv/m:/models:ro"] and "/models/x.gguf" in named["worker"]["command"],
           f"compose.yaml with MODELS: {named['worker']}")
     cport, wport, hport = free_port(), free_port(), free_port()
+    home = os.path.join(TMP, "compose-home")  # the image's /var/lib/smolmq
+    os.makedirs(home, exist_ok=True)
     mapping = {"tcp://broker:5555": f"tcp://127.0.0.1:{cport}", "tcp://broker:5556": f"tcp://127.0.0.1:{wport}",
-               "*:8080": f"127.0.0.1:{hport}", IMAGE_PREFIX + "/": PREFIX + "/"}
+               "*:8080": f"127.0.0.1:{hport}", IMAGE_PREFIX + "/": PREFIX + "/", "/var/lib/smolmq/": home + "/"}
     with Running("compose") as run:
         for s in ("broker", "worker", "gateway"):
             argv = [remap(a, mapping) for a in services[s]["command"]]
@@ -455,6 +463,12 @@ def test_compose_runs():
                 argv += ["--threads", "1"]
             run.start(s, argv, env)
         check(run.chat(f"http://127.0.0.1:{hport}") == "smolmq-tiny", "compose serves another model")
+        for s in ("worker", "gateway"):
+            test = [remap(a, mapping) for a in services[s]["healthcheck"]["test"][1:]]
+            if s == "gateway":
+                test = [remap(a, {":8080/": f":{hport}/"}) for a in test]
+            p = subprocess.run(test, capture_output=True, text=True)
+            check(p.returncode == 0, f"compose {s}'s health check fails while it serves: {test} {p.stderr}")
         run.stop()
 
 
@@ -725,12 +739,21 @@ def test_image_in_docker():
         except AssertionError as e:
             logs = subprocess.run([*cmd, "logs", "--tail", "20"], cwd=ROOT, env=env, capture_output=True, text=True)
             raise AssertionError(f"{e}\n{logs.stdout[-3000:]}")
-        gw = subprocess.run([*cmd, "ps", "-q", "gateway"], cwd=ROOT, env=env, capture_output=True,
-                            text=True).stdout.strip()
+        # The gateway's health check, and the workers' (their alive files).
+        ids = subprocess.run([*cmd, "ps", "-q", "gateway", "worker"], cwd=ROOT, env=env, capture_output=True,
+                             text=True).stdout.split()
+        ids = ids or subprocess.run([*cmd, "ps", "-q"], cwd=ROOT, env=env, capture_output=True, text=True).stdout.split()
         end = time.time() + 40
-        while (health := subprocess.run(["docker", "inspect", "--format", "{{.State.Health.Status}}", gw],
-                                        capture_output=True, text=True).stdout.strip()) != "healthy":
-            check(time.time() < end and health in ("starting", "healthy"), f"the gateway's health: {health!r}")
+        while True:
+            health = subprocess.run(["docker", "inspect", "--format", "{{.Name}} {{if .State.Health}}"
+                                     "{{.State.Health.Status}}{{else}}none{{end}}", *ids], capture_output=True,
+                                    text=True).stdout.split("\n")
+            states = dict(h.split() for h in health if h.strip())
+            checked = {n: st for n, st in states.items() if "gateway" in n or "worker" in n}
+            if len(checked) >= 3 and all(st == "healthy" for st in checked.values()):
+                break
+            check(time.time() < end and all(st in ("starting", "healthy") for st in checked.values()),
+                  f"health: {states}")
             time.sleep(1)
         ask = subprocess.run([os.path.join(BUILD, "bin", "smolmq"), "ask", "--broker", f"tcp://127.0.0.1:{bport}",
                               "--max-tokens", "3", "hi"], capture_output=True, text=True, timeout=60)

@@ -8,10 +8,12 @@ Speaks SMQ/1 on the worker hop (proto/PROTOCOL.md) like smolmq-worker, but
 its answers are a script, not a model: first reasoning (what a thinking
 model writes inside <think>), then a markdown answer that contains an HTML
 injection attempt, one token every --token-ms. With `thinking: false` it
-skips the reasoning. max_tokens cuts the script (finish "length"); CANCEL
-ends a job with finish "cancelled". The test model's random weights never
-think and never write markdown; this lets the gateway's and the web chat's
-tests see both. Used only by tests.
+skips the reasoning. A last message that says "[long]" gets twenty times
+the reasoning (some 4 s at 10 ms a token): a test that watches it stream,
+or stops it, has the time to, however busy the machine. max_tokens cuts the script (finish
+"length"); CANCEL ends a job with finish "cancelled". The test model's
+random weights never think and never write markdown; this lets the
+gateway's and the web chat's tests see both. Used only by tests.
 """
 import argparse
 import os
@@ -29,11 +31,11 @@ CONTENT = ("Here is **the answer**.\n\n- one\n- two\n\n"
            "And some markup that must stay text: <img src=x onerror=alert(1)> done.").split(" ")
 
 
-def script(thinking):
+def script(thinking, long=False):
     """[(kind, text)] tokens of the reply."""
     out = []
     if thinking:
-        out += [("reasoning", w + " ") for w in REASONING]
+        out += [("reasoning", w + " ") for w in REASONING * (20 if long else 1)]
     out += [("content", w + (" " if i < len(CONTENT) - 1 else "")) for i, w in enumerate(CONTENT)]
     return out
 
@@ -70,7 +72,8 @@ def main():
                 if f.command == "CHAT":
                     body = f.body
                     n_prompt = sum(len(m.get("content", "")) // 4 + 4 for m in body["messages"])
-                    toks = script(body.get("thinking", True))
+                    last = body["messages"][-1].get("content", "") if body["messages"] else ""
+                    toks = script(body.get("thinking", True), long="[long]" in str(last))
                     max_tokens = body.get("max_tokens") or 0
                     finish = "eog"
                     if max_tokens and max_tokens < len(toks):

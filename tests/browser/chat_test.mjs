@@ -55,7 +55,7 @@ const assistant = () => page.locator(`${T("message")}[data-role="assistant"]`).l
 
 await test("streams_tokens_and_the_thinking_panel", async () => {
     await page.goto(base);
-    await page.fill(T("message-input"), "Hello from the browser test");
+    await page.fill(T("message-input"), "Hello from the browser test [long]");
     await page.click(T("send-button"));
     await page.waitForSelector(`${T("thinking-panel")}.live`, { timeout: 15000 });
     const early = await page.locator(T("thinking-panel")).textContent();
@@ -84,7 +84,7 @@ await test("model_html_renders_as_text", async () => {
 });
 
 await test("stop_ends_the_stream", async () => {
-    await page.fill(T("message-input"), "Another question, to be stopped");
+    await page.fill(T("message-input"), "Another question, to be stopped [long]");
     await page.click(T("send-button"));
     await page.waitForSelector(`${T("thinking-panel")}.live`, { timeout: 15000 });
     await page.click(T("stop-button"));

@@ -565,7 +565,9 @@ static void count_task(void *ctx, int task, int thread)
 /* The pool's two threads on one core, as when a host has more runnable
  * threads than cores: each hand-off must give the core to the thread it
  * waits for. A spin that never yields held it for a time slice at every
- * loop's join (some milliseconds: 2000 loops took seconds). */
+ * loop's join (some milliseconds: 2000 loops took 16 s; 0.04 s now). The
+ * bound is 5 s: in CI the core is shared with the other suite's processes
+ * too, and a run there took 1.93 s. */
 static void test_pool_on_one_core(void)
 {
     cpu_set_t was, one;
@@ -588,7 +590,7 @@ static void test_pool_on_one_core(void)
     double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
     printf("  %d loops of 2 tasks, 2 threads on one CPU: %.3f s\n", LOOPS, s);
     CHECK(atomic_load(&pool_counts[0]) == LOOPS && atomic_load(&pool_counts[1]) == LOOPS);
-    CHECK_MSG(s < 1.5, "%d hand-offs on one CPU took %.2f s: a spin keeps the core from the thread it waits for", LOOPS,
+    CHECK_MSG(s < 5.0, "%d hand-offs on one CPU took %.2f s: a spin keeps the core from the thread it waits for", LOOPS,
               s);
     pool_destroy(&p);
     sched_setaffinity(0, sizeof was, &was);

@@ -364,12 +364,12 @@ $(EMU_WORKER): $(call obj,$(WORKER_SRV_SRC) $(CURVE_SRC)) $(BUILD)/obj/worker/to
 # The suite: unit tests, then the command-line tests against the built binary,
 # then the network side (worker, broker, clients on loopback).
 # SMQ_TEST_QUICK=1 (set for sanitized runs) skips the 2 GB synth test.
-# The Python tests need Debian's python3-zmq, python3-msgpack and
-# python3-websockets: the first
+# The Python tests need Debian's python3-zmq, python3-msgpack,
+# python3-websockets and python3-yaml: the first
 # python3 that has them (a pyenv python3 on PATH usually does not).
 NET_TESTS := tests/worker_test.py tests/cluster_test.py tests/ask_fake_broker_test.py \
 	proto/clients/python/test_client.py tests/gateway_test.py tests/gateway_clients_test.py
-PICK_PYTHON = $$(for p in python3 /usr/bin/python3; do $$p -c 'import zmq, msgpack, websockets' 2>/dev/null && { echo $$p; break; }; done)
+PICK_PYTHON = $$(for p in python3 /usr/bin/python3; do $$p -c 'import zmq, msgpack, websockets, yaml' 2>/dev/null && { echo $$p; break; }; done)
 # deploy/'s files, run as what they describe (not under SAN: they install
 # and run the plain build's programs).
 DEPLOY_TESTS := tests/deploy_test.py

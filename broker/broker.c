@@ -947,14 +947,16 @@ static int on_tick(broker *b)
         smq_buf_free(&hb);
     }
     /* Unknown workers told DISCONNECT long ago and not heard since: gone. */
-    zlist_t *stale = zlist_new();
-    zlist_autofree(stale);
-    for (int64_t *at = zhashx_first(b->told); at; at = zhashx_next(b->told))
-        if (now - *at > 10 * dead)
-            zlist_append(stale, (void *)zhashx_cursor(b->told));
-    for (char *key = zlist_first(stale); key; key = zlist_next(stale))
-        zhashx_delete(b->told, key);
-    zlist_destroy(&stale);
+    if (zhashx_size(b->told)) {
+        zlist_t *stale = zlist_new();
+        zlist_autofree(stale);
+        for (int64_t *at = zhashx_first(b->told); at; at = zhashx_next(b->told))
+            if (now - *at > 10 * dead)
+                zlist_append(stale, (void *)zhashx_cursor(b->told));
+        for (char *key = zlist_first(stale); key; key = zlist_next(stale))
+            zhashx_delete(b->told, key);
+        zlist_destroy(&stale);
+    }
     if (b->watchdog_ms && now >= b->next_watchdog) {
         b->next_watchdog = now + (int64_t)b->watchdog_ms;
         smq_notify("WATCHDOG=1");

@@ -175,6 +175,24 @@ static void test_batch_and_chunks(void)
     run(b, t[0], 7, 0, identity_pages, all, 1);
     compare(all + (size_t)6 * N_VOCAB, alone[0], N_VOCAB, &rel, &mx);
     CHECK_MSG(rel < 1e-5, "all-position logits: last row rel L2 %.3g", rel);
+    /* The head's rows are gathered from every sequence, 64 at a time: p7's
+     * last row, then 70 rows of p600 (every position), straddle two groups,
+     * the first written through a scratch, the second in place. Each row
+     * must land where its own run puts it. */
+    float *all70 = malloc((size_t)70 * N_VOCAB * sizeof(float)), *both70 = malloc((size_t)70 * N_VOCAB * sizeof(float));
+    run(b, t[2], 70, 0, identity_pages, all70, 1);
+    s[0] = (fwd_seq){ t[0], n[0], 0, pages[0], PAGES, 0, together[0] };
+    s[1] = (fwd_seq){ t[2], 70, 0, pages[2], PAGES, 1, both70 };
+    batch.n_seqs = 2;
+    CHECK(b->ops->forward(b, &batch, &err) == 0);
+    compare(together[0], alone[0], N_VOCAB, &rel, &mx);
+    CHECK_MSG(rel < 1e-5, "a last row beside 70 all-position rows: rel L2 %.3g", rel);
+    for (size_t r = 0; r < 70; r++) {
+        compare(both70 + r * N_VOCAB, all70 + r * N_VOCAB, N_VOCAB, &rel, &mx);
+        CHECK_MSG(rel < 1e-5, "all-position row %zu beside another sequence: rel L2 %.3g", r, rel);
+    }
+    free(all70);
+    free(both70);
     free(all);
     for (int i = 0; i < 3; i++) {
         free(t[i]);

@@ -38,6 +38,11 @@
  * of L2 (each run unpacks the weights once more), 64 to 256. */
 #define QGEMM_X_BYTES (768u << 10)
 #define QGEMM_TOKENS  256
+/* Logit rows one product with the output matrix writes at most. The matrix
+ * is the model's largest (128256 rows for SmolLM3: 215 MB in Q6_K), so a
+ * decode step of many sequences reads it once for up to this many of them,
+ * not once each. */
+#define HEAD_ROWS 64
 
 typedef struct cpu_backend {
     backend base;
@@ -60,6 +65,8 @@ typedef struct cpu_backend {
     uint64_t cap_gacc;
     float *scores; /* [threads][ATTN_ROWS][query heads per KV head][max_ctx] */
     uint64_t max_k, max_ctx;
+    float *logits; /* [cap_logits][n_vocab]: a head product for several sequences, before it is copied out */
+    uint32_t cap_logits;
 } cpu_backend;
 
 /* ---- matrix products on quantized weights ---- */
@@ -393,6 +400,60 @@ static int grow(cpu_backend *b, uint32_t rows, smq_err *err)
     return 0;
 }
 
+/* Writes n logit rows, the product of the output matrix with the first n
+ * rows of h, to dst[0..n): in place when they follow one another (one
+ * sequence's rows), else through b->logits; should that scratch be out of
+ * reach, one row at a time. */
+static void head_rows(cpu_backend *b, float *const *dst, uint32_t n)
+{
+    const model *m = b->base.m;
+    uint32_t V = m->hp.n_vocab, E = m->hp.n_embd;
+    int in_place = 1;
+    for (uint32_t k = 1; k < n; k++)
+        in_place &= dst[k] == dst[0] + (uint64_t)k * V;
+    if (!in_place && n > b->cap_logits) {
+        float *p = realloc(b->logits, (uint64_t)n * V * sizeof(float));
+        if (p) {
+            b->logits = p;
+            b->cap_logits = n;
+        }
+    }
+    if (in_place || n > b->cap_logits) {
+        for (uint32_t k = 0; k < n; k += in_place ? n : 1)
+            matmul(b, &m->output, b->h + (uint64_t)k * E, in_place ? n : 1, E, dst[k], V, 0, 0);
+        return;
+    }
+    matmul(b, &m->output, b->h, n, E, b->logits, V, 0, 0);
+    for (uint32_t k = 0; k < n; k++)
+        memcpy(dst[k], b->logits + (uint64_t)k * V, V * sizeof(float));
+}
+
+/* Logits for the rows asked for (every row of a sequence with all_logits,
+ * else its last): normed into h, HEAD_ROWS at a time, whatever sequence
+ * they belong to. */
+static void head(cpu_backend *b, const fwd_batch *batch)
+{
+    const model *m = b->base.m;
+    const hparams *hp = &m->hp;
+    float *dst[HEAD_ROWS];
+    uint32_t n = 0, r = 0;
+    for (uint32_t i = 0; i < batch->n_seqs; i++) {
+        const fwd_seq *s = &batch->seqs[i];
+        for (uint32_t t = s->all_logits ? 0 : s->n_tokens - 1; t < s->n_tokens; t++) {
+            rmsnorm(b->h + (uint64_t)n * hp->n_embd, b->x + (uint64_t)(r + t) * hp->n_embd, m->output_norm.data,
+                    hp->n_embd, hp->rms_eps);
+            dst[n] = s->logits + (uint64_t)(s->all_logits ? t : 0) * hp->n_vocab;
+            if (++n == HEAD_ROWS) {
+                head_rows(b, dst, n);
+                n = 0;
+            }
+        }
+        r += s->n_tokens;
+    }
+    if (n)
+        head_rows(b, dst, n);
+}
+
 static int cpu_forward(backend *base, const fwd_batch *batch, smq_err *err)
 {
     cpu_backend *b = (cpu_backend *)base;
@@ -439,18 +500,7 @@ static int cpu_forward(backend *base, const fwd_batch *batch, smq_err *err)
         matmul(b, &l->w_down, b->gate, rows, hp->n_ff, b->x, (uint32_t)E, 1, 0);
     }
 
-    /* Logits for the rows asked for: gather them (normed) into h, then one
-     * product with the output matrix per sequence's destination. */
-    r = 0;
-    for (uint32_t i = 0; i < batch->n_seqs; i++) {
-        const fwd_seq *s = &batch->seqs[i];
-        uint32_t first = s->all_logits ? 0 : s->n_tokens - 1, n = s->n_tokens - first;
-        for (uint32_t t = 0; t < n; t++)
-            rmsnorm(b->h + (uint64_t)t * E, b->x + (uint64_t)(r + first + t) * E, m->output_norm.data, hp->n_embd,
-                    hp->rms_eps);
-        matmul(b, &m->output, b->h, n, (uint32_t)E, s->logits, hp->n_vocab, 0, 0);
-        r += s->n_tokens;
-    }
+    head(b, batch);
     return 0;
 }
 
@@ -474,7 +524,7 @@ static uint64_t cpu_memory(const backend *base)
     uint64_t per_row = (uint64_t)hp->n_embd * 2 + (uint64_t)hp->n_head * hp->head_dim * 2 + 2 * b->kv_dim +
                        2 * (uint64_t)hp->n_ff + hp->n_rot;
     return b->kv_bytes + (uint64_t)b->cap_rows * per_row * sizeof(float) + b->cap_xq * sizeof(block_q8_K) +
-           b->cap_gacc * sizeof(float) +
+           b->cap_gacc * sizeof(float) + (uint64_t)b->cap_logits * hp->n_vocab * sizeof(float) +
            (uint64_t)pool_threads(b->pool) *
                (ROWS_PER_TASK * b->max_k + (uint64_t)ATTN_ROWS * (hp->n_head / hp->n_head_kv) * b->max_ctx) *
                sizeof(float);
@@ -503,6 +553,7 @@ static void cpu_destroy(backend **self)
     free(b->xq);
     free(b->gacc);
     free(b->scores);
+    free(b->logits);
     free(b);
     *self = NULL;
 }

@@ -335,7 +335,7 @@ static void qdot_kernels_at(qtype t, const float (*xs)[QDOT_NB * QK_K], const bl
         }
     }
     /* sixteen weight rows at once (prefill), where the CPU has that kernel */
-    qgemm16_fn g = qgemm16_for(t);
+    qgemm16_fn g = qgemm16_for(t, UINT32_MAX);
     if (g) {
         static uint8_t w16[16 * QDOT_NB * 210];
         size_t row_bytes = bytes;

@@ -32,8 +32,7 @@
 #define ROWS_PER_TASK 32
 /* Rows of one sequence that attend together: each reads a key or value once
  * for all of them (prefill), for a scores buffer this many times larger. */
-#define ATTN_ROWS      8
-#define QGEMM_MIN_ROWS 4
+#define ATTN_ROWS 8
 /* Rows of x per run of the 16-row kernels: as many as fit in about 768 KB
  * of L2 (each run unpacks the weights once more), 64 to 256. */
 #define QGEMM_X_BYTES (768u << 10)
@@ -226,12 +225,11 @@ static void matmul(cpu_backend *b, const model_tensor *w, const float *x, uint32
             }
             j.xq = b->xq;
             j.qdot4 = qdot4_for(w->type);
-            /* Sixteen weight rows at once pays its unpacking back from four
-             * rows of x on (one core in cache, 4 rows: Q4_K 61 GMAC/s against
-             * 43 for the four-row kernel, Q6_K equal; 4 sequences decoding:
-             * 18.0-18.6 -> 19.5-19.7 tok/s with 8 as the threshold -> 4). */
+            /* Sixteen weight rows at once, from as many rows of x as pay
+             * back its unpacking (qgemm16_for; with VNNI from 4: 4 sequences
+             * decoding 18.0-18.6 -> 19.5-19.7 tok/s with 8 as the threshold -> 4). */
             uint64_t gneed = (uint64_t)pool_threads(b->pool) * QGEMM_TOKENS * 16;
-            if (rows >= QGEMM_MIN_ROWS && (j.qgemm16 = qgemm16_for(w->type)) != NULL && gneed > b->cap_gacc) {
+            if ((j.qgemm16 = qgemm16_for(w->type, rows)) != NULL && gneed > b->cap_gacc) {
                 float *g = realloc(b->gacc, gneed * sizeof *g);
                 if (g) {
                     b->gacc = g;

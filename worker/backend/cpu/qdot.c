@@ -719,6 +719,255 @@ QGEMM16(q4k_gemm16, q4k_tile, q4k_tile_rows1, q4k_tile_rows2, q4k_tile_rows3)
 QGEMM16(q6k_gemm16, q6k_tile, q6k_tile_rows1, q6k_tile_rows2, q6k_tile_rows3)
 #endif
 
+#ifdef SMQ_X86
+/* ---- AVX2: sixteen weight rows at once (prefill), without VNNI ----
+ *
+ * The tile holds the 16 rows as two groups of 8: a vector holds the same
+ * four quants of each of 8 rows, and maddubs multiplies it by four
+ * activation bytes broadcast, into two 16-bit sums per row. Those are summed
+ * over a sub-block in 16 bits before one madd by the row's scale widens them
+ * (the four-row kernel needs a madd per maddubs): Q4_K's 32 quants give at
+ * most 8 x 2 x 15 x 127 = 30480 in a lane, so a whole sub-block fits; Q6_K's
+ * 2 x 63 x 127 = 16002 allows two maddubs, so its 16-quant sub-blocks take
+ * two madds. Each row's integer sums are exact, and the float expression
+ * runs on 8 lanes as q4k_block/q6k_block do: bit-identical to every other
+ * kernel. Chunk v of a tile is weights (and activations) 32v..32v+31. */
+
+#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
+
+typedef struct gemm_tile8 {
+    __m256i q[2][8][8]; /* [group][chunk v][i]: quants 32v+4i..+3 of the group's 8 rows (unsigned bytes) */
+    __m256i sc[2][16];  /* [group][sub-block]: the row's scale in both 16-bit halves */
+    __m256i mp[2][8];   /* [group][j] Q4_K: (m_j, m_j); Q6_K: (sc_2j, sc_2j+1), 16-bit pairs */
+    __m256 d[2], dmin[2];
+} gemm_tile8;
+
+/* r[i] = dword i of the 8 input vectors (an 8 x 8 transpose). */
+AVX2_INLINE void transpose8_epi32(__m256i r[8])
+{
+    __m256i a[8], b[8];
+    for (int k = 0; k < 4; k++) {
+        a[2 * k] = _mm256_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
+        a[2 * k + 1] = _mm256_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
+    }
+    /* b[4h+e]: in 128-bit lane L, dword 4L+e of inputs 4h..4h+3 */
+    for (int h = 0; h < 2; h++) {
+        b[4 * h] = _mm256_unpacklo_epi64(a[4 * h], a[4 * h + 2]);
+        b[4 * h + 1] = _mm256_unpackhi_epi64(a[4 * h], a[4 * h + 2]);
+        b[4 * h + 2] = _mm256_unpacklo_epi64(a[4 * h + 1], a[4 * h + 3]);
+        b[4 * h + 3] = _mm256_unpackhi_epi64(a[4 * h + 1], a[4 * h + 3]);
+    }
+    for (int e = 0; e < 4; e++) {
+        r[e] = _mm256_permute2x128_si256(b[e], b[4 + e], 0x20);
+        r[e + 4] = _mm256_permute2x128_si256(b[e], b[4 + e], 0x31);
+    }
+}
+
+/* The scale vectors and block scales of a tile, from per-row values. */
+typedef struct tile8_scalars {
+    uint32_t sc[16][16], mp[8][16]; /* [sub-block or j][row of 16] */
+    float d[16], dmin[16];
+} tile8_scalars;
+
+AVX2_INLINE void tile8_load_scalars(gemm_tile8 *t, const tile8_scalars *v)
+{
+    for (int g = 0; g < 2; g++) {
+        for (int j = 0; j < 16; j++)
+            t->sc[g][j] = _mm256_loadu_si256((const __m256i *)(v->sc[j] + 8 * g));
+        for (int j = 0; j < 8; j++)
+            t->mp[g][j] = _mm256_loadu_si256((const __m256i *)(v->mp[j] + 8 * g));
+        t->d[g] = _mm256_loadu_ps(v->d + 8 * g);
+        t->dmin[g] = _mm256_loadu_ps(v->dmin + 8 * g);
+    }
+}
+
+AVX2_TARGET static void q4k_tile8(const uint8_t *w0, size_t row_bytes, int b, gemm_tile8 *t)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    tile8_scalars v;
+    for (int g = 0; g < 2; g++)
+        for (int c = 0; c < 4; c++) {
+            /* chunk 2c: the low nibbles of the block's 32 bytes 32c.., chunk 2c+1 their high ones */
+            __m256i lo[8], hi[8];
+            for (int r = 0; r < 8; r++) {
+                const block_q4_K *w = (const block_q4_K *)(w0 + (size_t)(8 * g + r) * row_bytes) + b;
+                __m256i q = _mm256_loadu_si256((const __m256i *)(w->qs + 32 * c));
+                lo[r] = _mm256_and_si256(q, m4);
+                hi[r] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            }
+            transpose8_epi32(lo);
+            transpose8_epi32(hi);
+            for (int i = 0; i < 8; i++) {
+                t->q[g][2 * c][i] = lo[i];
+                t->q[g][2 * c + 1][i] = hi[i];
+            }
+        }
+    for (int r = 0; r < 16; r++) {
+        const block_q4_K *w = (const block_q4_K *)(w0 + (size_t)r * row_bytes) + b;
+        uint32_t su[2], mu[2];
+        q4k_unpack_scales(w->scales, su, mu);
+        const uint8_t *sc = (const uint8_t *)su, *mn = (const uint8_t *)mu;
+        for (int j = 0; j < 8; j++) {
+            v.sc[j][r] = sc[j] * 0x10001u;
+            v.mp[j][r] = mn[j] * 0x10001u;
+        }
+        uint16_t dh, mh;
+        memcpy(&dh, &w->d, 2);
+        memcpy(&mh, &w->dmin, 2);
+        v.d[r] = _cvtsh_ss(dh);
+        v.dmin[r] = _cvtsh_ss(mh);
+    }
+    tile8_load_scalars(t, &v);
+}
+
+AVX2_TARGET static void q6k_tile8(const uint8_t *w0, size_t row_bytes, int b, gemm_tile8 *t)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
+    tile8_scalars v;
+    /* chunk 4n+k of half n (q6k_dot_avx2's unpacking), one at a time: eight
+     * vectors live, not thirty-two */
+    for (int g = 0; g < 2; g++)
+        for (int n = 0; n < 2; n++)
+            for (int k = 0; k < 4; k++) {
+                __m256i q[8];
+                for (int r = 0; r < 8; r++) {
+                    const block_q6_K *w = (const block_q6_K *)(w0 + (size_t)(8 * g + r) * row_bytes) + b;
+                    __m256i l = _mm256_loadu_si256((const __m256i *)(w->ql + 64 * n + 32 * (k & 1)));
+                    __m256i h = _mm256_loadu_si256((const __m256i *)(w->qh + 32 * n));
+                    l = k & 2 ? _mm256_srli_epi16(l, 4) : l;
+                    h = _mm256_srli_epi16(h, 2 * k);
+                    q[r] = _mm256_or_si256(_mm256_and_si256(l, m4), _mm256_slli_epi16(_mm256_and_si256(h, m2), 4));
+                }
+                transpose8_epi32(q);
+                for (int i = 0; i < 8; i++)
+                    t->q[g][4 * n + k][i] = q[i];
+            }
+    for (int r = 0; r < 16; r++) {
+        const block_q6_K *w = (const block_q6_K *)(w0 + (size_t)r * row_bytes) + b;
+        for (int j = 0; j < 16; j++)
+            v.sc[j][r] = (uint16_t)w->scales[j] * 0x10001u;
+        for (int j = 0; j < 8; j++)
+            v.mp[j][r] = (uint16_t)w->scales[2 * j] | (uint32_t)(uint16_t)w->scales[2 * j + 1] << 16;
+        uint16_t dh;
+        memcpy(&dh, &w->d, 2);
+        v.d[r] = _cvtsh_ss(dh);
+        v.dmin[r] = 0;
+    }
+    tile8_load_scalars(t, &v);
+}
+
+/* four activation bytes, broadcast */
+AVX2_INLINE __m256i bcast4(const int8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* sum_j pairs_j . (bsums 2j, 2j+1) per row of a group: Q4_K's mins term, Q6_K's offset */
+AVX2_INLINE __m256i tile8_bsum_term(const __m256i *mp, const block_q8_K *y)
+{
+    __m256i s = _mm256_setzero_si256();
+    for (int j = 0; j < 8; j++)
+        s = _mm256_add_epi32(s, _mm256_madd_epi16(mp[j], bcast4((const int8_t *)(y->bsums + 2 * j))));
+    return s;
+}
+
+/* acc[u][16] += the tile's 16 rows times activation rows y[0..n-1] (n = 1
+ * or 2: they share the tile's loads). */
+#define Q4K_TILE8_ROWS(n)                                                                                              \
+    AVX2_INLINE void q4k_tile8_rows##n(const gemm_tile8 *t, const block_q8_K *const *y, float *acc)                    \
+    {                                                                                                                  \
+        __m256i sumi[n][2];                                                                                            \
+        for (int u = 0; u < n; u++)                                                                                    \
+            sumi[u][0] = sumi[u][1] = _mm256_setzero_si256();                                                          \
+        for (int j = 0; j < 8; j++) {                                                                                  \
+            __m256i s16[n][2];                                                                                         \
+            for (int u = 0; u < n; u++)                                                                                \
+                s16[u][0] = s16[u][1] = _mm256_setzero_si256();                                                        \
+            SMQ_UNROLL(8) for (int i = 0; i < 8; i++)                                                                  \
+            {                                                                                                          \
+                __m256i q0 = _mm256_load_si256(&t->q[0][j][i]), q1 = _mm256_load_si256(&t->q[1][j][i]);                \
+                for (int u = 0; u < n; u++) {                                                                          \
+                    __m256i x = bcast4(y[u]->qs + 32 * j + 4 * i);                                                     \
+                    s16[u][0] = _mm256_add_epi16(s16[u][0], _mm256_maddubs_epi16(q0, x));                              \
+                    s16[u][1] = _mm256_add_epi16(s16[u][1], _mm256_maddubs_epi16(q1, x));                              \
+                }                                                                                                      \
+            }                                                                                                          \
+            for (int u = 0; u < n; u++)                                                                                \
+                for (int g = 0; g < 2; g++)                                                                            \
+                    sumi[u][g] = _mm256_add_epi32(sumi[u][g], _mm256_madd_epi16(s16[u][g], t->sc[g][j]));              \
+        }                                                                                                              \
+        for (int u = 0; u < n; u++)                                                                                    \
+            for (int g = 0; g < 2; g++) {                                                                              \
+                __m256i summ = tile8_bsum_term(t->mp[g], y[u]);                                                        \
+                /* q4k_block on 8 lanes: xd * (d * sumi - dmin * summ) */                                              \
+                __m256 f = _mm256_sub_ps(_mm256_mul_ps(t->d[g], _mm256_cvtepi32_ps(sumi[u][g])),                       \
+                                         _mm256_mul_ps(t->dmin[g], _mm256_cvtepi32_ps(summ)));                         \
+                f = _mm256_mul_ps(_mm256_set1_ps(y[u]->d), f);                                                         \
+                float *a = acc + 16 * u + 8 * g;                                                                       \
+                _mm256_storeu_ps(a, _mm256_add_ps(_mm256_loadu_ps(a), f));                                             \
+            }                                                                                                          \
+    }
+Q4K_TILE8_ROWS(1)
+Q4K_TILE8_ROWS(2)
+
+#define Q6K_TILE8_ROWS(n)                                                                                              \
+    AVX2_INLINE void q6k_tile8_rows##n(const gemm_tile8 *t, const block_q8_K *const *y, float *acc)                    \
+    {                                                                                                                  \
+        __m256i sumi[n][2];                                                                                            \
+        for (int u = 0; u < n; u++)                                                                                    \
+            sumi[u][0] = sumi[u][1] = _mm256_setzero_si256();                                                          \
+        SMQ_UNROLL(8) for (int v = 0; v < 8; v++) SMQ_UNROLL(4) for (int p = 0; p < 4; p++)                            \
+        {                                                                                                              \
+            /* quants 32v+8p..+7: half of sub-block 2v + p/2 (two maddubs fit 16 bits) */                              \
+            __m256i a0 = _mm256_load_si256(&t->q[0][v][2 * p]), a1 = _mm256_load_si256(&t->q[0][v][2 * p + 1]);        \
+            __m256i b0 = _mm256_load_si256(&t->q[1][v][2 * p]), b1 = _mm256_load_si256(&t->q[1][v][2 * p + 1]);        \
+            for (int u = 0; u < n; u++) {                                                                              \
+                __m256i x0 = bcast4(y[u]->qs + 32 * v + 8 * p), x1 = bcast4(y[u]->qs + 32 * v + 8 * p + 4);            \
+                __m256i s0 = _mm256_add_epi16(_mm256_maddubs_epi16(a0, x0), _mm256_maddubs_epi16(a1, x1));             \
+                __m256i s1 = _mm256_add_epi16(_mm256_maddubs_epi16(b0, x0), _mm256_maddubs_epi16(b1, x1));             \
+                sumi[u][0] = _mm256_add_epi32(sumi[u][0], _mm256_madd_epi16(s0, t->sc[0][2 * v + p / 2]));             \
+                sumi[u][1] = _mm256_add_epi32(sumi[u][1], _mm256_madd_epi16(s1, t->sc[1][2 * v + p / 2]));             \
+            }                                                                                                          \
+        }                                                                                                              \
+        for (int u = 0; u < n; u++)                                                                                    \
+            for (int g = 0; g < 2; g++) {                                                                              \
+                /* the -32 offset: 32 * sum_j sc_j bsum_j */                                                           \
+                __m256i si = _mm256_sub_epi32(sumi[u][g], _mm256_slli_epi32(tile8_bsum_term(t->mp[g], y[u]), 5));      \
+                /* q6k_block on 8 lanes: xd * d * sumi */                                                              \
+                __m256 f = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(y[u]->d), t->d[g]), _mm256_cvtepi32_ps(si));     \
+                float *a = acc + 16 * u + 8 * g;                                                                       \
+                _mm256_storeu_ps(a, _mm256_add_ps(_mm256_loadu_ps(a), f));                                             \
+            }                                                                                                          \
+    }
+Q6K_TILE8_ROWS(1)
+Q6K_TILE8_ROWS(2)
+
+#define QGEMM16_AVX2(name, tile, tile_rows1, tile_rows2)                                                               \
+    AVX2_TARGET static void name(const void *w, size_t row_bytes, const block_q8_K *x, size_t xs, int n, int nb,       \
+                                 float *acc)                                                                           \
+    {                                                                                                                  \
+        gemm_tile8 t __attribute__((aligned(32)));                                                                     \
+        memset(acc, 0, (size_t)n * 16 * sizeof *acc);                                                                  \
+        for (int b = 0; b < nb; b++) {                                                                                 \
+            tile((const uint8_t *)w, row_bytes, b, &t);                                                                \
+            int r = 0;                                                                                                 \
+            for (; r + 2 <= n; r += 2) {                                                                               \
+                const block_q8_K *y[2] = { x + (size_t)r * xs + b, x + (size_t)(r + 1) * xs + b };                     \
+                tile_rows2(&t, y, acc + 16 * r);                                                                       \
+            }                                                                                                          \
+            if (r < n) {                                                                                               \
+                const block_q8_K *y[1] = { x + (size_t)r * xs + b };                                                   \
+                tile_rows1(&t, y, acc + 16 * r);                                                                       \
+            }                                                                                                          \
+        }                                                                                                              \
+    }
+
+QGEMM16_AVX2(q4k_gemm16_avx2, q4k_tile8, q4k_tile8_rows1, q4k_tile8_rows2)
+QGEMM16_AVX2(q6k_gemm16_avx2, q6k_tile8, q6k_tile8_rows1, q6k_tile8_rows2)
+#endif
+
 /* ---- activations to Q8_K ---- */
 
 #ifdef SMQ_X86
@@ -796,13 +1045,23 @@ qdot_fn qdot_reference(qtype t)
     return t == QTYPE_Q4_K ? q4k_dot_scalar : t == QTYPE_Q6_K ? q6k_dot_scalar : NULL;
 }
 
-qgemm16_fn qgemm16_for(qtype t)
+/* From how many rows of x on the sixteen-row kernels beat the four-row ones
+ * (qdot_bench, one core in cache): VNNI from 4 (Q4_K 61 against 43 GMAC/s
+ * at 4 rows); AVX2 (a 2-core AMD EPYC 7003 VM) Q4_K from 8 (1.25-1.46x at 8
+ * rows, 0.92 at 4), Q6_K from 16 (0.8-1.24x at 16, 0.6-0.84 at 8: its
+ * unpacking costs more); at 64 rows both 1.8-1.9x. */
+qgemm16_fn qgemm16_for(qtype t, uint32_t rows)
 {
 #ifdef SMQ_X86
     if ((t == QTYPE_Q4_K || t == QTYPE_Q6_K) && have_avx512() && __builtin_cpu_supports("avx512vnni"))
-        return t == QTYPE_Q4_K ? q4k_gemm16 : q6k_gemm16;
+        return rows < 4 ? NULL : t == QTYPE_Q4_K ? q4k_gemm16 : q6k_gemm16;
+    if (t == QTYPE_Q4_K && have_avx2())
+        return rows < 8 ? NULL : q4k_gemm16_avx2;
+    if (t == QTYPE_Q6_K && have_avx2())
+        return rows < 16 ? NULL : q6k_gemm16_avx2;
 #endif
     (void)t;
+    (void)rows;
     return NULL;
 }
 

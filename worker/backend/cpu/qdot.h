@@ -19,9 +19,11 @@ qdot4_fn qdot4_for(qtype t);
 /* Sixteen weight rows (row_bytes apart from w) times n activation rows (xs
  * blocks apart) into acc[r * 16 + i] (row r of x, weight row i): the weights
  * are unpacked once for all n (prefill). Each result is bit-identical to
- * qdot_for's. NULL where the CPU has no kernel for it (AVX-512 VNNI). */
+ * qdot_for's. NULL where the CPU has no kernel for it (AVX-512 VNNI, AVX2),
+ * or where `rows` rows of x are too few for the unpacking to pay for itself
+ * against the four-row kernel. */
 typedef void (*qgemm16_fn)(const void *w, size_t row_bytes, const block_q8_K *x, size_t xs, int n, int nb, float *acc);
-qgemm16_fn qgemm16_for(qtype t);
+qgemm16_fn qgemm16_for(qtype t, uint32_t rows);
 
 /* nb blocks of x to Q8_K, as quant_quantize_row does (bit for bit), with
  * SIMD where there is some. */

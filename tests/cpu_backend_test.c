@@ -614,6 +614,43 @@ static void test_pool_on_one_core(void)
     sched_setaffinity(0, sizeof was, &was);
 }
 
+static atomic_int ticks;
+
+static void count_tick(void *ctx)
+{
+    CHECK(ctx == &ticks);
+    atomic_fetch_add(&ticks, 1);
+}
+
+/* A step's progress hook (fwd_batch.progress: the worker's heartbeats
+ * during a long step) runs on the caller's thread throughout the forward
+ * pass, after every task it takes (a pool of 1 takes them all, one per
+ * product row block at least), and is dropped when the step ends. */
+static void test_progress_during_forward(void)
+{
+    uint32_t n;
+    int32_t *t = golden_prompt(prompts, 2, &n); /* p64 */
+    float *lg = malloc(N_VOCAB * sizeof *lg);
+    for (int threads = 1; threads <= 2; threads++) {
+        backend *b = new_backend_mode(threads, 0);
+        fwd_seq s = { t, n, 0, identity_pages, PAGES, 0, lg };
+        fwd_batch batch = { &s, 1, count_tick, &ticks };
+        smq_err err;
+        atomic_store(&ticks, 0);
+        CHECK(b->ops->forward(b, &batch, &err) == 0);
+        int with = atomic_load(&ticks);
+        printf("  %d thread%s: %d calls in a %u-token step\n", threads, threads == 1 ? "" : "s", with, n);
+        /* at least once per product (seven a layer) */
+        CHECK_MSG(with >= 7 * (int)mdl->hp.n_layer, "%d threads: %d calls", threads, with);
+        batch.progress = NULL;
+        CHECK(b->ops->forward(b, &batch, &err) == 0);
+        CHECK_MSG(atomic_load(&ticks) == with, "the hook outlived its step: %d calls more", atomic_load(&ticks) - with);
+        b->ops->destroy(&b);
+    }
+    free(lg);
+    free(t);
+}
+
 /* A 4200-token prompt prefilled whole and in uneven chunks gives the same
  * logits (the KV cache and positions hold across pages and steps). */
 static void test_long_context(void)
@@ -763,6 +800,7 @@ int main(void)
     TEST_RUN(test_swiglu);
     TEST_RUN(test_read_sum);
     TEST_RUN(test_pool_on_one_core);
+    TEST_RUN(test_progress_during_forward);
     TEST_RUN(test_long_context);
     TEST_RUN(test_bad_batches);
     TEST_RUN(test_model_errors);

@@ -373,6 +373,54 @@ def test_heartbeats_on_time():
     check(any(b["running"] > 0 for _, b in beats), "no heartbeat while requests ran")
 
 
+def test_heartbeats_through_long_steps():
+    """Steps longer than the broker's liveness (64 sequences decoding on one
+    CPU thread, heartbeats every 20 ms): the heartbeats still come on time,
+    sent from inside each step (engine_set_progress). They once waited for
+    the step to end, and a broker with liveness 3 would have dropped the
+    worker at every step."""
+    if SLOW > 1 or BACKEND != "cpu":
+        raise Skip("only the CPU backend calls the worker inside a step (a GPU's steps take milliseconds)")
+    hb = 20
+    b2 = FakeBroker(hb_ms=hb)
+    # liveness 50: the worker itself must not give up on a broker it reads only between steps
+    w2 = Worker(b2, "--threads", "1", "--capacity", "64", "--ctx-size", "1024", "--kv-tokens", "16384", hb_ms=hb,
+                liveness=50)
+    try:
+        _, ident, _, _ = b2.expect("READY", timeout=30)
+        jobs = {}
+        for i in range(64):
+            job = new_job()
+            jobs[job] = []
+            b2.send(ident, b"CHAT", job, chat_body(f"many{i}", "Hi", seed=i, max_tokens=16, thinking=False))
+        open_jobs = set(jobs)
+        while open_jobs:
+            t, _, cmd, job, body = b2.recv(60)
+            check(job in jobs and cmd in ("TOKEN", "DONE"), f"{cmd} for job {job}: {body}")
+            jobs[job].append(t)
+            if cmd == "DONE":
+                open_jobs.discard(job)
+        # a step's length: the time between a job's consecutive frames (the median)
+        start = min(ts[0] for ts in jobs.values())
+        end = max(ts[-1] for ts in jobs.values())
+        steps = sorted(b - a for ts in jobs.values() for a, b in zip(ts, ts[1:]))
+        step = steps[len(steps) // 2]
+        if step < 3 * hb / 1000:
+            raise Skip(f"steps of {step * 1000:.0f} ms here: not longer than 3 heartbeats ({3 * hb} ms)")
+        beats = [t for t, i, _ in b2.heartbeats if i == ident and start <= t <= end]
+        gaps = sorted(b - a for a, b in zip(beats, beats[1:]))
+        check(len(beats) >= (end - start) / (2 * hb / 1000),
+              f"{len(beats)} heartbeats in {end - start:.2f} s of {step * 1000:.0f} ms steps: not one every {hb} ms")
+        median, longest = gaps[len(gaps) // 2], gaps[-1]
+        print(f"  steps of {step * 1000:.0f} ms (median); {len(beats)} heartbeats in {end - start:.2f} s, "
+              f"{median * 1000:.0f} ms apart (median), {longest * 1000:.0f} at most")
+        check(median < 2 * hb / 1000, f"heartbeats {median * 1000:.0f} ms apart (median)")
+        check(w2.proc.poll() is None, "the worker exited")
+    finally:
+        w2.kill()
+        b2.close()
+
+
 def test_silent_broker_gets_ready_again():
     need_worker()
     global IDENT

@@ -52,6 +52,14 @@ typedef struct fwd_seq {
 typedef struct fwd_batch {
     fwd_seq *seqs;
     uint32_t n_seqs;
+    /* When not NULL, a backend that computes on the host calls it every so
+     * often during the step (the CPU: between the tasks its own thread takes,
+     * each well under a millisecond, and while it waits for the others), so
+     * that the caller's loop keeps time through a long step: the worker's
+     * heartbeats. It must not touch the engine, the backend or the batch. A
+     * GPU backend, whose steps take milliseconds, need not call it. */
+    void (*progress)(void *ctx);
+    void *progress_ctx;
 } fwd_batch;
 
 typedef struct backend backend;

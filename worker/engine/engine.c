@@ -70,6 +70,8 @@ struct engine {
     fwd_seq *fs;
     sequence **fs_seq;
     uint32_t cap_fs;
+    void (*progress)(void *ctx); /* engine_set_progress */
+    void *progress_ctx;
 };
 
 const char *finish_reason_name(finish_reason r)
@@ -627,7 +629,7 @@ int engine_step(engine *e, engine_event_fn fn, void *ctx, smq_err *err)
         return (int)left;
     }
 
-    fwd_batch batch = { e->fs, n };
+    fwd_batch batch = { e->fs, n, e->progress, e->progress_ctx };
     if (e->b->ops->forward(e->b, &batch, err)) {
         for (uint32_t i = 0; i < n; i++)
             finish(e, e->fs_seq[i], fn, ctx, -1, &none, FINISH_ERROR, err->msg);
@@ -642,6 +644,8 @@ int engine_step(engine *e, engine_event_fn fn, void *ctx, smq_err *err)
         if (tok < 0 && s->picking) {
             memcpy(e->scratch_logits, s->logits, e->m->hp.n_vocab * sizeof(float));
             tok = sampler_choose(&s->smp, e->scratch_logits, e->m->hp.n_vocab, &s->pick);
+            if (e->progress) /* a pick over the whole vocabulary: a millisecond or more each */
+                e->progress(e->progress_ctx);
         }
         deltas d = { { 0 }, { 0 } };
         if (tok >= 0 && s->n_tokens == s->cap_tokens) {
@@ -685,6 +689,12 @@ uint32_t engine_n_ctx(const engine *e)
 void engine_set_max_step_tokens(engine *e, uint32_t n)
 {
     e->cfg.max_step_tokens = n ? n : 512;
+}
+
+void engine_set_progress(engine *e, void (*fn)(void *ctx), void *ctx)
+{
+    e->progress = fn;
+    e->progress_ctx = ctx;
 }
 
 int engine_seq_waiting(const engine *e, uint64_t seq)

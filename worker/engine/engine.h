@@ -98,6 +98,12 @@ int engine_step(engine *e, engine_event_fn fn, void *ctx, smq_err *err);
  * many prompt tokens a step may take and still leave its loop responsive. */
 void engine_set_max_step_tokens(engine *e, uint32_t n);
 
+/* fn(ctx) is called every so often inside each step: during its forward
+ * pass (fwd_batch.progress) and after each token sampled on the host (a
+ * server's heartbeats through a long step). It must not call the engine.
+ * NULL: never. */
+void engine_set_progress(engine *e, void (*fn)(void *ctx), void *ctx);
+
 /* Introspection for tests and tools. */
 uint32_t engine_free_pages(const engine *e);
 uint32_t engine_n_ctx(const engine *e);

@@ -1,12 +1,13 @@
 /* step_budget.h - how many tokens one engine step may carry.
  *
- * The worker's one thread sends the heartbeats between engine steps, and
- * the broker counts a worker dead after liveness x interval of silence: a
- * step must stay well inside the slack that leaves ((liveness - 1)
- * intervals, the `interval_s` below), even while long prompts are read (on
- * the CPU, SmolLM3-3B reads ~60 prompt tokens a second). The budget is
- * measured once on the engine at start-up, then follows the steps the
- * worker sees.
+ * The worker's one thread reads the broker's frames (a CANCEL, a new
+ * request) only between engine steps, and on a GPU sends its heartbeats only
+ * there too (on the CPU also during a step: engine_set_progress), while the
+ * broker counts a worker dead after liveness x interval of silence: a step
+ * must stay well inside the slack that leaves ((liveness - 1) intervals, the
+ * `interval_s` below), even while long prompts are read (on the CPU,
+ * SmolLM3-3B reads ~60 prompt tokens a second). The budget is measured once
+ * on the engine at start-up, then follows the steps the worker sees.
  */
 #ifndef SMQ_STEP_BUDGET_H
 #define SMQ_STEP_BUDGET_H

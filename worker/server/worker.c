@@ -632,6 +632,32 @@ static void alive(worker *w)
     touch_alive(w);
 }
 
+/* The heartbeat and the watchdog, each when due. */
+static void keep_time(worker *w, double now)
+{
+    if (w->wd_s && now >= w->wd_due) {
+        alive(w);
+        w->wd_due = now + w->wd_s;
+    }
+    if (now >= w->hb_due) {
+        send_heartbeat(w);
+        w->hb_due += interval_s(w);
+        if (w->hb_due <= now)
+            w->hb_due = now + interval_s(w);
+    }
+}
+
+/* Called inside a step's forward pass (engine_set_progress): a step longer
+ * than the broker's liveness (many sequences at once on the CPU, a busy
+ * host) still sends its heartbeats on time. Only the socket's send side is
+ * touched; what the broker sent waits until the step ends. The engine's
+ * own loop calls it, so a wedged engine still falls silent. */
+static void on_progress(void *ctx)
+{
+    worker *w = ctx;
+    keep_time(w, tool_now());
+}
+
 int worker_run(worker *w, smq_err *err)
 {
     double now = tool_now();
@@ -644,6 +670,7 @@ int worker_run(worker *w, smq_err *err)
     send_ready(w);
     smq_notify("READY=1"); /* the model loaded: systemd (Type=notify) counts it started */
     touch_alive(w);
+    engine_set_progress(w->eng, on_progress, w);
     for (;;) {
         take_signals(w);
         if (w->signals == 1 && w->drain_until && w->n_live && tool_now() >= w->drain_until)
@@ -667,16 +694,7 @@ int worker_run(worker *w, smq_err *err)
         /* What waits on the socket is heard before the broker is judged. */
         drain_socket(w);
         now = tool_now();
-        if (w->wd_s && now >= w->wd_due) {
-            alive(w);
-            w->wd_due = now + w->wd_s;
-        }
-        if (now >= w->hb_due) {
-            send_heartbeat(w);
-            w->hb_due += interval_s(w);
-            if (w->hb_due <= now)
-                w->hb_due = now + interval_s(w);
-        }
+        keep_time(w, now);
         if (now >= w->heard_at + silence_s(w)) {
             if (reconnect(w, err))
                 return 1;

@@ -461,6 +461,7 @@ static int cpu_forward(backend *base, const fwd_batch *batch, smq_err *err)
     if (backend_check_batch(base, batch, &rows, err) || grow(b, rows, err))
         return -1;
     uint64_t E = hp->n_embd, qd = (uint64_t)hp->n_head * hp->head_dim, kvd = b->kv_dim;
+    pool_set_tick(b->pool, batch->progress, batch->progress_ctx);
 
     /* Rows: every new token of every sequence, in order; attention blocks:
      * runs of up to ATTN_ROWS rows of one sequence. */
@@ -499,6 +500,7 @@ static int cpu_forward(backend *base, const fwd_batch *batch, smq_err *err)
     }
 
     head(b, batch);
+    pool_set_tick(b->pool, NULL, NULL);
     return 0;
 }
 

@@ -50,6 +50,8 @@ struct threadpool {
     void *ctx;
     int n_tasks;
     atomic_int next;
+    void (*tick)(void *ctx); /* the caller's, between its tasks and while it waits */
+    void *tick_ctx;
 };
 
 typedef struct worker_arg {
@@ -64,6 +66,8 @@ static void take_tasks(threadpool *p, int thread)
         if (i >= p->n_tasks)
             return;
         p->fn(p->ctx, i, thread);
+        if (thread == 0 && p->tick)
+            p->tick(p->tick_ctx);
     }
 }
 
@@ -155,8 +159,11 @@ int pool_threads(const threadpool *p)
 void pool_run(threadpool *p, pool_fn fn, void *ctx, int n_tasks)
 {
     if (p->n_threads == 1 || n_tasks <= 1) {
-        for (int i = 0; i < n_tasks; i++)
+        for (int i = 0; i < n_tasks; i++) {
             fn(ctx, i, 0);
+            if (p->tick)
+                p->tick(p->tick_ctx);
+        }
         return;
     }
     p->fn = fn;
@@ -171,6 +178,15 @@ void pool_run(threadpool *p, pool_fn fn, void *ctx, int n_tasks)
         pthread_cond_broadcast(&p->start);
     pthread_mutex_unlock(&p->mu);
     take_tasks(p, 0);
-    for (unsigned i = 0; atomic_load(&p->running) > 0; i++)
+    for (unsigned i = 0; atomic_load(&p->running) > 0; i++) {
         spin_round(i);
+        if (i % YIELD_EVERY == 0 && p->tick)
+            p->tick(p->tick_ctx);
+    }
+}
+
+void pool_set_tick(threadpool *p, void (*fn)(void *ctx), void *tick_ctx)
+{
+    p->tick = fn;
+    p->tick_ctx = tick_ctx;
 }

@@ -14,5 +14,9 @@ threadpool *pool_new(int n_threads);
 void pool_destroy(threadpool **self);
 int pool_threads(const threadpool *p);
 void pool_run(threadpool *p, pool_fn fn, void *ctx, int n_tasks);
+/* From now on pool_run calls fn(ctx) on the caller's thread after each task
+ * it takes and, while it waits for the other threads, every few
+ * microseconds (NULL: never): a long step's progress hook (backend.h). */
+void pool_set_tick(threadpool *p, void (*fn)(void *ctx), void *tick_ctx);
 
 #endif

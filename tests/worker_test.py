@@ -494,6 +494,36 @@ def test_job_sent_again_after_disconnect():
     check(frames[-1][1]["usage"]["completion_tokens"] == 3, f"{frames[-1][1]}")
 
 
+def test_running_job_sent_again():
+    """A CHAT for a job that runs, with no DISCONNECT before it (a broker
+    that re-dispatched the request): the first copy stops without another
+    frame and the second runs from seq 0 to its DONE. The worker answered
+    an ERROR, which the broker takes as the end of the job."""
+    need_worker()
+    job = new_job()
+    B.send(IDENT, b"CHAT", job, chat_body("first", "Count to a thousand.", max_tokens=1500))
+    B.expect("TOKEN")
+    B.send(IDENT, b"CHAT", job, chat_body("second", "Say hi.", max_tokens=3))
+    frames = []
+    while True:
+        _, ident, cmd, j, body = B.recv(10)
+        check(j == job, f"{cmd} for job {j}: {body}")
+        check(cmd != "ERROR", f"the job sent again was refused: {body}")
+        if body.get("id") == "first":
+            check(not frames, f"{cmd} of the first copy after the second began: {body}")
+            continue
+        frames.append((cmd, body))
+        if cmd == "DONE":
+            break
+    check_stream(frames, "second")
+    check(frames[-1][1]["usage"]["completion_tokens"] == 3, f"{frames[-1][1]}")
+    time.sleep(3 * HB_MS / 1000)
+    check(B.inbox.empty(), "frames after the second copy's DONE")
+    beats = [b for t, i, b in B.heartbeats if i == IDENT]
+    check(beats[-1]["running"] == 0, f"heartbeat {beats[-1]}: the first copy still counts")
+    check("was sent again: its first copy is dropped" in W.stderr(), "the worker did not say so")
+
+
 def test_sigterm_finishes_running_jobs():
     need_worker()
     job = chat(1, "draining")

@@ -9,7 +9,8 @@
  * ("cancelled") from the engine's event. When the broker is lost (silent
  * past liveness x interval) or says DISCONNECT, every job is cancelled
  * locally and becomes silent: the engine ends it at its next step, and
- * nothing more is sent for it, since the broker has given it up.
+ * nothing more is sent for it, since the broker has given it up. So does a
+ * running job whose CHAT comes again (the broker re-dispatched it).
  */
 #include "worker.h"
 
@@ -210,14 +211,20 @@ static smq_str job_id_str(const job *j)
 
 /* The broker gave the jobs up (it is lost, or said DISCONNECT): the engine
  * ends them at its next step and nothing more is sent for them. */
+/* Gives a job up: the engine ends it at its next step, and it sends no
+ * frame more. */
+static void cancel_silently(worker *w, job *j)
+{
+    j->silent = 1;
+    w->n_live--;
+    engine_cancel(w->eng, j->seq_id);
+}
+
 static void cancel_all_silently(worker *w)
 {
     for (job *j = w->jobs; j; j = j->next)
-        if (!j->silent) {
-            j->silent = 1;
-            w->n_live--;
-            engine_cancel(w->eng, j->seq_id);
-        }
+        if (!j->silent)
+            cancel_silently(w, j);
 }
 
 /* A seed for a request without one: the clock, the process and a counter,
@@ -308,12 +315,14 @@ static void on_chat(worker *w, uint64_t job_id, const uint8_t *body, size_t len)
         smq_chat_free(&c);
         return;
     }
-    if (job_find(w, job_id)) {
-        /* Not ours to end: the request of that job id runs. A notice only. */
-        snprintf(err.msg, sizeof err.msg, "job %" PRIu64 " is already running on this worker", job_id);
-        send_error(w, job_id, (smq_str){ NULL, 0 }, 0, SMQ_E_BAD_REQUEST, err.msg);
-        smq_chat_free(&c);
-        return;
+    job *old = job_find(w, job_id);
+    if (old) {
+        /* The broker sends a job again only when it no longer counts the
+         * first copy (it re-dispatched the request, which no client has seen
+         * a token of): that copy ends without a frame more, and this one
+         * runs from seq 0 (PROTOCOL.md section 7). */
+        say("job %" PRIu64 " was sent again: its first copy is dropped", job_id);
+        cancel_silently(w, old);
     }
     if (w->signals) {
         send_error(w, job_id, c.id, 0, SMQ_E_SHUTTING_DOWN, "this worker is shutting down: it takes no new requests");

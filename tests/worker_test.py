@@ -624,11 +624,12 @@ def test_drain_bound():
 
 
 def test_chunked_prefill_matches_generate():
-    # Heartbeats every 10 ms with liveness 2 bound a step to a few ms (the
-    # slack is liveness - 1 intervals): the prompt is read in many steps,
-    # and the text must not change. The fake broker does not judge liveness.
+    # Steps of a millisecond (--step-ms 1; on a GPU, heartbeats every 10 ms
+    # with liveness 2 bound them to a few ms as well): the prompt is read in
+    # many steps, and the text must not change. The fake broker does not
+    # judge liveness.
     b2 = FakeBroker(hb_ms=10)
-    w2 = Worker(b2, hb_ms=10, liveness=2)
+    w2 = Worker(b2, "--step-ms", "1", hb_ms=10, liveness=2)
     try:
         _, ident, _, _ = b2.expect("READY", timeout=20)
         m = re.search(r"steps of at most (\d+) tokens", w2.stderr())
@@ -697,6 +698,7 @@ def test_usage_and_errors():
         return subprocess.run([WORKER, *args], capture_output=True, text=True, timeout=20 * SLOW)
     for args, code, want in [((), 2, "--model is required"),
                              (("--model", TINY, "--capacity", "0"), 2, "--capacity"),
+                             (("--model", TINY, "--step-ms", "0"), 2, "--step-ms wants a whole number from 1"),
                              (("--model", TINY, "--bogus", "1"), 2, "unknown argument --bogus"),
                              (("--model", TINY, "--key-file", "x"), 2, "--broker-key"),
                              (("--model", TINY, "--backend", "tpu"), 2, "--backend"),

@@ -4,8 +4,6 @@
 #include <stdlib.h>
 #include <time.h>
 
-#define TARGET 0.3 /* of an interval: what a step should take */
-
 static double now_s(void)
 {
     struct timespec ts;
@@ -44,14 +42,13 @@ static double time_step(engine *e, int32_t *prompt, uint32_t k, uint32_t run, ui
  * that leave it bandwidth-bound: reading every weight once; sampling) plus
  * a part per token, both measured: after a warm-up step (first touches,
  * thread start, kernel loads), a step of one token, then of k tokens, k
- * growing until the step takes a sixth of an interval and twice the
- * one-token step, or k reaches cap. The budget aims at 30% of an interval
- * at the start of a context; the margin to half of one covers what such a
- * measurement does not see (attention over a long context costs more per
- * token), and step_budget_after_step() follows what the steps then take. */
-int step_budget_measure(step_budget *b, engine *e, uint32_t n_vocab, uint32_t cap, double interval_s, smq_err *err)
+ * growing until the step takes half the target and twice the one-token
+ * step, or k reaches cap. The budget aims at the target at the start of a
+ * context; step_budget_after_step() follows what the steps then take
+ * (attention over a long context costs more per token, and many rows cost
+ * less each than few on the CPU). */
+int step_budget_measure(step_budget *b, engine *e, uint32_t n_vocab, uint32_t cap, double target, smq_err *err)
 {
-    double target = interval_s * TARGET;
     int32_t *prompt = malloc((cap ? cap : 1) * sizeof *prompt);
     if (!prompt)
         return smq_err_set(err, "out of memory");
@@ -74,7 +71,7 @@ int step_budget_measure(step_budget *b, engine *e, uint32_t n_vocab, uint32_t ca
     if (per_row < many / k / 10)
         per_row = many / k / 10;
     double fixed = one > per_row ? one - per_row : 0, rows = (target - fixed) / per_row;
-    b->interval_s = interval_s;
+    b->target_s = target;
     b->rows = rows < 1 ? 1 : rows > cap ? cap : (uint32_t)rows;
     b->rows_max = cap;
     b->slow_steps = 0;
@@ -89,18 +86,18 @@ uint32_t step_budget_prompt_tokens(const step_budget *b, uint32_t decoding)
 }
 
 /* Only steps that read all the prompt they were allowed say anything about
- * the budget: it grows while they take under 30% of an interval (doubling
- * under 10%, so that a budget measured on a busy machine recovers within a
+ * the budget: it grows while they take under the target (doubling under a
+ * third of it, so that a budget measured on a busy machine recovers within a
  * few steps; else by an eighth), and halves when two steps in a row take
- * over half of one (a long context's attention, a busy machine). One slow
- * step alone is taken for noise. */
+ * over 5/3 of it (a long context's attention, a busy machine). One slow step
+ * alone is taken for noise. */
 int step_budget_after_step(step_budget *b, double dt, int full)
 {
     if (!full)
         return 0;
-    if (dt <= b->interval_s / 2) {
+    if (dt <= b->target_s * 5 / 3) {
         b->slow_steps = 0;
-        uint32_t grow = dt < b->interval_s * TARGET / 3 ? b->rows : dt < b->interval_s * TARGET ? 1 + b->rows / 8 : 0;
+        uint32_t grow = dt < b->target_s / 3 ? b->rows : dt < b->target_s ? 1 + b->rows / 8 : 0;
         b->rows = b->rows + grow < b->rows_max ? b->rows + grow : b->rows_max;
         return 0;
     }

@@ -1,13 +1,14 @@
 /* step_budget.h - how many tokens one engine step may carry.
  *
- * The worker's one thread reads the broker's frames (a CANCEL, a new
- * request) only between engine steps, and on a GPU sends its heartbeats only
- * there too (on the CPU also during a step: engine_set_progress), while the
- * broker counts a worker dead after liveness x interval of silence: a step
- * must stay well inside the slack that leaves ((liveness - 1) intervals, the
- * `interval_s` below), even while long prompts are read (on the CPU,
- * SmolLM3-3B reads ~60 prompt tokens a second). The budget is measured once
- * on the engine at start-up, then follows the steps the worker sees.
+ * A step takes every running sequence's next token and as many prompt
+ * tokens as the budget allows. Long steps read prompts faster (the CPU's
+ * products reuse each weight for more rows), short ones keep the rest
+ * responsive: the worker's one thread reads the broker's frames (a CANCEL, a
+ * new request) only between steps, the streams that decode wait for it, and
+ * on a GPU the heartbeats wait too (on the CPU they go out during a step:
+ * engine_set_progress). The worker chooses the time a step should take (the
+ * `target_s` below); the budget is measured once on the engine at start-up,
+ * then follows the steps the worker sees.
  */
 #ifndef SMQ_STEP_BUDGET_H
 #define SMQ_STEP_BUDGET_H
@@ -18,7 +19,7 @@
 #include "err.h"
 
 typedef struct step_budget {
-    double interval_s;
+    double target_s;
     uint32_t rows;     /* tokens per step, prompt and decode together */
     uint32_t rows_max; /* what the measurement allowed for at most */
     uint32_t slow_steps;
@@ -27,10 +28,10 @@ typedef struct step_budget {
 } step_budget;
 
 /* Times steps of the engine e (idle: it runs prompts of its own) and sets
- * the budget for heartbeats every interval_s, for steps of at most cap
- * tokens (cap < the context, and room for cap + 1 tokens in the KV pool).
- * Returns 0, or -1 with err when a step fails. */
-int step_budget_measure(step_budget *b, engine *e, uint32_t n_vocab, uint32_t cap, double interval_s, smq_err *err);
+ * the budget for steps that take about target_s, of at most cap tokens (cap
+ * < the context, and room for cap + 1 tokens in the KV pool). Returns 0, or
+ * -1 with err when a step fails. */
+int step_budget_measure(step_budget *b, engine *e, uint32_t n_vocab, uint32_t cap, double target_s, smq_err *err);
 
 /* The prompt tokens the next step may read when `decoding` requests each
  * generate one token in it (at least 1, so prompts always progress). */

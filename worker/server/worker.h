@@ -35,6 +35,7 @@ typedef struct worker_config {
     uint32_t heartbeat_ms;    /* 0: SMQ_HEARTBEAT_MS */
     uint32_t liveness;        /* 0: SMQ_LIVENESS */
     uint32_t drain_ms;        /* the first signal's bound on running requests; 0: none */
+    uint32_t step_ms;         /* what a step that reads a prompt should take; 0: the default (worker.c) */
     const char *broker_key;   /* CURVE: the broker's public key (Z85); NULL: plain TCP */
     const char *key_file;     /* CURVE: our certificate; NULL with broker_key: a fresh key pair */
     int signal_fd;            /* read end of a pipe that gets one byte per SIGTERM/SIGINT; -1: none */

@@ -2,8 +2,8 @@
  *
  *   smolmq-worker --model PATH [--broker ENDPOINT] [--model-name NAME] [--name NAME]
  *       [--capacity N] [--backend cpu|cuda|auto] [--gpu N] [--threads N] [--ctx-size N] [--rope-scaling S]
- *       [--kv-tokens N] [--heartbeat-ms N] [--liveness N] [--drain-ms N] [--broker-key Z85 [--key-file FILE]]
- *       [--alive-file PATH]
+ *       [--kv-tokens N] [--heartbeat-ms N] [--liveness N] [--drain-ms N] [--step-ms N]
+ *       [--broker-key Z85 [--key-file FILE]] [--alive-file PATH]
  *
  * Exit status: 0 after a clean stop (SIGTERM/SIGINT), 1 on an error it
  * reports (a bad model file, a key, a socket), 2 on a usage error.
@@ -40,6 +40,9 @@ static const char *usage_text =
     "  --liveness N          heartbeats missed before the broker counts as lost (default 3)\n"
     "  --drain-ms N          on SIGTERM: let running requests finish this long, then end them with\n"
     "                        ERROR shutting_down (default 10000; 0: no bound)\n"
+    "  --step-ms N           what a step that reads a prompt should take: longer reads prompts faster,\n"
+    "                        shorter keeps other streams and cancels quicker (default 1500 on the CPU;\n"
+    "                        on a GPU 30% of (liveness - 1) heartbeats, which also bounds it)\n"
     "  --broker-key Z85      CURVE: the broker's public key\n"
     "  --key-file FILE       CURVE: this worker's certificate (default: a fresh key pair)\n"
     "  --alive-file PATH     made once the model is loaded, its time set every second while the loop\n"
@@ -115,7 +118,7 @@ static void on_progress(void *ctx, const char *stage, uint64_t done, uint64_t to
 
 /* ---- flags ---- */
 
-enum { N_CAPACITY, N_GPU, N_THREADS, N_CTX, N_KV, N_HEARTBEAT, N_LIVENESS, N_DRAIN, N_COUNT };
+enum { N_CAPACITY, N_GPU, N_THREADS, N_CTX, N_KV, N_HEARTBEAT, N_LIVENESS, N_DRAIN, N_STEP, N_COUNT };
 static const struct {
     const char *flag;
     double lo, hi;
@@ -128,6 +131,7 @@ static const struct {
     [N_HEARTBEAT] = { "--heartbeat-ms", 10, 3600000 },
     [N_LIVENESS] = { "--liveness", 1, 1000 },
     [N_DRAIN] = { "--drain-ms", 0, 86400000 },
+    [N_STEP] = { "--step-ms", 1, 600000 },
 };
 
 int main(int argc, char **argv)
@@ -190,6 +194,7 @@ int main(int argc, char **argv)
     cfg.heartbeat_ms = (uint32_t)num[N_HEARTBEAT];
     cfg.liveness = (uint32_t)num[N_LIVENESS];
     cfg.drain_ms = (uint32_t)num[N_DRAIN];
+    cfg.step_ms = (uint32_t)num[N_STEP];
     if (cfg.ctx_size && cfg.kv_tokens && cfg.kv_tokens < cfg.ctx_size)
         return usage("--kv-tokens %u is less than --ctx-size %u: the pool must hold one whole context", cfg.kv_tokens,
                      cfg.ctx_size);

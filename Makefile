@@ -104,7 +104,7 @@ GATEWAY_BIN := $(BUILD)/bin/smolmq-gateway
 UNIT_TESTS := $(BUILD)/tests/gguf_test $(BUILD)/tests/quant_test $(BUILD)/tests/tokenizer_test \
 	$(BUILD)/tests/json_test $(BUILD)/tests/chat_template_test $(BUILD)/tests/cpu_backend_test \
 	$(BUILD)/tests/engine_test $(BUILD)/tests/sampler_test $(BUILD)/tests/proto_test $(BUILD)/tests/sha1_test \
-	$(BUILD)/tests/openai_response_test $(BUILD)/tests/sd_notify_test
+	$(BUILD)/tests/openai_response_test $(BUILD)/tests/sd_notify_test $(BUILD)/tests/step_budget_test
 GPU_TESTS := $(BUILD)/tests/quant_gpu_test $(BUILD)/tests/matvec_gpu_test $(BUILD)/tests/attention_gpu_test \
 	$(BUILD)/tests/sample_gpu_test \
 	$(BUILD)/tests/cuda_backend_gpu_test
@@ -274,6 +274,11 @@ $(BUILD)/tests/proto_test: $(BUILD)/obj/tests/proto_test.o $(PROTO_OBJ) $(CORE_O
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lmsgpackc -o $@
 
 $(BUILD)/tests/sha1_test: $(BUILD)/obj/tests/sha1_test.o $(BUILD)/obj/gateway/sha1.o $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/step_budget_test: $(BUILD)/obj/tests/step_budget_test.o $(BUILD)/obj/worker/server/step_budget.o \
+		$(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 

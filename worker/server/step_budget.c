@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#define BUSY_SHARE 3 /* beside decoding streams a step aims at target_s / BUSY_SHARE */
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -80,9 +82,26 @@ int step_budget_measure(step_budget *b, engine *e, uint32_t n_vocab, uint32_t ca
     return 0;
 }
 
+double step_budget_target(const step_budget *b, uint32_t decoding)
+{
+    return decoding ? b->target_s / BUSY_SHARE : b->target_s;
+}
+
+/* The rows of a step that takes target_s / BUSY_SHARE, by the costs the
+ * budget implies: the measured fixed part, and the part per row that makes
+ * `rows` take target_s (it follows the steps; the one measured at start-up
+ * does not). */
+static uint32_t busy_rows(const step_budget *b)
+{
+    double per_row = b->target_s > b->fixed_s ? (b->target_s - b->fixed_s) / b->rows : b->row_s;
+    double rows = (b->target_s / BUSY_SHARE - b->fixed_s) / per_row;
+    return rows < 1 ? 1 : rows > b->rows ? b->rows : (uint32_t)rows;
+}
+
 uint32_t step_budget_prompt_tokens(const step_budget *b, uint32_t decoding)
 {
-    return b->rows > decoding + 1 ? b->rows - decoding : 1;
+    uint32_t rows = decoding ? busy_rows(b) : b->rows;
+    return rows > decoding + 1 ? rows - decoding : 1;
 }
 
 /* Only steps that read all the prompt they were allowed say anything about
@@ -90,14 +109,16 @@ uint32_t step_budget_prompt_tokens(const step_budget *b, uint32_t decoding)
  * third of it, so that a budget measured on a busy machine recovers within a
  * few steps; else by an eighth), and halves when two steps in a row take
  * over 5/3 of it (a long context's attention, a busy machine). One slow step
- * alone is taken for noise. */
-int step_budget_after_step(step_budget *b, double dt, int full)
+ * alone is taken for noise. Steps beside decoding streams, which aim at a
+ * third of the target, are judged against that, and only ever lower it. */
+int step_budget_after_step(step_budget *b, double dt, int full, uint32_t decoding)
 {
     if (!full)
         return 0;
-    if (dt <= b->target_s * 5 / 3) {
+    double target = step_budget_target(b, decoding);
+    if (dt <= target * 5 / 3) {
         b->slow_steps = 0;
-        uint32_t grow = dt < b->target_s / 3 ? b->rows : dt < b->target_s ? 1 + b->rows / 8 : 0;
+        uint32_t grow = decoding ? 0 : dt < target / 3 ? b->rows : dt < target ? 1 + b->rows / 8 : 0;
         b->rows = b->rows + grow < b->rows_max ? b->rows + grow : b->rows_max;
         return 0;
     }

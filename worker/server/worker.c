@@ -600,9 +600,9 @@ static void run_step(worker *w)
             j->t_start = t0;
         full |= !j->silent && waiting == 0 && !j->t_first;
     }
-    if (step_budget_after_step(&w->budget, dt, full))
+    if (step_budget_after_step(&w->budget, dt, full, decoding))
         say("steps take %.0f ms (aiming at %.0f): now at most %" PRIu32 " tokens per step", dt * 1e3,
-            w->budget.target_s * 1e3, w->budget.rows);
+            step_budget_target(&w->budget, decoding) * 1e3, w->budget.rows);
     if (left == 0 && w->n_jobs) {
         /* Cannot happen: every sequence's last event removes its job. Should
          * it, end the requests rather than leave them open forever. */

@@ -210,10 +210,8 @@ static smq_str job_id_str(const job *j)
     return (smq_str){ j->id, j->id_len };
 }
 
-/* The broker gave the jobs up (it is lost, or said DISCONNECT): the engine
- * ends them at its next step and nothing more is sent for them. */
-/* Gives a job up: the engine ends it at its next step, and it sends no
- * frame more. */
+/* Gives a job up: the engine ends it at its next step, and no frame more
+ * is sent for it. */
 static void cancel_silently(worker *w, job *j)
 {
     j->silent = 1;
@@ -221,6 +219,7 @@ static void cancel_silently(worker *w, job *j)
     engine_cancel(w->eng, j->seq_id);
 }
 
+/* The broker gave the jobs up (it is lost, or said DISCONNECT). */
 static void cancel_all_silently(worker *w)
 {
     for (job *j = w->jobs; j; j = j->next)
@@ -657,11 +656,12 @@ static void keep_time(worker *w, double now)
     }
 }
 
-/* Called inside a step's forward pass (engine_set_progress): a step longer
- * than the broker's liveness (many sequences at once on the CPU, a busy
- * host) still sends its heartbeats on time. Only the socket's send side is
- * touched; what the broker sent waits until the step ends. The engine's
- * own loop calls it, so a wedged engine still falls silent. */
+/* Called inside a step (engine_set_progress: during its forward pass on the
+ * CPU, and after each token picked on the host): a step longer than the
+ * broker's liveness (many sequences at once on the CPU, a busy host) still
+ * sends its heartbeats on time. It only sends; what the broker sent waits
+ * until the step ends. The engine's own loop calls it, so a wedged engine
+ * still falls silent. */
 static void on_progress(void *ctx)
 {
     worker *w = ctx;

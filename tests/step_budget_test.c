@@ -29,7 +29,12 @@ static void test_alone_and_beside_streams(void)
     CHECK_MSG(step_budget_prompt_tokens(&b, 3) == 5, "%u", step_budget_prompt_tokens(&b, 3));
     /* more streams than that: a prompt still moves, a token a step */
     CHECK(step_budget_prompt_tokens(&b, 40) == 1);
-    /* a fixed part above the target (a GPU's bound, a slow host): one token */
+    /* a budget at its cap (steps alone far under the target: a GPU, 0.18 s
+     * of heartbeat slack, 5 ms a step, 0.1 ms a token) keeps whole chunks
+     * beside streams, by the measured cost per token */
+    step_budget g = { 0.18, 512, 512, 0, 0.005, 0.0001 };
+    CHECK_MSG(step_budget_prompt_tokens(&g, 16) == 512 - 16, "%u", step_budget_prompt_tokens(&g, 16));
+    /* a fixed part above the target (a slow host): one token */
     b.fixed_s = 2.0;
     CHECK(step_budget_prompt_tokens(&b, 2) == 1);
     CHECK(step_budget_prompt_tokens(&b, 0) == 30);

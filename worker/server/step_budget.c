@@ -90,10 +90,14 @@ double step_budget_target(const step_budget *b, uint32_t decoding)
 /* The rows of a step that takes target_s / BUSY_SHARE, by the costs the
  * budget implies: the measured fixed part, and the part per row that makes
  * `rows` take target_s (it follows the steps; the one measured at start-up
- * does not). */
+ * does not). At the cap that part is only a bound (steps alone took less
+ * than the target: a GPU's take milliseconds), so the measured one serves
+ * where it is smaller. */
 static uint32_t busy_rows(const step_budget *b)
 {
     double per_row = b->target_s > b->fixed_s ? (b->target_s - b->fixed_s) / b->rows : b->row_s;
+    if (b->rows >= b->rows_max && b->row_s < per_row)
+        per_row = b->row_s;
     double rows = (b->target_s / BUSY_SHARE - b->fixed_s) / per_row;
     return rows < 1 ? 1 : rows > b->rows ? b->rows : (uint32_t)rows;
 }

@@ -423,6 +423,10 @@ endif
 # GPU_BUNDLE_DATA=0 leaves the test data out (27 MB instead of 66), for a
 # host that has the repository: SMQ_TEST_DATA=/path/to/repo/tests/data.
 GPU_BUNDLE := build/gpu-bundle
+# The same folder as one gzipped tar (11 MB instead of 41: the binaries
+# share the static CUDA runtime), for a device call that carries it beside
+# the working tree (docs/BENCHMARKS.md has the command).
+GPU_CARRY := build/gpu-carry
 GPU_BUNDLE_BUILD := build/gpu-bundle-build
 gpu-bundle-parts: $(BIN) $(GPU_TESTS) $(GPU_BENCH_BIN)
 
@@ -437,8 +441,10 @@ ifeq ($(CUDA),1)
 	$(if $(filter 0,$(GPU_BUNDLE_DATA)),,cp -r tests/data/models tests/data/model_goldens tests/data/quant $(GPU_BUNDLE)/tests/data/)
 	cp tests/run.sh $(GPU_BUNDLE)/tests/
 	cp bench/cuda_device_check.sh $(GPU_BUNDLE)/gpu-check.sh
-	@du -sh $(GPU_BUNDLE)
-	@echo "gpu-bundle: $(GPU_BUNDLE): copy it to the GPU host and run: cd gpu-bundle && sh gpu-check.sh"
+	cp bench/cuda_profile.sh bench/ncu_summary.py $(GPU_BUNDLE)/bench/
+	@mkdir -p $(GPU_CARRY) && tar -czf $(GPU_CARRY)/gpu-bundle.tgz -C $(dir $(GPU_BUNDLE)) $(notdir $(GPU_BUNDLE))
+	@du -sh $(GPU_BUNDLE) $(GPU_CARRY)/gpu-bundle.tgz
+	@echo "gpu-bundle: $(GPU_BUNDLE): copy it (or $(GPU_CARRY)/gpu-bundle.tgz) to the GPU host and run: cd gpu-bundle && sh gpu-check.sh"
 else
 	@echo "gpu-bundle: needs the CUDA toolkit (nvcc) and CUDA=1"; exit 1
 endif

@@ -72,12 +72,28 @@ for args in "--prompt-len 128 --gen 64" "--prompt-len 512 --gen 16" "--prompt-le
     bench 60 env $B $args
     [ $? -eq 124 ] && { say "the default path timed out: its other figures are left out"; break; }
 done
-# Batch-1 decode with one of the step's mechanisms off, beside the default
-# above: ordinary launches (no PDL), no weight prefetch, neither, no graph,
-# separate norm and merge launches (before their fusion), a warp per q16
-# product row pair (before the k-split).
+# The alternatives kept to compare, beside the defaults above: the two-pass
+# WMMA prompt attention (before the one-pass kernel), and the head on the
+# q16 kernels for decode batches (no fp16 copy of it).
+for args in "--prompt-len 4096 --gen 8" "--prompt-len 32768 --gen 4"; do
+    say "== bench $args, SMQ_CUDA_PA_WMMA=1"
+    bench 60 env SMQ_CUDA_PA_WMMA=1 $B $args
+done
+say "== bench --prompt-len 128 --gen 32 --batch 64, SMQ_CUDA_F16_HEAD=0"
+bench 60 env SMQ_CUDA_F16_HEAD=0 $B --prompt-len 128 --gen 32 --batch 64
+# The prompt attention under the memory checker (out-of-bounds shared or
+# global accesses), early: its kernel is the newest.
+if command -v compute-sanitizer >/dev/null 2>&1; then
+    say "attention_gpu_test under compute-sanitizer:"
+    within 120 compute-sanitizer --tool memcheck $TESTS/attention_gpu_test 2>&1 |
+        grep -E "^(PASS|FAIL)|ERROR SUMMARY|Invalid" | head -20 | tee -a "$LOG"
+fi
+# Batch-1 decode with one of the step's mechanisms switched, beside the
+# default above: ordinary launches (no PDL), no weight prefetch, neither, no
+# graph, the norms fused into the residual products, separate merge
+# launches too, a warp per q16 product row pair (before the k-split).
 for env in SMQ_CUDA_PDL=0 SMQ_CUDA_PREFETCH=0 "SMQ_CUDA_PDL=0 SMQ_CUDA_PREFETCH=0" SMQ_CUDA_GRAPHS=0 \
-    SMQ_CUDA_FUSE=0 SMQ_CUDA_KSPLIT=0; do
+    SMQ_CUDA_FUSE_NORM=1 SMQ_CUDA_FUSE=0 SMQ_CUDA_KSPLIT=0; do
     say "== bench --prompt-len 128 --gen 64, $env"
     bench 45 env $env $B --prompt-len 128 --gen 64
 done
@@ -104,13 +120,9 @@ for env in SMQ_CUDA_GEMM=0 "SMQ_CUDA_FUSE=0 SMQ_CUDA_KSPLIT=0 SMQ_CUDA_SAMPLE=0"
     say "cuda_backend_gpu_test with $env:"
     within 100 env $env $TESTS/cuda_backend_gpu_test 2>&1 | grep -E "^(PASS|FAIL)" | tee -a "$LOG"
 done
-# Last, as they are slow: the tensor-core attention under the memory checker
-# (out-of-bounds shared or global accesses, misaligned fragments).
+# Last, as it is slow: the device sampler's shared counters and chain
+# state under the race checker.
 if command -v compute-sanitizer >/dev/null 2>&1; then
-    say "attention_gpu_test under compute-sanitizer:"
-    within 200 compute-sanitizer --tool memcheck $TESTS/attention_gpu_test 2>&1 |
-        grep -E "^(PASS|FAIL)|ERROR SUMMARY|Invalid" | head -20 | tee -a "$LOG"
-    # the device sampler's shared counters and chain state: races
     say "sample_gpu_test under compute-sanitizer racecheck:"
     within 200 env SMQ_SAMPLE_TEST_PICKS=4 compute-sanitizer --tool racecheck $TESTS/sample_gpu_test 2>&1 |
         grep -E "^(PASS|FAIL)|ERROR SUMMARY|RACECHECK SUMMARY|hazard" | head -20 | tee -a "$LOG"

@@ -172,4 +172,35 @@ mma_sync(fragment<accumulator, 16, 16, 16, float> &d, const fragment<matrix_a, 1
 } // namespace wmma
 } // namespace nvcuda
 
+/* PTX's mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 (mma16816.cuh):
+ * c += a b for the warp, a 16 x 16 and b 16 x 8 in fp16, c 16 x 8 in fp32,
+ * spread over the lanes as the PTX ISA lays them out (g = lane / 4,
+ * t = lane % 4; each a and b register two fp16, the lower index in the low
+ * half): a[0] A[g][2t..2t+1], a[1] A[g+8][2t..], a[2] A[g][2t+8..],
+ * a[3] A[g+8][2t+8..]; b[0] B[2t..2t+1][g], b[1] B[2t+8..2t+9][g];
+ * c[0], c[1] C[g][2t], C[g][2t+1]; c[2], c[3] the same of row g+8. Sums in
+ * fp32 in k order (the tensor cores' order and rounding are their own). */
+EMU_UNHOOKED static inline void emu_mma16816(float c[4], const uint32_t a[4], const uint32_t b[2])
+{
+    uint32_t mine[6] = { a[0], a[1], a[2], a[3], b[0], b[1] };
+    const unsigned char *all = emu_warp_gather_bytes(mine, sizeof mine);
+    /* fp16 h (0 low, 1 high) of register reg of lane l's six */
+    auto at = [all](int l, int reg, int h) {
+        __half x;
+        memcpy(&x, all + (size_t)l * EMU_WIDE + 4 * reg + 2 * h, 2);
+        return nvcuda::wmma::emu_h2f(x);
+    };
+    int lane = emu_lane(), g = lane / 4, t = lane % 4;
+    float out[4];
+    for (int i = 0; i < 4; i++) {
+        int r = g + 8 * (i >> 1), n = 2 * t + (i & 1);
+        float s = c[i];
+        for (int k = 0; k < 16; k++)
+            s += at((r % 8) * 4 + (k % 8) / 2, (r >= 8) + 2 * (k >= 8), k % 2) *
+                 at(n * 4 + (k % 8) / 2, 4 + (k >= 8), k % 2);
+        out[i] = s;
+    }
+    memcpy(c, out, sizeof out);
+}
+
 #endif

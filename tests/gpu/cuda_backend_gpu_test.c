@@ -407,6 +407,10 @@ static void test_routes(void)
         test_skip("no CUDA device");
         return;
     }
+    /* the switches compared here start from their defaults, whatever the
+     * run was given (the device check runs this test with some of them off) */
+    char *kept_gemm = test_env_swap("SMQ_CUDA_GEMM", NULL), *kept_f16 = test_env_swap("SMQ_CUDA_F16_WEIGHTS", NULL),
+         *kept_flash = test_env_swap("SMQ_CUDA_FLASH", NULL);
     backend *fast = new_backend(&cuda_backend_ops, PAGES);
     setenv("SMQ_CUDA_GEMM", "0", 1);
     backend *q16 = new_backend(&cuda_backend_ops, PAGES);
@@ -420,6 +424,9 @@ static void test_routes(void)
     setenv("SMQ_CUDA_FLASH", "0", 1);
     backend *splitk = new_backend(&cuda_backend_ops, PAGES);
     unsetenv("SMQ_CUDA_FLASH");
+    test_env_restore("SMQ_CUDA_GEMM", kept_gemm);
+    test_env_restore("SMQ_CUDA_F16_WEIGHTS", kept_f16);
+    test_env_restore("SMQ_CUDA_FLASH", kept_flash);
     float *lf = malloc(N_VOCAB * 4), *lq = malloc(N_VOCAB * 4), *ln = malloc(N_VOCAB * 4), *ls = malloc(N_VOCAB * 4),
           *lk = malloc(N_VOCAB * 4);
     for (size_t i = 0; fast && q16 && none && scratch && splitk && i < json_len(prompts); i++) {
@@ -472,7 +479,9 @@ static void test_decode_batch(void)
     backend_config cfg = { NP, PAGE, 0, 1, 0 };
     smq_err err;
     backend *b[2] = { NULL, NULL };
-    setenv("SMQ_CUDA_GEMM_BATCH", "four", 1);
+    /* with cuBLAS, whatever the run was given (SMQ_CUDA_GEMM=0 reads no
+     * SMQ_CUDA_GEMM_BATCH) */
+    char *kept_gemm = test_env_swap("SMQ_CUDA_GEMM", NULL), *kept = test_env_swap("SMQ_CUDA_GEMM_BATCH", "four");
     b[0] = cuda_backend_ops.create(mdl, &cfg, &err);
     CHECK(b[0] == NULL);
     CHECK_CONTAINS(err.msg, "SMQ_CUDA_GEMM_BATCH=four: want a number of decode rows");
@@ -480,6 +489,8 @@ static void test_decode_batch(void)
     b[1] = cuda_backend_ops.create(mdl, &cfg, &err);
     unsetenv("SMQ_CUDA_GEMM_BATCH");
     b[0] = cuda_backend_ops.create(mdl, &cfg, &err);
+    test_env_restore("SMQ_CUDA_GEMM_BATCH", kept);
+    test_env_restore("SMQ_CUDA_GEMM", kept_gemm);
     CHECK_MSG(b[0] && b[1], "%s", err.msg);
     uint32_t n[NS], pages[NS][NP], at = 0;
     int32_t *t[NS], next = 9906;
@@ -539,17 +550,19 @@ static int forward_as(backend *b, int v, void (*off)(int), fwd_seq *seqs, uint32
 
 /* Decode steps of one token (the graph) from 320 positions (10 and then
  * 11 attention splits), then one of two tokens, from a default backend and
- * from one with a mechanism off (env set to 0 while it is created, or
- * off(0) .. off(1) around each of its steps), bit for bit: the mechanism
- * must not change a number. */
-static void decode_same_without(const char *env, void (*off)(int), const char *what)
+ * from one with a mechanism switched (env set to value while it is
+ * created, or off(0) .. off(1) around each of its steps), bit for bit: the
+ * mechanism must not change a number. */
+static void decode_same_without(const char *env, const char *value, void (*off)(int), const char *what)
 {
+    /* the reference is the default, whatever the run was given */
+    char *kept = env ? test_env_swap(env, NULL) : NULL;
     backend *b[2] = { new_backend(&cuda_backend_ops, 2 * PAGES), NULL };
     if (env)
-        setenv(env, "0", 1);
+        setenv(env, value, 1);
     b[1] = new_backend(&cuda_backend_ops, 2 * PAGES);
     if (env)
-        unsetenv(env);
+        test_env_restore(env, kept);
     uint32_t n[2], pg[2][PAGES], n0;
     int32_t *t[2] = { golden_prompt(prompts, 0, &n0), golden_prompt(prompts, 3, &n[1]) };
     /* the first sequence long enough for many attention splits (the last one merges) */
@@ -600,38 +613,40 @@ static void decode_same_without(const char *env, void (*off)(int), const char *w
     free(t[1]);
 }
 
-/* The fused norms and attention merges (the default) against
- * SMQ_CUDA_FUSE=0's separate launches. */
+/* The fused attention merges (the default) against SMQ_CUDA_FUSE=0's
+ * separate launches, and the norms fused into the residual products
+ * (SMQ_CUDA_FUSE_NORM=1) against their own launches (the default). */
 static void test_fused_norm(void)
 {
     if (!have_gpu) {
         test_skip("no CUDA device");
         return;
     }
-    decode_same_without("SMQ_CUDA_FUSE", NULL, "the fused norms and merges (SMQ_CUDA_FUSE=0)");
+    decode_same_without("SMQ_CUDA_FUSE", "0", NULL, "the fused merges (SMQ_CUDA_FUSE=0)");
+    decode_same_without("SMQ_CUDA_FUSE_NORM", "1", NULL, "the separate norm launches (SMQ_CUDA_FUSE_NORM=1)");
 }
 
 /* How many launches a one-token decode step is (the nodes of its graph),
- * with the fusions and without them (SMQ_CUDA_FUSE=0): launch gaps are much
- * of a small model's decode time, so the count must not creep up. At a
- * short context (one attention split, no merges): the embedding, layer 0's
- * norm, 5 a layer (QKV+RoPE+KV store, attention, attn_output+residual+the
- * next norm, gate/up+SwiGLU, ffn_down+residual+the next norm), the head's
- * norm and product. Without the fusions the two norms of a layer are
- * launches of their own. */
+ * by default and with the norms fused (SMQ_CUDA_FUSE_NORM=1): launch gaps
+ * are much of a small model's decode time, so the count must not creep up.
+ * At a short context (one attention split, no merges): the embedding, layer
+ * 0's norm, 7 a layer (QKV+RoPE+KV store, attention, attn_output+residual,
+ * the next norm, gate/up+SwiGLU, ffn_down+residual, the next norm; the last
+ * layer's next norm is the head's), the head's product. With the norms
+ * fused into the residual products, 5 a layer. */
 static void test_step_launches(void)
 {
     if (!have_gpu) {
         test_skip("no CUDA device");
         return;
     }
-    uint32_t want[2] = { 5 * mdl->hp.n_layer + 4, 7 * mdl->hp.n_layer + 3 }, got[2] = { 0, 0 };
+    uint32_t want[2] = { 7 * mdl->hp.n_layer + 3, 5 * mdl->hp.n_layer + 4 }, got[2] = { 0, 0 };
     for (int v = 0; v < 2; v++) {
-        if (v)
-            setenv("SMQ_CUDA_FUSE", "0", 1);
+        char *kept = test_env_swap("SMQ_CUDA_FUSE_NORM", v ? "1" : NULL),
+             *kept_f = test_env_swap("SMQ_CUDA_FUSE", NULL);
         backend *b = new_backend(&cuda_backend_ops, PAGES);
-        if (v)
-            unsetenv("SMQ_CUDA_FUSE");
+        test_env_restore("SMQ_CUDA_FUSE_NORM", kept);
+        test_env_restore("SMQ_CUDA_FUSE", kept_f);
         if (!b)
             return;
         uint32_t pg[PAGES];
@@ -648,8 +663,8 @@ static void test_step_launches(void)
         b->ops->destroy(&b);
     }
     CHECK_MSG(got[0] == want[0], "a one-token step is %u launches, expected %u", got[0], want[0]);
-    CHECK_MSG(got[1] == want[1], "with SMQ_CUDA_FUSE=0: %u launches, expected %u", got[1], want[1]);
-    printf("  a one-token decode step of %u layers: %u launches (%u without the fusions)\n", mdl->hp.n_layer, got[0],
+    CHECK_MSG(got[1] == want[1], "with SMQ_CUDA_FUSE_NORM=1: %u launches, expected %u", got[1], want[1]);
+    printf("  a one-token decode step of %u layers: %u launches (%u with the norms fused)\n", mdl->hp.n_layer, got[0],
            got[1]);
 }
 
@@ -667,7 +682,7 @@ static void test_overlapped_launches(void)
         test_skip("no programmatic dependent launch here (before sm_90, SMQ_CUDA_PDL=0, or given up)");
         return;
     }
-    decode_same_without(NULL, cuda_set_pdl, "overlapped launches (SMQ_CUDA_PDL=0)");
+    decode_same_without(NULL, NULL, cuda_set_pdl, "overlapped launches (SMQ_CUDA_PDL=0)");
 }
 
 /* 10: the sampling chain on the device (fwd_seq.pick). One step holds a
@@ -682,6 +697,9 @@ static void test_device_pick(void)
         test_skip("no CUDA device");
         return;
     }
+    /* picks on the device, whatever the run was given (SMQ_CUDA_SAMPLE=0 is
+     * checked at the end) */
+    char *kept = test_env_swap("SMQ_CUDA_SAMPLE", NULL);
     backend *b = new_backend(&cuda_backend_ops, 4 * PAGES);
     uint32_t na, nb, pg[4][PAGES];
     int32_t *ta = golden_prompt(prompts, 2, &na), *tb = golden_prompt(prompts, 1, &nb);
@@ -744,7 +762,7 @@ static void test_device_pick(void)
     /* SMQ_CUDA_SAMPLE=0: the backend leaves the pick to the host and sends the logits */
     setenv("SMQ_CUDA_SAMPLE", "0", 1);
     backend *off = new_backend(&cuda_backend_ops, PAGES);
-    unsetenv("SMQ_CUDA_SAMPLE");
+    test_env_restore("SMQ_CUDA_SAMPLE", kept);
     sample_pick pk;
     if (off && !sampler_prepare(&sc, ta, na, &pk)) {
         fwd_seq s1 = { ta, na, 0, identity_pages, PAGES, 0, la, 1, &pk };

@@ -130,8 +130,11 @@ typedef struct cuda_backend {
     cudaGraphExec_t graph[GRAPH_WIDTHS];
     uint32_t graph_nodes; /* of the last one captured: the launches (and copies) of a one-token step */
     int use_graphs;       /* 0 with SMQ_CUDA_GRAPHS=0 in the environment, to compare */
-    int fuse;             /* the residual products norm and quantize their rows themselves (cuda_q16_matmul_norm),
-                             attention's last split merges (no merge kernel); 0 with SMQ_CUDA_FUSE=0, to compare */
+    int fuse;             /* attention's last split merges (no merge kernel); 0 with SMQ_CUDA_FUSE=0, to compare */
+    int fuse_norm;        /* the residual products norm and quantize their rows themselves (cuda_q16_matmul_norm):
+                             only with SMQ_CUDA_FUSE_NORM=1: the product's last block, norming a row alone, took
+                             longer than the launch it saves (H100, batch-1 decode: 391 tok/s with both fusions,
+                             469 with neither) */
     uint32_t *count;      /* [cap_rows * n_head_kv] their counters, zero between launches */
     int sample;           /* picks run on the device (fwd_sample); 0 with SMQ_CUDA_SAMPLE=0: the host samples */
     int no_room;          /* this step's picks found no room for the sampler's buffers: the host samples them */
@@ -142,6 +145,7 @@ typedef struct cuda_backend {
     uint32_t n_gemm;     /* rows [0, n_gemm) take the cuBLAS route: the prompts', and a large batch's decode rows */
     uint32_t batch_gemm; /* decode rows from which a step takes them through cuBLAS too; 0: never */
     uint16_t *w16;       /* the fp16 copy of the layers' products, when it fits (make_f16_copy) */
+    const uint16_t *output16; /* in it, the head's, for decode batches on the cuBLAS route (NULL: not kept) */
     uint64_t w16_bytes;
     uint16_t *h;        /* [rows] fp16 inputs of the products (in act) */
     float *y;           /* [rows] stacked products' outputs (in act) */
@@ -506,6 +510,22 @@ static int make_f16_copy(cuda_backend *b, smq_err *err)
                 p += rows * st[i].m[0]->ne0;
             }
         }
+        /* The head, for decode batches (their steps' logits through cuBLAS):
+         * on the q16 kernels each row read its 215 MB (SmolLM3-3B, Q6_K)
+         * again, 5.9 of a 64-row step's 13 ms on an H100. */
+        const dev_mat *head = &b->output;
+        const char *want_head = getenv("SMQ_CUDA_F16_HEAD"); /* 0: not kept (the q16 head), to compare */
+        if (b->batch_gemm && (head->type == QTYPE_Q4_K || head->type == QTYPE_Q6_K) &&
+            !(want_head && !strcmp(want_head, "0"))) {
+            if (pass == 0) {
+                halves += head->ne1 * head->ne0;
+            } else {
+                if (cuda_dequant_stack(&head, 1, 0, head->ne1, p, b->stream, err))
+                    return smq_err_prefix(err, "cuda backend");
+                b->output16 = p;
+                p += head->ne1 * head->ne0;
+            }
+        }
         if (pass == 0) {
             size_t free_b = 0, total_b = 0;
             CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
@@ -609,6 +629,8 @@ static backend *cuda_create(const model *m, const backend_config *cfg, smq_err *
     const char *graphs = getenv("SMQ_CUDA_GRAPHS"), *fuse = getenv("SMQ_CUDA_FUSE");
     b->use_graphs = !(graphs && !strcmp(graphs, "0"));
     b->fuse = !(fuse && !strcmp(fuse, "0"));
+    const char *fuse_norm = getenv("SMQ_CUDA_FUSE_NORM");
+    b->fuse_norm = b->fuse && fuse_norm && !strcmp(fuse_norm, "1");
     const char *sample = getenv("SMQ_CUDA_SAMPLE");
     b->sample = !(sample && !strcmp(sample, "0"));
     b->dims = (fwd_dims){ hp->n_embd, hp->n_head, hp->n_head_kv, hp->head_dim, hp->n_rot, hp->n_ff, cfg->page_size };
@@ -834,7 +856,7 @@ static int matmul_norm(cuda_backend *b, const dev_mat *w, const uint8_t *a, uint
 {
     /* in place (a is b->a) only where a row's output covers no other row's input */
     int fits = a != b->a || rows == 1 || q16_row_bytes(w->ne0) == q16_row_bytes(w->ne1);
-    if (!b->fuse || !fits)
+    if (!b->fuse_norm || !fits)
         return matmul(b, w, a, rows, b->x, 1, err) || quantize(b, NULL, norm, b->a, rows, err) ? -1 : 0;
     if (cuda_q16_matmul_norm(w->type, w->d, w->ne1, w->ne0, a, rows, b->x, 1, norm, b->base.m->hp.rms_eps, b->a,
                              b->count, b->stream, err))
@@ -937,10 +959,18 @@ static int enqueue_step(cuda_backend *b, uint32_t rows, const step_meta *sm, smq
             return -1;
     /* The rows whose logits are asked for, normed and quantized, times the head. */
     uint32_t n_out = (uint32_t)(sm->rope - sm->out_rows);
-    return quantize(b, meta + sm->out_rows, b->output_norm, b->a, n_out, err) ||
-                   matmul(b, &b->output, b->a, n_out, b->logits, 0, err)
-               ? -1
-               : 0;
+    if (quantize(b, meta + sm->out_rows, b->output_norm, b->a, n_out, err))
+        return -1;
+    /* a decode batch on the cuBLAS route (no prompt rows: theirs keep their
+     * single-row numbers) reads the head once for all its rows */
+    if (b->output16 && b->n_prompt == 0 && b->n_gemm > 0) {
+        if (cuda_q16_to_f16(b->a, hp->n_embd, n_out, b->h, b->stream, err) ||
+            cuda_gemm_run_f16(b->gemm, b->output16, hp->n_vocab, hp->n_embd, b->h, n_out, b->logits, hp->n_vocab, 0,
+                              err))
+            return smq_err_prefix(err, "cuda backend");
+        return 0;
+    }
+    return matmul(b, &b->output, b->a, n_out, b->logits, 0, err);
 }
 
 /* Captures a one-row step's kernels into *exec. */

@@ -7,9 +7,12 @@
 #include <cuda_runtime.h>
 #include <math.h>
 #include <mma.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "fwd_kernels.h"
 #include "launch.cuh"
+#include "mma16816.cuh"
 #include "qdot.cuh"
 #include "quant.h"
 
@@ -174,6 +177,198 @@ __global__ static void __launch_bounds__(32 * PA_WARPS)
     }
 }
 
+/* ---- one pass, the softmax in registers (flash-attention 2) ----
+ *
+ * The same tiles and key blocks as prompt_attention_kernel, in one pass:
+ * each warp holds its 16 query heads' scores S = Q K^T (mma16816.cuh:
+ * 8 keys x 4 floats a lane) and output O = P V in registers, keeps a running
+ * max m and sum l per head, and rescales O and l by exp(m_old - m_new) when
+ * a key block raises the max. P goes from the score accumulators straight to
+ * the PV product's a operands (a 16 x 16 a-tile is two 16 x 8 c-tiles side
+ * by side). Q stays in registers for the whole pass; K is staged in smem
+ * row-major (a key's dims contiguous: QK's b operand), V transposed (a
+ * dim's keys contiguous: PV's b operand), both in padded rows that the
+ * lanes' 32-bit loads read without bank conflicts.
+ *
+ * What a head's output depends on is its own, as before: keys past its
+ * position weigh 0 (a key block wholly past it leaves m, l and O as they
+ * were, bit for bit: its rescale is exp2(0) = 1, and 0 x a written, finite
+ * value adds 0), values past the tile's context load as zeros, and the key
+ * blocks are fixed by absolute position. So chunks and batches give each row
+ * its numbers alone. Exponents are exp2 of scores scaled by log2(e) / sqrt(D)
+ * once. Smem (D = 128): K 17 KB, V^T 18 KB, reused to stage the output. */
+#define FA_N 64 /* keys a block */
+
+template <int D> struct fa_layout {
+    enum { LDK = D + 8, LDV = FA_N + 8, LDO = D + 4 }; /* padded row strides, in elements */
+    static constexpr size_t k = 0, v = k + FA_N * LDK * 2, bytes = v + D * LDV * 2;
+    static_assert(PA_M * LDO * 4 <= bytes, "the output's staging fits where K and V were");
+};
+
+template <int D>
+__global__ static void __launch_bounds__(32 * PA_WARPS)
+    flash_prompt_kernel(const float *__restrict__ q, const __half *__restrict__ kv_layer, fwd_dims d, fwd_meta m,
+                        const uint32_t *__restrict__ tiles, float scale_log2, uint8_t *__restrict__ out)
+{
+    typedef fa_layout<D> L;
+    SMQ_DYNAMIC_SMEM(smem);
+    __half *Ks = (__half *)(smem + L::k), *Vt = (__half *)(smem + L::v);
+    const uint32_t G = d.n_head / d.n_head_kv, g = blockIdx.y, kv_dim = d.n_head_kv * D;
+    const uint32_t row0 = tiles[2 * blockIdx.x], nrows = tiles[2 * blockIdx.x + 1];
+    const uint32_t n_ctx = m.row_pos[row0 + nrows - 1] + 1, n_blocks = (n_ctx + FA_N - 1) / FA_N;
+    const uint32_t *table = m.pages + m.row_table[row0];
+    const unsigned tid = threadIdx.x, warp = tid / 32, lane = tid % 32, gq = lane / 4, tq = lane % 4;
+
+    /* this lane's two query heads (rows gq and gq + 8 of the warp's 16):
+     * row i / G of the tile, head g G + i % G; past the tile's rows zeros,
+     * attending key 0 alone (their output is not stored) */
+    int lim[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        uint32_t rr = (16 * warp + gq + 8 * i) / G;
+        lim[i] = rr < nrows ? (int)m.row_pos[row0 + rr] + 1 : 1;
+    }
+    uint32_t qa[D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            uint32_t mi = 16 * warp + gq + 8 * (r & 1), rr = mi / G, c = 16 * kk + 2 * tq + 8 * (r >> 1);
+            float2 v = make_float2(0.f, 0.f);
+            if (rr < nrows)
+                v = *(const float2 *)(q + ((uint64_t)(row0 + rr) * d.n_head + g * G + mi % G) * D + c);
+            qa[kk][r] = pack_half2(v.x, v.y);
+        }
+    float o[D / 8][4], mrow[2] = { -INFINITY, -INFINITY }, lrow[2] = { 0.f, 0.f };
+#pragma unroll
+    for (int n = 0; n < D / 8; n++)
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+
+    for (uint32_t kb = 0; kb < n_blocks; kb++) {
+        __syncthreads(); /* the previous block's K and V are done with */
+        /* K row-major, a 16-byte piece a thread; V transposed, a thread a
+         * key's 8 dims (consecutive threads consecutive keys: the stores
+         * fall in different banks) */
+        for (uint32_t i = tid; i < FA_N * (D / 8); i += blockDim.x) {
+            uint32_t key = i / (D / 8), c8 = i % (D / 8), t = kb * FA_N + key;
+            uint4 kval = make_uint4(0, 0, 0, 0);
+            if (t < n_ctx)
+                kval = __ldg(
+                    (const uint4 *)(kv_layer +
+                                    ((uint64_t)table[t / d.page_size] * d.page_size + t % d.page_size) * 2 * kv_dim +
+                                    g * D) +
+                    c8);
+            *((uint4 *)(Ks + key * L::LDK) + c8) = kval;
+        }
+        for (uint32_t i = tid; i < FA_N * (D / 8); i += blockDim.x) {
+            uint32_t key = i % FA_N, c8 = i / FA_N, t = kb * FA_N + key;
+            uint4 vval = make_uint4(0, 0, 0, 0);
+            if (t < n_ctx)
+                vval = __ldg(
+                    (const uint4 *)(kv_layer +
+                                    ((uint64_t)table[t / d.page_size] * d.page_size + t % d.page_size) * 2 * kv_dim +
+                                    kv_dim + g * D) +
+                    c8);
+            /* the 16-bit halves of its words, as bits (not through a
+             * __half pointer into a uint4: an aliasing the C++ rules
+             * forbid, which the host compiler of the emulation broke) */
+            const uint32_t w[4] = { vval.x, vval.y, vval.z, vval.w };
+            uint16_t *vt = (uint16_t *)Vt + 8 * c8 * L::LDV + key;
+#pragma unroll
+            for (int e = 0; e < 8; e++)
+                vt[e * L::LDV] = (uint16_t)(w[e / 2] >> (16 * (e % 2)));
+        }
+        __syncthreads();
+        /* S = Q K^T: key tile n holds keys 8n .. 8n + 7 of the block */
+        float sc[FA_N / 8][4];
+#pragma unroll
+        for (int n = 0; n < FA_N / 8; n++) {
+            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
+            const __half *kr = Ks + (8 * n + gq) * L::LDK + 2 * tq;
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                uint32_t b[2] = { *(const uint32_t *)(kr + 16 * kk), *(const uint32_t *)(kr + 16 * kk + 8) };
+                mma16816(sc[n], qa[kk], b);
+            }
+        }
+        /* scaled and masked; each head's block max over its quad's lanes */
+        float mx[2] = { -INFINITY, -INFINITY };
+#pragma unroll
+        for (int n = 0; n < FA_N / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int key = (int)(kb * FA_N) + 8 * n + 2 * tq + (e & 1);
+                float v = key < lim[e >> 1] ? sc[n][e] * scale_log2 : -INFINITY;
+                sc[n][e] = v;
+                mx[e >> 1] = fmaxf(mx[e >> 1], v);
+            }
+        float corr[2], ls[2] = { 0.f, 0.f };
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+            float mn = fmaxf(mrow[i], mx[i]); /* finite: key 0 is in every head's block 0 */
+            corr[i] = exp2f(mrow[i] - mn);
+            mrow[i] = mn;
+        }
+#pragma unroll
+        for (int n = 0; n < FA_N / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float p = exp2f(sc[n][e] - mrow[e >> 1]);
+                sc[n][e] = p;
+                ls[e >> 1] += p;
+            }
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            ls[i] += __shfl_xor_sync(0xffffffffu, ls[i], 1);
+            ls[i] += __shfl_xor_sync(0xffffffffu, ls[i], 2);
+            lrow[i] = lrow[i] * corr[i] + ls[i];
+        }
+#pragma unroll
+        for (int n = 0; n < D / 8; n++) {
+            o[n][0] *= corr[0];
+            o[n][1] *= corr[0];
+            o[n][2] *= corr[1];
+            o[n][3] *= corr[1];
+        }
+        /* O += P V: keys 16 kk .. + 15 are score tiles 2 kk and 2 kk + 1 */
+#pragma unroll
+        for (int kk = 0; kk < FA_N / 16; kk++) {
+            uint32_t pa[4] = { pack_half2(sc[2 * kk][0], sc[2 * kk][1]), pack_half2(sc[2 * kk][2], sc[2 * kk][3]),
+                               pack_half2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]),
+                               pack_half2(sc[2 * kk + 1][2], sc[2 * kk + 1][3]) };
+#pragma unroll
+            for (int n = 0; n < D / 8; n++) {
+                const __half *vr = Vt + (8 * n + gq) * L::LDV + 16 * kk + 2 * tq;
+                uint32_t b[2] = { *(const uint32_t *)vr, *(const uint32_t *)(vr + 8) };
+                mma16816(o[n], pa, b);
+            }
+        }
+    }
+    /* O / l, staged in fp32 where K and V were, then quantized */
+    __syncthreads();
+    float *Os = (float *)smem;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        uint32_t h = 16 * warp + gq + 8 * i;
+#pragma unroll
+        for (int n = 0; n < D / 8; n++) {
+            Os[h * L::LDO + 8 * n + 2 * tq] = o[n][2 * i] / lrow[i];
+            Os[h * L::LDO + 8 * n + 2 * tq + 1] = o[n][2 * i + 1] / lrow[i];
+        }
+    }
+    __syncthreads();
+    const uint64_t out_n = (uint64_t)d.n_head * D;
+    for (uint32_t gi = warp; gi < PA_M * (D / 32); gi += PA_WARPS) {
+        uint32_t h = gi / (D / 32), grp = gi % (D / 32), rr = h / G;
+        if (rr >= nrows)
+            continue;
+        q16_store_group(q16_at(out + (uint64_t)(row0 + rr) * q16_row_bytes(out_n), (uint32_t)out_n),
+                        ((g * G + h % G) * D) / 32 + grp, Os[h * L::LDO + 32 * grp + lane], lane);
+    }
+}
+
 int fwd_prompt_attention_supported(const fwd_dims *d)
 {
     uint32_t G = d->n_head / d->n_head_kv;
@@ -185,10 +380,34 @@ uint32_t fwd_prompt_tile_rows(const fwd_dims *d)
     return PA_M / (d->n_head / d->n_head_kv);
 }
 
+/* SMQ_CUDA_PA_WMMA=1: the two-pass WMMA kernel instead, to compare (read
+ * once a process). */
+static bool pa_wmma(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("SMQ_CUDA_PA_WMMA");
+        on = e && !strcmp(e, "1");
+    }
+    return on;
+}
+
 template <int D>
 static int launch_prompt_attention(const float *q, const __half *kv_layer, const uint32_t *tiles, uint32_t n_tiles,
                                    const fwd_dims *d, const fwd_meta *m, uint8_t *out, cudaStream_t s, smq_err *err)
 {
+    if (!pa_wmma()) {
+        size_t fb = fa_layout<D>::bytes;
+        cudaError_t fe =
+            cudaFuncSetAttribute(flash_prompt_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fb);
+        if (fe != cudaSuccess)
+            return smq_err_set(err, "cuda backend: prompt attention: %zu bytes of shared memory: %s", fb,
+                               cudaGetErrorString(fe));
+        launch_plain(flash_prompt_kernel<D>, dim3(n_tiles, d->n_head_kv), 32 * PA_WARPS, fb, s, q, kv_layer, *d, *m,
+                     tiles, 1.4426950408889634f / sqrtf((float)D), out);
+        LAUNCH_CHECK("prompt_attention");
+        return 0;
+    }
     size_t bytes = pa_layout<D>::bytes;
     cudaError_t e =
         cudaFuncSetAttribute(prompt_attention_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);

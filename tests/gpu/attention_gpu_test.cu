@@ -203,9 +203,16 @@ static void test_prompt_attention(void)
         test_skip("no CUDA device");
         return;
     }
-    check_shape(16, 4, 128); /* SmolLM3-3B */
-    check_shape(4, 2, 64);   /* the test model */
-    check_shape(8, 8, 64);   /* one head per KV head */
+    /* the one-pass kernel (the default), then the two-pass WMMA one it
+     * replaces (SMQ_CUDA_PA_WMMA=1), kept until the first has run on a GPU */
+    for (int wmma = 0; wmma < 2; wmma++) {
+        char *kept = test_env_swap("SMQ_CUDA_PA_WMMA", wmma ? "1" : NULL);
+        printf("  %s:\n", wmma ? "two passes, WMMA (SMQ_CUDA_PA_WMMA=1)" : "one pass, mma.sync");
+        check_shape(16, 4, 128); /* SmolLM3-3B */
+        check_shape(4, 2, 64);   /* the test model */
+        check_shape(8, 8, 64);   /* one head per KV head */
+        test_env_restore("SMQ_CUDA_PA_WMMA", kept);
+    }
 }
 
 /* The decode rows' split-K attention (fwd_attention) on one shape: rows of

@@ -420,7 +420,7 @@ endif
 # they need only libc, PCRE2 and the NVIDIA driver), the test data they read,
 # tests/run.sh and bench/cuda_device_check.sh. Built in a build folder of its
 # own (NET=0). Run it from inside the folder: sh gpu-check.sh.
-# GPU_BUNDLE_DATA=0 leaves the test data out (27 MB instead of 66), for a
+# GPU_BUNDLE_DATA=0 leaves the test data out (43 MB instead of 82), for a
 # host that has the repository: SMQ_TEST_DATA=/path/to/repo/tests/data.
 GPU_BUNDLE := build/gpu-bundle
 # The same folder as one gzipped tar (11 MB instead of 41: the binaries

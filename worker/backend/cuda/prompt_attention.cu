@@ -393,26 +393,17 @@ template <int D>
 static int launch_prompt_attention(const float *q, const __half *kv_layer, const uint32_t *tiles, uint32_t n_tiles,
                                    const fwd_dims *d, const fwd_meta *m, uint8_t *out, cudaStream_t s, smq_err *err)
 {
-    if (!pa_wmma()) {
-        size_t fb = fa_layout<D>::bytes;
-        cudaError_t fe =
-            cudaFuncSetAttribute(flash_prompt_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fb);
-        if (fe != cudaSuccess)
-            return smq_err_set(err, "cuda backend: prompt attention: %zu bytes of shared memory: %s", fb,
-                               cudaGetErrorString(fe));
-        launch_plain(flash_prompt_kernel<D>, dim3(n_tiles, d->n_head_kv), 32 * PA_WARPS, fb, s, q, kv_layer, *d, *m,
-                     tiles, 1.4426950408889634f / sqrtf((float)D), out);
-        LAUNCH_CHECK("prompt_attention");
-        return 0;
-    }
-    size_t bytes = pa_layout<D>::bytes;
-    cudaError_t e =
-        cudaFuncSetAttribute(prompt_attention_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    /* the same arguments; the one-pass kernel's scale has log2(e) in it (exp2) */
+    bool flash = !pa_wmma();
+    void (*kernel)(const float *, const __half *, fwd_dims, fwd_meta, const uint32_t *, float, uint8_t *) =
+        flash ? flash_prompt_kernel<D> : prompt_attention_kernel<D>;
+    size_t bytes = flash ? fa_layout<D>::bytes : pa_layout<D>::bytes;
+    float scale = (flash ? 1.4426950408889634f : 1.0f) / sqrtf((float)D);
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
     if (e != cudaSuccess)
         return smq_err_set(err, "cuda backend: prompt attention: %zu bytes of shared memory: %s", bytes,
                            cudaGetErrorString(e));
-    launch_plain(prompt_attention_kernel<D>, dim3(n_tiles, d->n_head_kv), 32 * PA_WARPS, bytes, s, q, kv_layer, *d, *m,
-                 tiles, 1.0f / sqrtf((float)D), out);
+    launch_plain(kernel, dim3(n_tiles, d->n_head_kv), 32 * PA_WARPS, bytes, s, q, kv_layer, *d, *m, tiles, scale, out);
     LAUNCH_CHECK("prompt_attention");
     return 0;
 }
